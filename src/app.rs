@@ -1,0 +1,81 @@
+//! Dispatch: resolve settings for a subcommand, set up logging, call the stage.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command, LogFormat, StageArgs};
+use crate::config::{self, Settings};
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+use crate::{run, synth, validate};
+
+/// Logs go to stderr: text for a person at a terminal, JSON lines otherwise.
+pub fn init_logging(format: Option<LogFormat>, filter: &str) {
+    let json = match format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Text) => false,
+        None => !std::io::stderr().is_terminal(),
+    };
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().with_current_span(false).try_init() } else { builder.with_target(false).try_init() };
+}
+
+/// Run one command to completion.
+pub fn execute(cli: Cli) -> Result<()> {
+    let Cli { log_format, log, command } = cli;
+    init_logging(log_format, &log);
+    match command {
+        Command::Run(a) => stage(a, run::run_all),
+        Command::Features(a) => stage(a, run::features_only),
+        Command::Train(a) => stage(a, run::train_only),
+        Command::Score(a) => stage(a, run::score_only),
+        Command::Interventions(a) => stage(a, run::interventions_only),
+        Command::Grace(a) => stage(a, run::grace_only),
+        Command::Validate(a) => {
+            let settings = Settings::load(a.config.as_deref())?;
+            let input = a.input.clone().or(settings.input.clone()).ok_or_else(|| {
+                Error::config("no input root: set `input` in the config, RETAIN_INPUT or --input")
+            })?;
+            let storage = Storage::open(&input, &settings.storage_options(), false)?;
+            let report = validate::validate(&storage, a.examples)?;
+            println!("{}", report.render());
+            if report.problems.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::data(format!("{} problem(s) in the inputs under {input}", report.problems.len())))
+            }
+        }
+        Command::Synth(a) => {
+            let settings = Settings::load(a.config.as_deref())?;
+            let out = Storage::open(&a.output, &settings.storage_options(), true)?;
+            let cfg = synth::SynthConfig { users: a.users, days: a.days, seed: a.seed, start: a.start };
+            let summary = synth::generate(&cfg, &out)?;
+            tracing::info!(
+                users = summary.users,
+                days = summary.days,
+                activity_rows = summary.activity_rows,
+                billing_rows = summary.billing_rows,
+                message_rows = summary.message_rows,
+                files = summary.files,
+                output = out.uri(),
+                "synthetic world written"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn stage(args: StageArgs, f: fn(config::StageSettings) -> Result<()>) -> Result<()> {
+    if args.show_config {
+        let settings = config::resolve(&args)?;
+        print!("{}", settings.to_redacted_toml());
+        if let Some(d) = args.as_of {
+            println!("# as_of = {d}");
+        }
+        return Ok(());
+    }
+    f(config::resolve_stage(&args)?)
+}
+

@@ -1,0 +1,119 @@
+//! The command line, and nothing else: clap definitions that `config` resolves into
+//! typed settings before any work starts.
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "retain", version, about = "Churn scores, uplift-targeted interventions and grace-period recommendations")]
+pub struct Cli {
+    /// Log format on stderr: `text` for people, `json` lines for machines
+    /// (default: text on a terminal, json otherwise).
+    #[arg(long, global = true, env = "RETAIN_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter, e.g. `info`, `debug`, `retain=debug` (RUST_LOG syntax).
+    #[arg(long, global = true, env = "RETAIN_LOG", default_value = "info")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole nightly pipeline for one snapshot: features, train, score,
+    /// interventions and grace.
+    Run(StageArgs),
+    /// Build the features table for a snapshot.
+    Features(StageArgs),
+    /// Train the churn model on earlier snapshots whose labels are complete by the as-of date.
+    Train(StageArgs),
+    /// Score every premium user at the snapshot with the snapshot's model.
+    Score(StageArgs),
+    /// Plan the intervention list for the snapshot (needs its scores).
+    Interventions(StageArgs),
+    /// Recommend grace periods for every open dunning episode at the snapshot.
+    Grace(StageArgs),
+    /// Check the input tables against the data contract.
+    Validate(ValidateArgs),
+    /// Generate a synthetic subscriber world in the contract's format, with its ground truth.
+    Synth(SynthArgs),
+}
+
+/// Arguments shared by every pipeline stage.
+#[derive(Debug, Clone, Args)]
+pub struct StageArgs {
+    /// Pipeline configuration (TOML).
+    #[arg(long, short = 'c', env = "RETAIN_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Snapshot date S (UTC): outputs describe the end of this day.
+    #[arg(long, env = "RETAIN_AS_OF")]
+    pub as_of: Option<NaiveDate>,
+
+    /// Root of the input tables (folder, file://, s3://, gs://).
+    #[arg(long, env = "RETAIN_INPUT")]
+    pub input: Option<String>,
+
+    /// Root of the output tables.
+    #[arg(long, env = "RETAIN_OUTPUT")]
+    pub output: Option<String>,
+
+    /// Churn label horizon H in days.
+    #[arg(long, env = "RETAIN_HORIZON_DAYS")]
+    pub horizon_days: Option<u32>,
+
+    /// Seed for everything random (holdout assignment, model fitting).
+    #[arg(long, env = "RETAIN_SEED")]
+    pub seed: Option<u64>,
+
+    /// Print the resolved configuration as TOML on stdout and exit.
+    #[arg(long)]
+    pub show_config: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// Pipeline configuration (TOML); only storage settings and `input` are used.
+    #[arg(long, short = 'c', env = "RETAIN_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Root of the input tables.
+    #[arg(long, env = "RETAIN_INPUT")]
+    pub input: Option<String>,
+
+    /// Most problems listed per check.
+    #[arg(long, default_value_t = 5)]
+    pub examples: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SynthArgs {
+    /// Number of users.
+    #[arg(long, default_value_t = 2000)]
+    pub users: usize,
+    /// Number of days of history.
+    #[arg(long, default_value_t = 180)]
+    pub days: u32,
+    /// Random seed; the same seed writes the same world.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// First day of the world.
+    #[arg(long, default_value = "2026-05-25")]
+    pub start: NaiveDate,
+    /// Root to write the input tables (and `_truth/`) to.
+    #[arg(long)]
+    pub output: String,
+    /// Pipeline configuration (TOML); only storage settings are used.
+    #[arg(long, short = 'c', env = "RETAIN_CONFIG")]
+    pub config: Option<PathBuf>,
+}

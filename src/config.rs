@@ -1,0 +1,292 @@
+//! The typed configuration, resolved once before any work starts.
+//!
+//! Precedence: command-line flags > environment variables (`RETAIN_*`, declared on the
+//! flags in `cli`) > the TOML file given with `--config` > the defaults below. Every key
+//! is declared once here with its default; unknown keys are an error (exit 78) so a typo
+//! never silently falls back to a default. `--show-config` prints the result.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::StageArgs;
+use crate::error::{Error, Result};
+use crate::storage::StorageOptions;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Root of the input tables.
+    pub input: Option<String>,
+    /// Root of the output tables.
+    pub output: Option<String>,
+    /// Churn label horizon H in days.
+    pub horizon_days: u32,
+    /// Seed for the holdout hash and model fitting.
+    pub seed: u64,
+    pub training: Training,
+    pub interventions: Interventions,
+    pub grace: Grace,
+    /// Extra object_store settings (`aws_endpoint_url`, `aws_region`,
+    /// `google_service_account_key`, …) applied over the `AWS_*` / `GOOGLE_*` environment.
+    pub storage: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Training {
+    /// How many weekly labelled snapshots (S − H − 7k, k = 0..) to train and validate on.
+    /// The newest is the validation snapshot.
+    pub snapshots: u32,
+    /// L2 penalty of the logistic model.
+    pub l2: f64,
+    /// Most optimiser iterations of the logistic model.
+    pub max_iterations: u64,
+    /// How many reasons to give per user in `top_reasons`.
+    pub top_reasons: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Interventions {
+    /// Share of chosen users randomly held out (not sent), to measure the policy.
+    pub holdout_fraction: f64,
+    /// Most sends per channel per run.
+    pub budget: Budget,
+    /// No message to a user who got one (treatment arm) in the last N days.
+    pub frequency_cap_days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Budget {
+    pub push: u64,
+    pub email: u64,
+    pub in_app: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Grace {
+    /// A recovered subscriber is worth value_months × monthly price.
+    pub value_months: f64,
+    /// Each unpaid grace day costs cost_fraction × daily price.
+    pub cost_fraction: f64,
+    /// Longest grace period considered, in days from the failure.
+    pub max_days: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            input: None,
+            output: None,
+            horizon_days: 30,
+            seed: 20261120,
+            training: Training::default(),
+            interventions: Interventions::default(),
+            grace: Grace::default(),
+            storage: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for Training {
+    fn default() -> Self {
+        Training { snapshots: 8, l2: 1.0, max_iterations: 100, top_reasons: 3 }
+    }
+}
+
+impl Default for Interventions {
+    fn default() -> Self {
+        Interventions { holdout_fraction: 0.1, budget: Budget::default(), frequency_cap_days: 7 }
+    }
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget { push: 50_000, email: 100_000, in_app: 100_000 }
+    }
+}
+
+impl Default for Grace {
+    fn default() -> Self {
+        Grace { value_months: 6.0, cost_fraction: 0.7, max_days: 30 }
+    }
+}
+
+impl Budget {
+    pub fn for_channel(&self, channel: &str) -> u64 {
+        match channel {
+            "push" => self.push,
+            "email" => self.email,
+            "in_app" => self.in_app,
+            _ => 0,
+        }
+    }
+}
+
+impl Settings {
+    /// Read a TOML file; a missing file, bad TOML, unknown key or bad value is exit 78.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(format!("cannot read config {}: {e}", path.display())))?;
+        let settings: Settings =
+            toml::from_str(&text).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+        Ok(settings)
+    }
+
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        match path {
+            Some(p) => Self::from_file(p),
+            None => Ok(Settings::default()),
+        }
+    }
+
+    pub fn storage_options(&self) -> StorageOptions {
+        StorageOptions { entries: self.storage.iter().map(|(k, v)| (k.clone(), v.clone())).collect() }
+    }
+
+    /// Check value ranges; called after every layer is applied.
+    pub fn check(&self) -> Result<()> {
+        let i = &self.interventions;
+        if !(0.0..1.0).contains(&i.holdout_fraction) {
+            return Err(Error::config(format!(
+                "interventions.holdout_fraction must be in [0, 1), got {}",
+                i.holdout_fraction
+            )));
+        }
+        if self.horizon_days == 0 || self.horizon_days > 365 {
+            return Err(Error::config(format!("horizon_days must be in 1..=365, got {}", self.horizon_days)));
+        }
+        if self.training.snapshots < 2 {
+            return Err(Error::config("training.snapshots must be at least 2 (one to train, one to validate)"));
+        }
+        if !(self.training.l2 >= 0.0) {
+            return Err(Error::config("training.l2 must be ≥ 0"));
+        }
+        let g = &self.grace;
+        if g.max_days == 0 || g.max_days > 90 {
+            return Err(Error::config(format!("grace.max_days must be in 1..=90, got {}", g.max_days)));
+        }
+        if !(g.value_months >= 0.0) || !(g.cost_fraction >= 0.0) {
+            return Err(Error::config("grace.value_months and grace.cost_fraction must be ≥ 0"));
+        }
+        Ok(())
+    }
+
+    /// The settings as TOML, with secret-looking storage values redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        for (k, v) in shown.storage.iter_mut() {
+            let k = k.to_ascii_lowercase();
+            if ["secret", "key", "token", "password", "credential"].iter().any(|s| k.contains(s)) {
+                *v = "<redacted>".to_string();
+            }
+        }
+        toml::to_string_pretty(&shown).unwrap_or_default()
+    }
+}
+
+/// Everything a pipeline stage needs, resolved.
+#[derive(Debug, Clone)]
+pub struct StageSettings {
+    pub as_of: NaiveDate,
+    pub input: String,
+    pub output: String,
+    pub settings: Settings,
+}
+
+/// Apply the flag/environment layer over the file layer and check the result.
+pub fn resolve(args: &StageArgs) -> Result<Settings> {
+    let StageArgs { config, as_of: _, input, output, horizon_days, seed, show_config: _ } = args;
+    let mut s = Settings::load(config.as_deref())?;
+    if let Some(v) = input {
+        s.input = Some(v.clone());
+    }
+    if let Some(v) = output {
+        s.output = Some(v.clone());
+    }
+    if let Some(v) = horizon_days {
+        s.horizon_days = *v;
+    }
+    if let Some(v) = seed {
+        s.seed = *v;
+    }
+    s.check()?;
+    Ok(s)
+}
+
+/// Resolve and require what a stage needs (as-of date, input and output roots).
+pub fn resolve_stage(args: &StageArgs) -> Result<StageSettings> {
+    let settings = resolve(args)?;
+    let as_of = args.as_of.ok_or_else(|| Error::Usage("--as-of (or RETAIN_AS_OF) is required".into()))?;
+    let input = settings
+        .input
+        .clone()
+        .ok_or_else(|| Error::config("no input root: set `input` in the config, RETAIN_INPUT or --input"))?;
+    let output = settings
+        .output
+        .clone()
+        .ok_or_else(|| Error::config("no output root: set `output` in the config, RETAIN_OUTPUT or --output"))?;
+    Ok(StageSettings { as_of, input, output, settings })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(config: Option<&Path>) -> StageArgs {
+        StageArgs {
+            config: config.map(Path::to_path_buf),
+            as_of: NaiveDate::from_ymd_opt(2026, 11, 20),
+            input: None,
+            output: None,
+            horizon_days: None,
+            seed: None,
+            show_config: false,
+        }
+    }
+
+    #[test]
+    fn flags_override_file_and_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "input = \"s3://b/in\"\noutput = \"out\"\nhorizon_days = 14\n[interventions]\nholdout_fraction = 0.2\nbudget = { push = 5 }\n",
+        )
+        .unwrap();
+        let mut a = args(Some(&path));
+        let s = resolve(&a).unwrap();
+        assert_eq!(s.horizon_days, 14);
+        assert_eq!(s.interventions.budget.push, 5);
+        assert_eq!(s.interventions.budget.email, 100_000, "unset keys keep their defaults");
+        a.horizon_days = Some(7);
+        a.input = Some("/data".into());
+        let s = resolve(&a).unwrap();
+        assert_eq!((s.horizon_days, s.input.as_deref()), (7, Some("/data")));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_configuration_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "horizon_dayz = 3\n").unwrap();
+        assert_eq!(resolve(&args(Some(&path))).unwrap_err().exit_code(), crate::error::ExitCode::Config);
+        std::fs::write(&path, "[interventions]\nholdout_fraction = 1.5\n").unwrap();
+        assert_eq!(resolve(&args(Some(&path))).unwrap_err().exit_code(), crate::error::ExitCode::Config);
+    }
+
+    #[test]
+    fn secrets_are_redacted_when_shown() {
+        let mut s = Settings::default();
+        s.storage.insert("aws_secret_access_key".into(), "hunter2".into());
+        s.storage.insert("aws_region".into(), "eu-north-1".into());
+        let shown = s.to_redacted_toml();
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("eu-north-1"));
+    }
+}

@@ -1,0 +1,100 @@
+//! Premium status, churn labels and dunning episodes, derived from billing events by the
+//! contract's rules.
+//!
+//! Why one module: the population of every output (who is premium at S), the churn label
+//! (premium at S, not premium at S + H) and the uplift labels of past messages all rest
+//! on the same status rule; computing it in one function keeps them consistent.
+
+use chrono::{Duration, NaiveDate};
+use polars::prelude::*;
+
+use crate::contract::STATUS_EVENTS;
+use crate::inputs::{end_of_day_us, in_set, ts_lit_us};
+
+fn status_events() -> Expr {
+    in_set("event_type", STATUS_EVENTS)
+}
+
+/// `user_id, premium` for every user with a status event before the end of `day`:
+/// premium when the latest of {trial_start, subscribe, renew, payment_recovered, expire}
+/// exists and is not `expire`. `billing` must be deduplicated.
+pub fn status_at(billing: LazyFrame, day: NaiveDate) -> LazyFrame {
+    billing
+        .filter(col("ts").lt(ts_lit_us(end_of_day_us(day))).and(status_events()))
+        // Ties at the same microsecond are broken by event id, so the rule is deterministic.
+        .sort(["user_id", "ts", "event_id"], SortMultipleOptions::default())
+        .group_by([col("user_id")])
+        .agg([col("event_type").last().alias("last_status")])
+        .select([col("user_id"), col("last_status").neq(lit("expire")).alias("premium")])
+}
+
+/// The users who are premium at the end of `day`, sorted by id.
+pub fn premium_at(billing: LazyFrame, day: NaiveDate) -> LazyFrame {
+    status_at(billing, day)
+        .filter(col("premium"))
+        .select([col("user_id")])
+        .sort(["user_id"], SortMultipleOptions::default())
+}
+
+/// The contract's churn label for snapshot `s` and horizon `h`: one row per user premium
+/// at the end of `s`, `churned` = 1 when not premium at the end of `s + h`.
+pub fn churn_labels(billing: LazyFrame, s: NaiveDate, horizon_days: u32) -> LazyFrame {
+    let later = status_at(billing.clone(), s + Duration::days(horizon_days as i64));
+    premium_at(billing, s)
+        .join(later, [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Left))
+        .select([
+            col("user_id"),
+            col("premium").fill_null(lit(false)).not().cast(DataType::Int32).alias("churned"),
+        ])
+}
+
+/// The training snapshots for a run at `s`: S − H − 7k for k = 0..n, newest first.
+/// Their labels are complete by `s` (their horizon ends on or before `s`).
+pub fn training_snapshots(s: NaiveDate, horizon_days: u32, n: u32) -> Vec<NaiveDate> {
+    (0..n).map(|k| s - Duration::days(horizon_days as i64 + 7 * k as i64)).collect()
+}
+
+/// Dunning episodes: one row per first `payment_failed` of an episode (a failure while no
+/// episode is open), with how it ended. Columns: user_id, failure_ts, failure_reason,
+/// payment_method, plan, amount, grace_days, attempts, end_ts (nullable), recovered (bool,
+/// null while open), days_to_end (nullable).
+///
+/// An episode is open from its first failure until the next `payment_recovered` or
+/// `expire` of the same user; later failures before that are retries of the same episode.
+pub fn dunning_episodes(billing: LazyFrame) -> LazyFrame {
+    let relevant = billing
+        .filter(in_set("event_type", &["payment_failed", "payment_recovered", "expire"]))
+        .sort(["user_id", "ts", "event_id"], SortMultipleOptions::default());
+    // An "end" closes the episode; number the episodes per user by how many ends came before.
+    let is_end = col("event_type").neq(lit("payment_failed"));
+    let with_episode = relevant.with_columns([(is_end.clone().cast(DataType::UInt32).cum_sum(false)
+        - is_end.cast(DataType::UInt32))
+    .over([col("user_id")])
+    .expect("a window over user_id is valid")
+    .alias("episode")]);
+    with_episode
+        .group_by([col("user_id"), col("episode")])
+        .agg([
+            col("ts").filter(col("event_type").eq(lit("payment_failed"))).first().alias("failure_ts"),
+            col("failure_reason").filter(col("event_type").eq(lit("payment_failed"))).first().alias("failure_reason"),
+            col("payment_method").filter(col("event_type").eq(lit("payment_failed"))).first().alias("payment_method"),
+            col("plan").filter(col("event_type").eq(lit("payment_failed"))).first().alias("plan"),
+            col("amount").filter(col("event_type").eq(lit("payment_failed"))).first().alias("amount"),
+            col("grace_days").filter(col("event_type").eq(lit("payment_failed"))).first().alias("grace_days"),
+            col("event_type").eq(lit("payment_failed")).sum().alias("attempts"),
+            col("ts").filter(col("event_type").neq(lit("payment_failed"))).first().alias("end_ts"),
+            col("event_type").filter(col("event_type").neq(lit("payment_failed"))).first().alias("end_type"),
+        ])
+        // Ends without a preceding failure (a plain expiry after a cancel) are not episodes.
+        .filter(col("failure_ts").is_not_null())
+        .with_columns([
+            when(col("end_type").is_null())
+                .then(lit(NULL).cast(DataType::Boolean))
+                .otherwise(col("end_type").eq(lit("payment_recovered")))
+                .alias("recovered"),
+            ((col("end_ts") - col("failure_ts")).dt().total_seconds(false) / lit(86_400.0))
+                .alias("days_to_end"),
+        ])
+        .drop(cols(["episode", "end_type"]))
+        .sort(["user_id", "failure_ts"], SortMultipleOptions::default())
+}

@@ -1,0 +1,144 @@
+//! Turning a features table into a numeric design matrix, fitted on training rows and
+//! stored with the model so scoring encodes exactly as training did.
+//!
+//! Numeric features: missing values imputed with the training median, plus a missing
+//! indicator where training saw missing values; then standardised. Categorical features:
+//! one-hot over the categories seen at least `MIN_CATEGORY_ROWS` times in training, the
+//! rest fall into no column (the all-zero baseline).
+
+use ndarray::Array2;
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, PolarsContext, Result};
+use crate::features::{FeatureKind, FEATURES};
+
+const MIN_CATEGORY_ROWS: usize = 20;
+const MAX_CATEGORIES: usize = 30;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Encoder {
+    pub columns: Vec<EncodedColumn>,
+}
+
+/// One column of the design matrix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EncodedColumn {
+    /// The feature it comes from.
+    pub feature: String,
+    pub kind: Encoding,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Encoding {
+    Numeric { median: f64, mean: f64, std: f64 },
+    Missing,
+    OneHot { value: String },
+}
+
+fn numeric_values(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>> {
+    let s = df.column(name).ctx(format!("feature `{name}`"))?.cast(&DataType::Float64).ctx(format!("feature `{name}` as a number"))?;
+    Ok(s.f64().ctx(format!("feature `{name}`"))?.iter().map(|v| v.filter(|x| x.is_finite())).collect())
+}
+
+fn string_values(df: &DataFrame, name: &str) -> Result<Vec<Option<String>>> {
+    let s = df.column(name).ctx(format!("feature `{name}`"))?.cast(&DataType::String).ctx(format!("feature `{name}`"))?;
+    Ok(s.str().ctx(format!("feature `{name}`"))?.iter().map(|v| v.map(str::to_string)).collect())
+}
+
+impl Encoder {
+    /// Fit on the training rows of a features table.
+    pub fn fit(df: &DataFrame) -> Result<Self> {
+        let mut columns = Vec::new();
+        for f in FEATURES {
+            match f.kind {
+                FeatureKind::Numeric => {
+                    let vals = numeric_values(df, f.name)?;
+                    let mut present: Vec<f64> = vals.iter().flatten().copied().collect();
+                    if present.is_empty() {
+                        continue; // never observed: carries no information
+                    }
+                    present.sort_by(f64::total_cmp);
+                    let median = present[present.len() / 2];
+                    let n = vals.len() as f64;
+                    let imputed: Vec<f64> = vals.iter().map(|v| v.unwrap_or(median)).collect();
+                    let mean = imputed.iter().sum::<f64>() / n;
+                    let var = imputed.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+                    let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
+                    columns.push(EncodedColumn { feature: f.name.into(), kind: Encoding::Numeric { median, mean, std } });
+                    if present.len() < vals.len() {
+                        columns.push(EncodedColumn { feature: f.name.into(), kind: Encoding::Missing });
+                    }
+                }
+                FeatureKind::Categorical => {
+                    let vals = string_values(df, f.name)?;
+                    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+                    for v in vals.into_iter().flatten() {
+                        *counts.entry(v).or_default() += 1;
+                    }
+                    let mut frequent: Vec<(String, usize)> =
+                        counts.into_iter().filter(|(_, c)| *c >= MIN_CATEGORY_ROWS).collect();
+                    frequent.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                    // The most frequent category is the baseline (no column), so the
+                    // one-hot block is not collinear with the intercept.
+                    for (value, _) in frequent.into_iter().skip(1).take(MAX_CATEGORIES) {
+                        columns.push(EncodedColumn { feature: f.name.into(), kind: Encoding::OneHot { value } });
+                    }
+                }
+            }
+        }
+        Ok(Encoder { columns })
+    }
+
+    pub fn width(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// Encode rows of a features table (which must have every feature column).
+    pub fn transform(&self, df: &DataFrame) -> Result<Array2<f64>> {
+        let n = df.height();
+        let mut x = Array2::<f64>::zeros((n, self.columns.len()));
+        let mut cache_num: std::collections::HashMap<&str, Vec<Option<f64>>> = Default::default();
+        let mut cache_str: std::collections::HashMap<&str, Vec<Option<String>>> = Default::default();
+        for (j, c) in self.columns.iter().enumerate() {
+            let name = c.feature.as_str();
+            if df.column(name).is_err() {
+                return Err(Error::data(format!("features table has no column `{name}` that the model needs")));
+            }
+            match &c.kind {
+                Encoding::Numeric { median, mean, std } => {
+                    if !cache_num.contains_key(name) {
+                        cache_num.insert(name, numeric_values(df, name)?);
+                    }
+                    for (i, v) in cache_num[name].iter().enumerate() {
+                        x[[i, j]] = (v.unwrap_or(*median) - mean) / std;
+                    }
+                }
+                Encoding::Missing => {
+                    if !cache_num.contains_key(name) {
+                        cache_num.insert(name, numeric_values(df, name)?);
+                    }
+                    for (i, v) in cache_num[name].iter().enumerate() {
+                        x[[i, j]] = if v.is_none() { 1.0 } else { 0.0 };
+                    }
+                }
+                Encoding::OneHot { value } => {
+                    if !cache_str.contains_key(name) {
+                        cache_str.insert(name, string_values(df, name)?);
+                    }
+                    for (i, v) in cache_str[name].iter().enumerate() {
+                        x[[i, j]] = if v.as_deref() == Some(value.as_str()) { 1.0 } else { 0.0 };
+                    }
+                }
+            }
+        }
+        Ok(x)
+    }
+}
+
+/// A stable hash of the feature schema (names, kinds and order) the models are built on.
+pub fn feature_schema_hash() -> String {
+    let text: String = FEATURES.iter().map(|f| format!("{}:{:?};", f.name, f.kind)).collect();
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+}

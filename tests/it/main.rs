@@ -1,0 +1,9 @@
+//! The one integration-test binary: the `retain` command run as a user runs it, against
+//! the shipped sample world, local folders and emulated object stores on 127.0.0.1.
+
+mod util;
+
+mod cli;
+mod pipeline;
+mod emulators;
+mod storage;

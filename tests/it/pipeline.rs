@@ -1,0 +1,160 @@
+//! `retain run` end to end on the shipped sample world: the output tables, their
+//! contract columns and the invariants the business relies on.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use polars::prelude::*;
+use retain::contract::{GRACE, INTERVENTIONS, SCORES, Table};
+
+use crate::util::*;
+
+fn check_columns(df: &DataFrame, table: &Table) {
+    for c in table.columns {
+        let found = df.column(c.name).unwrap_or_else(|_| panic!("{}: column {} missing", table.name, c.name));
+        assert_eq!(found.dtype(), &c.kind.dtype(), "{}.{} has the contract's type", table.name, c.name);
+        if !c.nullable {
+            assert_eq!(found.null_count(), 0, "{}.{} has no nulls", table.name, c.name);
+        }
+    }
+}
+
+/// Premium at the end of the sample's last day, by the contract's rule, computed here
+/// independently of the library from the raw billing files.
+fn premium_users_from_billing() -> BTreeSet<String> {
+    let store = open(&sample_data());
+    let files: Vec<String> = store.list_files("billing").unwrap().into_iter().map(|f| f.rel).filter(|r| r.ends_with(".parquet")).collect();
+    let end = (sample_as_of() + chrono::Duration::days(1)).and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_micros();
+    let mut latest: HashMap<String, (i64, String, String)> = HashMap::new();
+    for f in files {
+        let df = store.read_parquet(&f).unwrap();
+        let ts = df.column("ts").unwrap().cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))).unwrap();
+        let ts: Vec<i64> = ts.datetime().unwrap().physical().iter().map(|v| v.unwrap()).collect();
+        let (users, kinds, ids) = (strings(&df, "user_id"), strings(&df, "event_type"), strings(&df, "event_id"));
+        for i in 0..df.height() {
+            let status = ["trial_start", "subscribe", "renew", "payment_recovered", "expire"].contains(&kinds[i].as_str());
+            if !status || ts[i] >= end {
+                continue;
+            }
+            let cand = (ts[i], ids[i].clone(), kinds[i].clone());
+            let e = latest.entry(users[i].clone()).or_insert(cand.clone());
+            if (cand.0, &cand.1) > (e.0, &e.1) {
+                *e = cand;
+            }
+        }
+    }
+    latest.into_iter().filter(|(_, (_, _, k))| k != "expire").map(|(u, _)| u).collect()
+}
+
+#[test]
+fn every_premium_user_is_scored_once_with_calibrated_probabilities() {
+    let out = sample_run();
+    let scores = read_table(out, "scores");
+    check_columns(&scores, &SCORES);
+    let ids = strings(&scores, "user_id");
+    let unique: BTreeSet<String> = ids.iter().cloned().collect();
+    assert_eq!(unique.len(), ids.len(), "one row per user");
+    assert_eq!(unique, premium_users_from_billing(), "exactly the users premium at S");
+    let p = floats(&scores, "churn_probability");
+    assert!(p.iter().all(|v| (0.0..=1.0).contains(v)));
+    let mean = p.iter().sum::<f64>() / p.len() as f64;
+    assert!(mean > 0.005 && mean < 0.5, "a plausible churn rate: {mean}");
+    // Deciles: 1 is the riskiest tenth.
+    let d = floats(&scores, "risk_decile");
+    let top: Vec<f64> = p.iter().zip(&d).filter(|(_, d)| **d == 1.0).map(|(p, _)| *p).collect();
+    let bottom: Vec<f64> = p.iter().zip(&d).filter(|(_, d)| **d == 10.0).map(|(p, _)| *p).collect();
+    assert!(top.iter().cloned().fold(f64::INFINITY, f64::min) >= bottom.iter().cloned().fold(0.0, f64::max));
+    // Reasons are words, and the riskiest users have some.
+    let reasons = scores.column("top_reasons").unwrap().as_materialized_series().clone();
+    let with_reasons = (0..reasons.len())
+        .filter(|&i| d[i] == 1.0 && matches!(reasons.get(i).unwrap(), AnyValue::List(r) if !r.is_empty()))
+        .count();
+    assert!(with_reasons * 10 >= top.len() * 9, "risky users get reasons");
+}
+
+#[test]
+fn interventions_respect_opt_ins_budgets_and_the_holdout() {
+    let out = sample_run();
+    let iv = read_table(out, "interventions");
+    check_columns(&iv, &INTERVENTIONS);
+    assert!(iv.height() > 0, "the sample yields some interventions");
+    let users = open(&sample_data()).read_parquet("users/users.parquet").unwrap();
+    let ids = strings(&users, "user_id");
+    let push: Vec<bool> = users.column("push_opt_in").unwrap().bool().unwrap().iter().map(|v| v.unwrap()).collect();
+    let email: Vec<bool> = users.column("email_opt_in").unwrap().bool().unwrap().iter().map(|v| v.unwrap()).collect();
+    let opt: HashMap<&str, (bool, bool)> = ids.iter().map(String::as_str).zip(push.into_iter().zip(email)).collect();
+    let (uid, channel, group) = (strings(&iv, "user_id"), strings(&iv, "channel"), strings(&iv, "group"));
+    let mut per_channel: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in 0..iv.height() {
+        let (p, e) = opt[uid[i].as_str()];
+        match channel[i].as_str() {
+            "push" => assert!(p, "push to {} without push opt-in", uid[i]),
+            "email" => assert!(e, "email to {} without email opt-in", uid[i]),
+            _ => {}
+        }
+        *per_channel.entry(channel[i].as_str()).or_default() += 1;
+    }
+    let unique: BTreeSet<&String> = uid.iter().collect();
+    assert_eq!(unique.len(), uid.len(), "at most one action per user");
+    for (ch, budget) in [("push", 100), ("email", 200), ("in_app", 150)] {
+        assert!(per_channel.get(ch).copied().unwrap_or(0) <= budget, "{ch} within budget: {per_channel:?}");
+    }
+    let held = group.iter().filter(|g| *g == "holdout").count() as f64 / group.len() as f64;
+    assert!((held - 0.1).abs() < 0.06, "holdout share {held} near 0.1 of {}", group.len());
+    assert!(floats(&iv, "expected_uplift").iter().all(|u| *u > 0.0), "only positive expected effects");
+    // Everyone chosen is a scored premium user.
+    let scored: BTreeSet<String> = strings(&read_table(out, "scores"), "user_id").into_iter().collect();
+    assert!(uid.iter().all(|u| scored.contains(u)));
+}
+
+#[test]
+fn grace_recommends_for_open_dunning_episodes() {
+    let out = sample_run();
+    let g = read_table(out, "grace");
+    check_columns(&g, &GRACE);
+    assert!(g.height() > 0, "the sample has open dunning episodes");
+    let days = floats(&g, "recommended_grace_days");
+    assert!(days.iter().all(|d| (0.0..=30.0).contains(d)));
+    let p = floats(&g, "p_recover");
+    assert!(p.iter().all(|v| (0.0..=1.0).contains(v)));
+    let curves = g.column("curve").unwrap().as_materialized_series().clone();
+    for i in 0..curves.len() {
+        let AnyValue::List(c) = curves.get(i).unwrap() else { panic!("curve is a list") };
+        let c: Vec<f64> = c.f64().unwrap().iter().map(|v| v.unwrap()).collect();
+        assert_eq!(c.len(), 30);
+        assert!(c.windows(2).all(|w| w[1] >= w[0] - 1e-12), "a cumulative curve never falls");
+    }
+}
+
+#[test]
+fn a_rerun_writes_identical_tables_and_a_manifest() {
+    let first = sample_run();
+    let again = tempfile::tempdir().unwrap();
+    run_ok(retain().args(["run", "--config"]).arg(repo().join("pipelines/sample.toml")).args(["--as-of", SAMPLE_AS_OF, "--input"])
+        .arg(sample_data()).arg("--output").arg(again.path()));
+    for table in ["features", "scores", "interventions", "grace"] {
+        assert_eq!(read_table(first, table), read_table(again.path(), table), "{table} is reproducible");
+        let a = open(first).committed(table, sample_as_of()).unwrap().unwrap();
+        let b = open(again.path()).committed(table, sample_as_of()).unwrap().unwrap();
+        assert_eq!(a.files, b.files, "{table}: same part names and sizes");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(first.join(format!("runs/snapshot={SAMPLE_AS_OF}/run.json"))).unwrap()).unwrap();
+    assert_eq!(manifest["command"], "run");
+    assert!(manifest["input"]["files"].as_u64().unwrap() > 100, "the inputs read are listed");
+    assert_eq!(manifest["output"]["tables"]["scores"]["rows"].as_u64().unwrap() as usize, read_table(first, "scores").height());
+    assert!(manifest["details"]["model"]["validation_calibrated"]["auc"].as_f64().unwrap() > 0.6, "the model ranks: {}", manifest["details"]["model"]);
+}
+
+#[test]
+fn stages_run_one_at_a_time_give_the_same_tables_as_run() {
+    let whole = sample_run();
+    let dir = tempfile::tempdir().unwrap();
+    for stage in ["features", "train", "score", "interventions", "grace"] {
+        run_ok(retain().arg(stage).arg("--config").arg(repo().join("pipelines/sample.toml")).args(["--as-of", SAMPLE_AS_OF, "--input"])
+            .arg(sample_data()).arg("--output").arg(dir.path()));
+        assert!(dir.path().join(format!("runs/snapshot={SAMPLE_AS_OF}/{stage}.json")).exists(), "{stage} wrote its manifest");
+    }
+    for table in ["features", "scores", "interventions", "grace"] {
+        assert_eq!(read_table(whole, table), read_table(dir.path(), table), "{table}");
+    }
+}

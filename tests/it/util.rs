@@ -1,0 +1,83 @@
+//! Shared harness: run the binary, find the sample data, read committed outputs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use retain::storage::{Storage, StorageOptions};
+
+/// The snapshot the sample world ends on.
+pub const SAMPLE_AS_OF: &str = "2026-11-20";
+
+pub fn sample_as_of() -> NaiveDate {
+    SAMPLE_AS_OF.parse().unwrap()
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn sample_data() -> PathBuf {
+    repo().join("data-samples")
+}
+
+/// A `retain` command with a clean environment: no RETAIN_* or cloud variables leak in
+/// from the machine, and logs are JSON (stderr is not a terminal here anyway).
+pub fn retain() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_retain"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RETAIN_") || k.starts_with("AWS_") || k.starts_with("GOOGLE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RETAIN_LOG", "warn");
+    cmd
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("retain starts");
+    assert!(
+        out.status.success(),
+        "retain failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn open(dir: &Path) -> Storage {
+    Storage::open(dir.to_str().unwrap(), &StorageOptions::default(), false).unwrap()
+}
+
+pub fn read_table(dir: &Path, table: &str) -> DataFrame {
+    open(dir).read_committed(table, sample_as_of()).unwrap()
+}
+
+/// `retain run` on the sample world, once per test binary; tests share its outputs.
+pub fn sample_run() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        run_ok(retain().args(["run", "--config"]).arg(repo().join("pipelines/sample.toml")).args([
+            "--as-of",
+            SAMPLE_AS_OF,
+            "--input",
+        ])
+        .arg(sample_data())
+        .arg("--output")
+        .arg(dir.path()));
+        dir
+    })
+    .path()
+}
+
+pub fn strings(df: &DataFrame, column: &str) -> Vec<String> {
+    df.column(column).unwrap().str().unwrap().iter().map(|v| v.unwrap().to_string()).collect()
+}
+
+pub fn floats(df: &DataFrame, column: &str) -> Vec<f64> {
+    df.column(column).unwrap().cast(&DataType::Float64).unwrap().f64().unwrap().iter().map(|v| v.unwrap()).collect()
+}
