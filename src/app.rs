@@ -17,8 +17,9 @@ pub fn init_logging(format: Option<LogFormat>, filter: &str) {
         Some(LogFormat::Text) => false,
         None => !std::io::stderr().is_terminal(),
     };
+    crate::progress::enable(!json && std::io::stderr().is_terminal());
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::progress::LogWriter);
     let _ = if json { builder.json().with_current_span(false).try_init() } else { builder.with_target(false).try_init() };
 }
 

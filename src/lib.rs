@@ -18,6 +18,7 @@ pub mod inputs;
 pub mod interventions;
 pub mod labels;
 pub mod models;
+pub mod progress;
 pub mod run;
 pub mod score;
 pub mod storage;

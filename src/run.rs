@@ -37,10 +37,12 @@ pub struct Context {
     pub run_id: String,
     timings: Vec<(String, f64)>,
     started: Instant,
+    bar: indicatif::ProgressBar,
 }
 
 impl Context {
-    pub fn open(stage: StageSettings) -> Result<Self> {
+    /// Open the roots for a command of `steps` timed stages (for the progress bar).
+    pub fn open(stage: StageSettings, steps: u64) -> Result<Self> {
         let opts = stage.settings.storage_options();
         let input = Storage::open(&stage.input, &opts, false)?;
         let output = Storage::open(&stage.output, &opts, true)?;
@@ -53,6 +55,7 @@ impl Context {
             run_id,
             timings: Vec::new(),
             started: Instant::now(),
+            bar: crate::progress::bar(steps, "retain"),
         })
     }
 
@@ -60,8 +63,10 @@ impl Context {
     pub fn timed<T>(&mut self, name: &str, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
         let t = Instant::now();
         info!(stage = name, as_of = %self.as_of, "stage started");
+        self.bar.set_message(name.to_string());
         let out = f(self)?;
         let secs = t.elapsed().as_secs_f64();
+        self.bar.inc(1);
         info!(stage = name, seconds = secs, "stage finished");
         self.timings.push((name.to_string(), secs));
         Ok(out)
@@ -115,7 +120,9 @@ impl Context {
             "details": extra,
         });
         let rel = format!("runs/snapshot={}/{command}.json", self.as_of);
-        self.output.write_bytes(&rel, serde_json::to_vec_pretty(&manifest).map_err(crate::error::Error::internal)?.into())
+        self.output.write_bytes(&rel, serde_json::to_vec_pretty(&manifest).map_err(crate::error::Error::internal)?.into())?;
+        crate::progress::finish(&self.bar);
+        Ok(())
     }
 }
 
@@ -136,7 +143,7 @@ struct Night {
 
 /// `retain run`: the whole nightly pipeline.
 pub fn run_all(stage: StageSettings) -> Result<()> {
-    let mut ctx = Context::open(stage)?;
+    let mut ctx = Context::open(stage, 7)?;
     let inputs = ctx.load_inputs(true)?;
     let night = compute_night(&mut ctx, &inputs)?;
     let mut tables = serde_json::Map::new();
@@ -199,7 +206,7 @@ fn intervention_summary(df: &DataFrame) -> Result<Value> {
 
 /// `retain features`.
 pub fn features_only(stage: StageSettings) -> Result<()> {
-    let mut ctx = Context::open(stage)?;
+    let mut ctx = Context::open(stage, 2)?;
     let inputs = ctx.load_inputs(false)?;
     let s = ctx.as_of;
     let df = ctx.timed("features", |_| features::build(&inputs, s))?;
@@ -209,7 +216,7 @@ pub fn features_only(stage: StageSettings) -> Result<()> {
 
 /// `retain train`.
 pub fn train_only(stage: StageSettings) -> Result<()> {
-    let mut ctx = Context::open(stage)?;
+    let mut ctx = Context::open(stage, 2)?;
     let inputs = ctx.load_inputs(true)?;
     let artifact = ctx.timed("train", |c| train::train(c, &inputs))?;
     train::save(&ctx, &artifact)?;
@@ -218,7 +225,7 @@ pub fn train_only(stage: StageSettings) -> Result<()> {
 
 /// `retain score`: needs the committed features and the model of S.
 pub fn score_only(stage: StageSettings) -> Result<()> {
-    let mut ctx = Context::open(stage)?;
+    let mut ctx = Context::open(stage, 1)?;
     let s = ctx.as_of;
     let features = ctx.output.read_committed("features", s)?;
     let artifact = train::load(&ctx, s)?;
@@ -230,7 +237,7 @@ pub fn score_only(stage: StageSettings) -> Result<()> {
 
 /// `retain interventions`: needs the committed features and scores of S.
 pub fn interventions_only(stage: StageSettings) -> Result<()> {
-    let mut ctx = Context::open(stage)?;
+    let mut ctx = Context::open(stage, 3)?;
     let s = ctx.as_of;
     let features = ctx.output.read_committed("features", s)?;
     let scores = ctx.output.read_committed(contract::SCORES.name, s)?;
@@ -249,7 +256,7 @@ pub fn interventions_only(stage: StageSettings) -> Result<()> {
 
 /// `retain grace`.
 pub fn grace_only(stage: StageSettings) -> Result<()> {
-    let mut ctx = Context::open(stage)?;
+    let mut ctx = Context::open(stage, 2)?;
     let inputs = ctx.load_inputs(false)?;
     let s = ctx.as_of;
     let (df, curves) = ctx.timed("grace", |c| grace::recommend_all(&inputs, s, &c.settings.grace))?;

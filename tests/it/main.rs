@@ -4,6 +4,7 @@
 mod util;
 
 mod cli;
+mod features;
 mod pipeline;
 mod emulators;
 mod storage;
