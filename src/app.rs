@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, LogFormat, StageArgs};
+use crate::cli::{Cli, Command, LogFormat, StageArgs, TableCommand};
 use crate::config::{self, Settings};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
@@ -47,6 +47,9 @@ pub fn execute(cli: Cli) -> Result<()> {
             } else {
                 Err(Error::data(format!("{} problem(s) in the inputs under {input}", report.problems.len())))
             }
+        }
+        Command::Table(TableCommand::Train(a)) => {
+            crate::table::train(&a.train, &a.test, &a.label, a.positive.as_deref(), &a.ignore, &a.output)
         }
         Command::Synth(a) => {
             let settings = Settings::load(a.config.as_deref())?;

@@ -47,6 +47,37 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Generate a synthetic subscriber world in the contract's format, with its ground truth.
     Synth(SynthArgs),
+    /// Models on flat tables (CSV or Parquet) for ad hoc analysis.
+    #[command(subcommand)]
+    Table(TableCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TableCommand {
+    /// Train a calibrated classifier on A and write P(label = positive) for each row of B.
+    Train(TableTrainArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TableTrainArgs {
+    /// Training table A (.csv or .parquet).
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Table B to predict (same columns as A; the label may be absent).
+    #[arg(long)]
+    pub test: PathBuf,
+    /// The label column.
+    #[arg(long)]
+    pub label: String,
+    /// The label's positive value (default: true, or 1).
+    #[arg(long)]
+    pub positive: Option<String>,
+    /// Columns that are not features.
+    #[arg(long, value_delimiter = ',')]
+    pub ignore: Vec<String>,
+    /// Output Parquet file: one `probability` per row of B, in B's order.
+    #[arg(long)]
+    pub output: PathBuf,
 }
 
 /// Arguments shared by every pipeline stage.
@@ -75,6 +106,11 @@ pub struct StageArgs {
     /// Seed for everything random (holdout assignment, model fitting).
     #[arg(long, env = "RETAIN_SEED")]
     pub seed: Option<u64>,
+
+    /// Fit new models even when the labelled data has not changed since the last model
+    /// (`train` and `run`; by default that model is reused).
+    #[arg(long)]
+    pub retrain: bool,
 
     /// Print the resolved configuration as TOML on stdout and exit.
     #[arg(long)]

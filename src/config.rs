@@ -46,6 +46,8 @@ pub struct Training {
     pub max_iterations: u64,
     /// How many reasons to give per user in `top_reasons`.
     pub top_reasons: usize,
+    /// LightGBM settings.
+    pub gbdt: crate::models::gbdt::GbdtParams,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +78,13 @@ pub struct Grace {
     pub cost_fraction: f64,
     /// Longest grace period considered, in days from the failure.
     pub max_days: u32,
+    /// Days of dunning episodes (by failure date, before S) the recovery and come-back
+    /// models learn from. At most 365: billing is read 400 days back.
+    pub history_days: u32,
+    /// Days of closed historical episodes the run report evaluates the policy on
+    /// (inverse propensity over the randomised grace arms, models refitted as of each
+    /// fortnight's start).
+    pub eval_days: u32,
 }
 
 impl Default for Settings {
@@ -95,7 +104,7 @@ impl Default for Settings {
 
 impl Default for Training {
     fn default() -> Self {
-        Training { snapshots: 8, l2: 1.0, max_iterations: 100, top_reasons: 3 }
+        Training { snapshots: 8, l2: 1.0, max_iterations: 100, top_reasons: 3, gbdt: Default::default() }
     }
 }
 
@@ -113,7 +122,7 @@ impl Default for Budget {
 
 impl Default for Grace {
     fn default() -> Self {
-        Grace { value_months: 6.0, cost_fraction: 0.7, max_days: 30 }
+        Grace { value_months: 6.0, cost_fraction: 0.7, max_days: 30, history_days: 180, eval_days: 60 }
     }
 }
 
@@ -174,6 +183,12 @@ impl Settings {
         if !(g.value_months >= 0.0) || !(g.cost_fraction >= 0.0) {
             return Err(Error::config("grace.value_months and grace.cost_fraction must be ≥ 0"));
         }
+        if !(30..=365).contains(&g.history_days) {
+            return Err(Error::config(format!("grace.history_days must be in 30..=365, got {}", g.history_days)));
+        }
+        if !(7..=365).contains(&g.eval_days) {
+            return Err(Error::config(format!("grace.eval_days must be in 7..=365, got {}", g.eval_days)));
+        }
         Ok(())
     }
 
@@ -194,6 +209,8 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct StageSettings {
     pub as_of: NaiveDate,
+    /// Refit models even when the labelled data is unchanged.
+    pub retrain: bool,
     pub input: String,
     pub output: String,
     pub settings: Settings,
@@ -201,7 +218,7 @@ pub struct StageSettings {
 
 /// Apply the flag/environment layer over the file layer and check the result.
 pub fn resolve(args: &StageArgs) -> Result<Settings> {
-    let StageArgs { config, as_of: _, input, output, horizon_days, seed, show_config: _ } = args;
+    let StageArgs { config, as_of: _, input, output, horizon_days, seed, retrain: _, show_config: _ } = args;
     let mut s = Settings::load(config.as_deref())?;
     if let Some(v) = input {
         s.input = Some(v.clone());
@@ -231,7 +248,7 @@ pub fn resolve_stage(args: &StageArgs) -> Result<StageSettings> {
         .output
         .clone()
         .ok_or_else(|| Error::config("no output root: set `output` in the config, RETAIN_OUTPUT or --output"))?;
-    Ok(StageSettings { as_of, input, output, settings })
+    Ok(StageSettings { as_of, retrain: args.retrain, input, output, settings })
 }
 
 #[cfg(test)]
@@ -246,6 +263,7 @@ mod tests {
             output: None,
             horizon_days: None,
             seed: None,
+            retrain: false,
             show_config: false,
         }
     }

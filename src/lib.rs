@@ -23,5 +23,6 @@ pub mod run;
 pub mod score;
 pub mod storage;
 pub mod synth;
+pub mod table;
 pub mod train;
 pub mod validate;

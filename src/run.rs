@@ -31,6 +31,8 @@ pub fn code_version() -> String {
 /// What every stage gets: the snapshot, settings and the two storage roots.
 pub struct Context {
     pub as_of: NaiveDate,
+    /// Refit models even when the labelled data is unchanged.
+    pub retrain: bool,
     pub settings: Settings,
     pub input: Storage,
     pub output: Storage,
@@ -49,6 +51,7 @@ impl Context {
         let run_id = format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), std::process::id());
         Ok(Context {
             as_of: stage.as_of,
+            retrain: stage.retrain,
             settings: stage.settings,
             input,
             output,
@@ -137,8 +140,7 @@ struct Night {
     scores: DataFrame,
     interventions: DataFrame,
     effects: Vec<interventions::ArmEffect>,
-    grace: DataFrame,
-    curves: grace::RecoveryCurves,
+    grace: grace::GraceOutput,
 }
 
 /// `retain run`: the whole nightly pipeline.
@@ -152,19 +154,20 @@ pub fn run_all(stage: StageSettings) -> Result<()> {
         ("features", &night.features),
         (contract::SCORES.name, &night.scores),
         (contract::INTERVENTIONS.name, &night.interventions),
-        (contract::GRACE.name, &night.grace),
+        (contract::GRACE.name, &night.grace.table),
     ] {
         let c = ctx.publish(name, df)?;
         tables.insert(name.to_string(), table_summary(&c));
     }
+    write_grace_report(&ctx, &night.grace)?;
     ctx.write_manifest(
         "run",
         Some(&inputs),
         Value::Object(tables),
         json!({
-            "model": night.artifact.metrics,
+            "model": night.artifact.summary(),
             "message_effects": night.effects,
-            "recovery_curves": night.curves,
+            "grace": night.grace.report,
             "interventions": intervention_summary(&night.interventions)?,
         }),
     )?;
@@ -175,15 +178,16 @@ pub fn run_all(stage: StageSettings) -> Result<()> {
 fn compute_night(ctx: &mut Context, inputs: &Inputs) -> Result<Night> {
     let s = ctx.as_of;
     let features = ctx.timed("features", |_| features::build(inputs, s))?;
-    let artifact = ctx.timed("train", |c| train::train(c, inputs))?;
+    let retrain = ctx.retrain;
+    let artifact = ctx.timed("train", |c| train::train_or_reuse(c, inputs, retrain))?;
     let top_k = ctx.settings.training.top_reasons;
     let scores = ctx.timed("score", |_| score::score(&features, &artifact, top_k))?;
     let horizon = ctx.settings.horizon_days;
     let effects = ctx.timed("estimate message effects", |_| interventions::estimate_effects(inputs, s, horizon))?;
     let interventions =
         ctx.timed("interventions", |c| interventions::plan(inputs, s, &scores, &features, &effects, &c.settings))?;
-    let (grace, curves) = ctx.timed("grace", |c| grace::recommend_all(inputs, s, &c.settings.grace))?;
-    Ok(Night { features, artifact, scores, interventions, effects, grace, curves })
+    let grace = ctx.timed("grace", |c| grace::recommend_all(inputs, &c.input, s, &c.settings.grace))?;
+    Ok(Night { features, artifact, scores, interventions, effects, grace })
 }
 
 fn intervention_summary(df: &DataFrame) -> Result<Value> {
@@ -218,9 +222,10 @@ pub fn features_only(stage: StageSettings) -> Result<()> {
 pub fn train_only(stage: StageSettings) -> Result<()> {
     let mut ctx = Context::open(stage, 2)?;
     let inputs = ctx.load_inputs(true)?;
-    let artifact = ctx.timed("train", |c| train::train(c, &inputs))?;
+    let retrain = ctx.retrain;
+    let artifact = ctx.timed("train", |c| train::train_or_reuse(c, &inputs, retrain))?;
     train::save(&ctx, &artifact)?;
-    ctx.write_manifest("train", Some(&inputs), json!({}), json!({ "model": artifact.metrics }))
+    ctx.write_manifest("train", Some(&inputs), json!({}), json!({ "model": artifact.summary() }))
 }
 
 /// `retain score`: needs the committed features and the model of S.
@@ -259,7 +264,13 @@ pub fn grace_only(stage: StageSettings) -> Result<()> {
     let mut ctx = Context::open(stage, 2)?;
     let inputs = ctx.load_inputs(false)?;
     let s = ctx.as_of;
-    let (df, curves) = ctx.timed("grace", |c| grace::recommend_all(&inputs, s, &c.settings.grace))?;
-    let c = ctx.publish(contract::GRACE.name, &df)?;
-    ctx.write_manifest("grace", Some(&inputs), json!({ "grace": table_summary(&c) }), json!({ "recovery_curves": curves }))
+    let out = ctx.timed("grace", |c| grace::recommend_all(&inputs, &c.input, s, &c.settings.grace))?;
+    let c = ctx.publish(contract::GRACE.name, &out.table)?;
+    write_grace_report(&ctx, &out)?;
+    ctx.write_manifest("grace", Some(&inputs), json!({ "grace": table_summary(&c) }), json!({ "grace": out.report }))
+}
+
+/// The grace stage's HTML report, `reports/snapshot=S/grace.html`, after its table.
+fn write_grace_report(ctx: &Context, out: &grace::GraceOutput) -> Result<()> {
+    ctx.output.write_bytes(&grace::report_path(ctx.as_of), out.html.clone().into_bytes().into())
 }

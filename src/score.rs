@@ -5,19 +5,22 @@ use ndarray::Array2;
 use polars::prelude::*;
 
 use crate::error::{PolarsContext, Result};
-use crate::features::{FeatureKind, feature};
-use crate::models::ModelArtifact;
-use crate::models::encoder::Encoding;
+use crate::features::feature;
+use crate::models::encoder::{EncodedColumn, Encoding};
+use crate::models::{ModelArtifact, Target};
 
-/// The scores table for a features table (contract: `scores`).
+/// The scores table for a features table (contract: `scores`), from each target's
+/// champion: `churn_probability` (calibrated), `risk_decile`, `top_reasons`, and, beyond
+/// the contract, `payment_failure_probability`.
 pub fn score(features: &DataFrame, artifact: &ModelArtifact, top_k: usize) -> Result<DataFrame> {
-    let x = artifact.encoder.transform(features)?;
-    let clf = artifact.model.classifier();
-    let p: Vec<f64> = clf.predict(&x).into_iter().map(|v| artifact.calibration.apply(v)).collect();
+    let churn = artifact.target(Target::Churn)?.champion()?;
+    let (x, p) = churn.predict(features)?;
     let deciles = risk_deciles(&p);
-    let reasons = top_reasons(artifact, &x, &clf.contributions(&x), top_k);
+    let contributions = churn.fitted()?.classifier().contributions(&x);
+    let reasons = top_reasons(&churn.encoder.columns, &x, &contributions, top_k);
+    let (_, p_fail) = artifact.target(Target::PaymentFailure)?.champion()?.predict(features)?;
     let n = features.height();
-    let model_name = format!("{}+platt", clf.name());
+    let model_name = format!("{}+{}", churn.name, churn.calibration.name());
     let reasons_series: Series = {
         let mut builder = ListStringChunkedBuilder::new("top_reasons".into(), n, n * top_k);
         for r in &reasons {
@@ -32,6 +35,7 @@ pub fn score(features: &DataFrame, artifact: &ModelArtifact, top_k: usize) -> Re
         Column::new("model".into(), vec![model_name; n]),
         Column::new("risk_decile".into(), deciles),
         reasons_series.into(),
+        Column::new("payment_failure_probability".into(), p_fail),
     ])
     .ctx("assembling scores")?;
     Ok(df)
@@ -50,52 +54,57 @@ pub fn risk_deciles(p: &[f64]) -> Vec<i8> {
     out
 }
 
-/// Per row, the features whose contributions to the log-odds are largest and positive.
-fn top_reasons(artifact: &ModelArtifact, x: &Array2<f64>, contrib: &Array2<f64>, k: usize) -> Vec<Vec<String>> {
-    let cols = &artifact.encoder.columns;
-    // Group encoded columns by their feature, keeping first-appearance order.
-    let mut features: Vec<&str> = Vec::new();
-    for c in cols {
-        if !features.contains(&c.feature.as_str()) {
-            features.push(&c.feature);
+/// Features stated as a yes/no fact rather than an amount.
+const FLAGS: &[&str] = &["is_trial", "cancel_pending", "open_dunning", "push_opt_in", "email_opt_in"];
+
+/// How one encoded column describes the row's value, in words; None when the column says
+/// nothing about this row (a one-hot column of another category).
+fn describe(column: &EncodedColumn, value: f64) -> Option<String> {
+    let f = column.feature.as_str();
+    let plain = feature(f).map(|d| d.words).unwrap_or(f);
+    let level = |high: bool| {
+        if FLAGS.contains(&f) {
+            if high { plain.to_string() } else { format!("not {plain}") }
+        } else if high {
+            format!("high {plain}")
+        } else {
+            format!("low {plain}")
+        }
+    };
+    match &column.kind {
+        Encoding::Numeric { .. } => Some(level(value >= 0.0)),
+        Encoding::Missing => (value > 0.0).then(|| format!("unknown {plain}")),
+        Encoding::OneHot { value: category } => (value > 0.0).then(|| format!("{plain}: {category}")),
+        Encoding::Raw { median } => Some(if value.is_nan() { format!("unknown {plain}") } else { level(value > *median) }),
+        Encoding::Codes { values } => Some(if value.is_nan() {
+            format!("unknown {plain}")
+        } else {
+            format!("{plain}: {}", values.get(value as usize).map(String::as_str).unwrap_or("other"))
+        }),
+    }
+}
+
+/// Per row, the features whose contributions to the log-odds are largest and positive,
+/// in words (a feature's encoded columns are summed).
+fn top_reasons(cols: &[EncodedColumn], x: &Array2<f64>, contrib: &Array2<f64>, k: usize) -> Vec<Vec<String>> {
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (j, c) in cols.iter().enumerate() {
+        match groups.iter_mut().find(|(f, _)| *f == c.feature) {
+            Some((_, js)) => js.push(j),
+            None => groups.push((&c.feature, vec![j])),
         }
     }
     (0..x.nrows())
         .map(|i| {
-            let mut per_feature: Vec<(f64, String)> = features
+            let mut per_feature: Vec<(f64, String)> = groups
                 .iter()
-                .map(|&f| {
-                    let mut total = 0.0;
-                    let mut words = String::new();
-                    for (j, c) in cols.iter().enumerate().filter(|(_, c)| c.feature == f) {
-                        total += contrib[[i, j]];
-                        let def = feature(f);
-                        let plain = def.map(|d| d.words).unwrap_or(f);
-                        match &c.kind {
-                            Encoding::Numeric { .. } if words.is_empty() => {
-                                let is_flag = def.is_some_and(|d| d.kind == FeatureKind::Numeric && plain.starts_with(char::is_alphabetic))
-                                    && matches!(f, "is_trial" | "cancel_pending" | "open_dunning" | "push_opt_in" | "email_opt_in");
-                                words = if is_flag {
-                                    if x[[i, j]] > 0.0 { plain.to_string() } else { format!("not {plain}") }
-                                } else if x[[i, j]] >= 0.0 {
-                                    format!("high {plain}")
-                                } else {
-                                    format!("low {plain}")
-                                };
-                            }
-                            Encoding::Missing if x[[i, j]] > 0.0 => words = format!("unknown {plain}"),
-                            Encoding::OneHot { value } if x[[i, j]] > 0.0 => words = format!("{plain}: {value}"),
-                            _ => {}
-                        }
-                    }
-                    if words.is_empty() {
-                        words = format!("{} (usual)", feature(f).map(|d| d.words).unwrap_or(f));
-                    }
-                    (total, words)
+                .filter_map(|(_, js)| {
+                    let total: f64 = js.iter().map(|&j| contrib[[i, j]]).sum();
+                    let words = js.iter().find_map(|&j| describe(&cols[j], x[[i, j]]))?;
+                    (total > 0.0).then_some((total, words))
                 })
-                .filter(|(t, _)| *t > 0.0)
                 .collect();
-            per_feature.sort_by(|a, b| b.0.total_cmp(&a.0));
+            per_feature.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
             per_feature.into_iter().take(k).map(|(_, w)| w).collect()
         })
         .collect()

@@ -1,8 +1,16 @@
-//! Training the churn model on earlier snapshots whose labels are complete by S.
+//! Training the models of a run on earlier snapshots whose labels are complete by S.
 //!
 //! Validation is by time, never by random rows: the newest labelled snapshot (S − H)
-//! validates and calibrates, the older ones (S − H − 7k) train. The model artifact is
-//! written under `models/snapshot=S/` with its encoder, calibration and metrics.
+//! validates, calibrates and chooses the champion; the older ones (S − H − 7k) train.
+//! Every (target × family) fits concurrently on a pool sized to the machine, LightGBM
+//! running one thread per fit so the two never oversubscribe the cores.
+//!
+//! The artifact lives under `models/snapshot=S/`: one file per fitted model (LightGBM's
+//! native text model, the logistic coefficients as JSON), then `model.json`, written
+//! last, which makes it complete. When the labelled rows and settings hash to the same
+//! fingerprint as the latest model's, that model is reused (unless `--retrain`).
+
+use std::time::Instant;
 
 use chrono::{Duration, NaiveDate};
 use polars::prelude::*;
@@ -11,36 +19,62 @@ use tracing::info;
 
 use crate::error::{Error, PolarsContext, Result};
 use crate::features;
-use crate::inputs::Inputs;
+use crate::inputs::{Inputs, end_of_day_us, ts_lit_us};
 use crate::labels;
 use crate::models::encoder::feature_schema_hash;
+use crate::models::gbdt::GbdtModel;
 use crate::models::logistic::LogisticModel;
-use crate::models::metrics::evaluate;
-use crate::models::{Classifier, Encoder, ModelArtifact, Platt, StoredModel};
-use crate::run::Context;
+use crate::models::metrics::{evaluate, reliability};
+use crate::models::{Calibration, Candidate, Encoder, Family, Fitted, ModelArtifact, Target, TargetModels};
+use crate::run::{Context, code_version};
+use crate::storage::parquet_bytes;
 
 pub const MODEL_TABLE: &str = "models";
-pub const MODEL_FILE: &str = "churn_model.json";
+pub const MANIFEST: &str = "model.json";
 
-/// Features joined with the churn label for one snapshot.
+/// Cores available to this process.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Features joined with every target's label for one snapshot, sorted by user id.
 pub fn labelled_snapshot(inputs: &Inputs, s: NaiveDate, horizon_days: u32) -> Result<DataFrame> {
+    let until = s + Duration::days(horizon_days as i64);
     let feats = features::build_lazy(inputs, s)?;
-    let labels = labels::churn_labels(inputs.billing_until(s + Duration::days(horizon_days as i64)), s, horizon_days);
+    let churn = labels::churn_labels(inputs.billing_until(until), s, horizon_days);
+    let failures = inputs
+        .billing_until(until)
+        .filter(col("ts").gt_eq(ts_lit_us(end_of_day_us(s))).and(col("event_type").eq(lit("payment_failed"))))
+        .select([col("user_id")])
+        .unique(None, UniqueKeepStrategy::Any)
+        .with_column(lit(1i32).alias("payment_fails"));
     feats
-        .join(labels, [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Inner))
-        // Join output order is not guaranteed; the fit must see rows in one order to be
+        .join(churn, [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Inner))
+        .join(failures, [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Left))
+        .with_column(col("payment_fails").fill_null(lit(0i32)))
+        // Join output order is not guaranteed; fits must see rows in one order to be
         // reproducible to the last bit.
         .sort(["user_id"], SortMultipleOptions::default())
         .collect()
         .ctx(format!("building the labelled snapshot {s}"))
 }
 
-fn labels_of(df: &DataFrame) -> Result<Vec<i32>> {
-    Ok(df.column("churned").ctx("churn label")?.i32().ctx("churn label")?.into_no_null_iter().collect())
+fn labels_of(df: &DataFrame, target: Target) -> Result<Vec<i32>> {
+    let name = target.label();
+    Ok(df.column(name).ctx(name)?.cast(&DataType::Int32).ctx(name)?.i32().ctx(name)?.into_no_null_iter().collect())
 }
 
-/// Train and validate the churn model for a run at `ctx.as_of`; returns the artifact.
-pub fn train(ctx: &Context, inputs: &Inputs) -> Result<ModelArtifact> {
+/// The labelled data of a run: validation (newest) and training snapshots.
+pub struct TrainingData {
+    pub validated_on: NaiveDate,
+    pub valid: DataFrame,
+    pub trained_on: Vec<NaiveDate>,
+    pub train: DataFrame,
+    pub fingerprint: String,
+}
+
+/// Build the labelled snapshots S − H − 7k and fingerprint them with the settings.
+pub fn training_data(ctx: &Context, inputs: &Inputs) -> Result<TrainingData> {
     let s = ctx.as_of;
     let h = ctx.settings.horizon_days;
     let snapshots = labels::training_snapshots(s, h, ctx.settings.training.snapshots);
@@ -52,71 +86,209 @@ pub fn train(ctx: &Context, inputs: &Inputs) -> Result<ModelArtifact> {
     if frames.len() < 2 {
         return Err(Error::data(format!(
             "training for {s} needs at least two labelled snapshots with premium users among {snapshots:?}; \
-             the input history is too short (it must reach back {} days before {s} plus the feature windows)",
-            h as i64 + 7
+             the input history is too short"
         )));
     }
-    let (valid_date, valid) = &frames[0];
-    let mut train_df = frames[1].1.clone();
-    for (_, df) in &frames[2..] {
-        train_df.vstack_mut(df).ctx("stacking training snapshots")?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(feature_schema_hash().as_bytes());
+    hasher.update(code_version().as_bytes());
+    hasher.update(serde_json::to_string(&ctx.settings.training).map_err(Error::internal)?.as_bytes());
+    hasher.update(&h.to_le_bytes());
+    for (d, df) in &frames {
+        hasher.update(d.to_string().as_bytes());
+        hasher.update(&parquet_bytes(&mut df.clone()).ctx("fingerprinting training rows")?);
     }
-    let trained_on: Vec<NaiveDate> = frames[1..].iter().map(|(d, _)| *d).collect();
-    info!(train_rows = train_df.height(), valid_rows = valid.height(), valid_snapshot = %valid_date, "training churn model");
-
-    let encoder = Encoder::fit(&train_df)?;
-    let x_train = encoder.transform(&train_df)?;
-    let y_train = labels_of(&train_df)?;
-    let model = LogisticModel::fit(&x_train, &y_train, ctx.settings.training.l2, ctx.settings.training.max_iterations)?;
-
-    let x_valid = encoder.transform(valid)?;
-    let y_valid = labels_of(valid)?;
-    let raw = model.predict(&x_valid);
-    let calibration = Platt::fit(&raw, &y_valid);
-    let calibrated: Vec<f64> = raw.iter().map(|&p| calibration.apply(p)).collect();
-    let metrics = serde_json::json!({
-        "model": model.name(),
-        "validation_snapshot": valid_date,
-        "train_rows": train_df.height(),
-        "train_positive_rate": y_train.iter().filter(|&&v| v == 1).count() as f64 / y_train.len() as f64,
-        "validation_raw": evaluate(&raw, &y_valid),
-        "validation_calibrated": evaluate(&calibrated, &y_valid),
-    });
-    info!(metrics = %metrics, "validated churn model");
-    Ok(ModelArtifact {
-        format_version: 1,
-        feature_schema_hash: feature_schema_hash(),
-        encoder,
-        model: StoredModel::Logistic(model),
-        calibration,
-        metrics,
-        trained_on,
-        validated_on: *valid_date,
+    let (validated_on, valid) = frames[0].clone();
+    let mut train = frames[1].1.clone();
+    for (_, df) in &frames[2..] {
+        train.vstack_mut(df).ctx("stacking training snapshots")?;
+    }
+    Ok(TrainingData {
+        validated_on,
+        valid,
+        trained_on: frames[1..].iter().map(|(d, _)| *d).collect(),
+        train,
+        fingerprint: format!("{:016x}", hasher.digest()),
     })
 }
 
-fn model_rel(s: NaiveDate) -> String {
-    format!("{MODEL_TABLE}/snapshot={s}/{MODEL_FILE}")
+/// Fit, calibrate and evaluate one (target, family).
+fn fit_candidate(ctx: &Context, data: &TrainingData, target: Target, family: Family, threads: usize) -> Result<Candidate> {
+    let started = Instant::now();
+    let encoder = Encoder::fit(&data.train, family.encoding())?;
+    let x = encoder.transform(&data.train)?;
+    let y = labels_of(&data.train, target)?;
+    let xv = encoder.transform(&data.valid)?;
+    let yv = labels_of(&data.valid, target)?;
+    if y.iter().all(|&v| v == y[0]) {
+        return Err(Error::data(format!("the {} label has a single class in the training snapshots", target.as_str())));
+    }
+    let t = &ctx.settings.training;
+    let (model, name) = match family {
+        Family::Logistic => {
+            let m = LogisticModel::fit(&x, &y, t.l2, t.max_iterations)?;
+            (Fitted::Logistic(m), "logistic-l2".to_string())
+        }
+        Family::Gbdt => {
+            let m = GbdtModel::fit(&x, &y, &xv, &yv, &encoder.categorical_columns(), &t.gbdt, threads)?;
+            let name = format!("gbdt-lightgbm/{}-rounds", m.best_iteration);
+            (Fitted::Gbdt(m.with_threads(cores())), name)
+        }
+    };
+    let raw = model.classifier().predict(&xv);
+    let (calibration, cross_fitted) = Calibration::choose(&raw, &yv);
+    let candidate = Candidate {
+        family,
+        name,
+        encoder,
+        calibration,
+        validation: evaluate(&cross_fitted, &yv),
+        validation_raw: evaluate(&raw, &yv),
+        reliability: reliability(&cross_fitted, &yv),
+        file: family.file_name(target),
+        fit_seconds: started.elapsed().as_secs_f64(),
+        model: Some(model),
+    };
+    info!(
+        target = target.as_str(),
+        family = family.as_str(),
+        auc = candidate.validation.auc,
+        log_loss = candidate.validation.log_loss,
+        seconds = candidate.fit_seconds,
+        "model fitted"
+    );
+    Ok(candidate)
 }
 
-/// Store the artifact (one atomic PUT).
+/// Train every (target × family) concurrently and pick each target's champion.
+pub fn train(ctx: &Context, data: &TrainingData) -> Result<ModelArtifact> {
+    info!(train_rows = data.train.height(), valid_rows = data.valid.height(), valid_snapshot = %data.validated_on, "training");
+    let jobs: Vec<(Target, Family)> =
+        Target::ALL.iter().flat_map(|&t| Family::ALL.iter().map(move |&f| (t, f))).collect();
+    let threads = cores();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.min(jobs.len()))
+        .thread_name(|i| format!("retain-fit-{i}"))
+        .build()
+        .map_err(Error::internal)?;
+    // With as many fits in flight as cores, each LightGBM fit gets one thread.
+    let per_fit = (threads / jobs.len().min(threads)).max(1);
+    let mut fitted: Vec<Candidate> =
+        pool.install(|| jobs.par_iter().map(|&(t, f)| fit_candidate(ctx, data, t, f, per_fit)).collect::<Result<Vec<_>>>())?;
+    let mut targets = Vec::new();
+    for target in Target::ALL {
+        let candidates: Vec<Candidate> = {
+            let (mine, rest): (Vec<Candidate>, Vec<Candidate>) =
+                fitted.into_iter().partition(|c| c.file.starts_with(&format!("{}.", target.as_str())));
+            fitted = rest;
+            mine
+        };
+        let champion = candidates
+            .iter()
+            .min_by(|a, b| a.validation.log_loss.total_cmp(&b.validation.log_loss))
+            .map(|c| c.family)
+            .ok_or_else(|| Error::internal("no candidates"))?;
+        targets.push(TargetModels { target, champion, candidates });
+    }
+    Ok(ModelArtifact {
+        format_version: 2,
+        feature_schema_hash: feature_schema_hash(),
+        fingerprint: data.fingerprint.clone(),
+        code_version: code_version(),
+        trained_on: data.trained_on.clone(),
+        validated_on: data.validated_on,
+        dir: model_dir(ctx.as_of),
+        reused_from: None,
+        reused: false,
+        targets,
+        training: serde_json::to_value(&ctx.settings.training).map_err(Error::internal)?,
+    })
+}
+
+pub fn model_dir(s: NaiveDate) -> String {
+    format!("{MODEL_TABLE}/snapshot={s}")
+}
+
+/// Store the model files, then the manifest (which makes the artifact complete).
 pub fn save(ctx: &Context, artifact: &ModelArtifact) -> Result<()> {
+    if artifact.reused_from.is_none() {
+        for t in &artifact.targets {
+            for c in &t.candidates {
+                ctx.output.write_bytes(&format!("{}/{}", artifact.dir, c.file), c.fitted()?.to_file()?.into())?;
+            }
+        }
+    }
     let body = serde_json::to_vec_pretty(artifact).map_err(Error::internal)?;
-    ctx.output.write_bytes(&model_rel(ctx.as_of), body.into())
+    ctx.output.write_bytes(&format!("{}/{MANIFEST}", model_dir(ctx.as_of)), body.into())
 }
 
-/// Load the artifact trained for snapshot `s`.
-pub fn load(ctx: &Context, s: NaiveDate) -> Result<ModelArtifact> {
-    let rel = model_rel(s);
+fn read_manifest(ctx: &Context, s: NaiveDate) -> Result<Option<ModelArtifact>> {
+    let rel = format!("{}/{MANIFEST}", model_dir(s));
     if !ctx.output.exists(&rel)? {
-        return Err(Error::data(format!(
-            "no churn model for snapshot {s} at {}/{rel}: run `retain train --as-of {s}` first",
-            ctx.output.uri()
-        )));
+        return Ok(None);
     }
     let bytes = ctx.output.read_bytes(&rel)?;
-    let artifact: ModelArtifact = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::data(format!("{}/{rel} is not a model artifact this version can read: {e}", ctx.output.uri())))?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::data(format!("{}/{rel} is not a model artifact this version can read: {e}", ctx.output.uri())))
+}
+
+/// The newest model trained for a snapshot at or before `s`, if any.
+fn latest_model(ctx: &Context, s: NaiveDate) -> Result<Option<ModelArtifact>> {
+    let mut dates: Vec<NaiveDate> = ctx
+        .output
+        .list_dirs(MODEL_TABLE)?
+        .iter()
+        .filter_map(|d| d.strip_prefix("snapshot=").and_then(|d| d.parse().ok()))
+        .filter(|d| *d <= s)
+        .collect();
+    dates.sort();
+    match dates.last() {
+        Some(&d) => read_manifest(ctx, d).or(Ok(None)),
+        None => Ok(None),
+    }
+}
+
+/// Train for `ctx.as_of`, or reuse the latest model when the labelled data is unchanged.
+pub fn train_or_reuse(ctx: &Context, inputs: &Inputs, retrain: bool) -> Result<ModelArtifact> {
+    let data = training_data(ctx, inputs)?;
+    if !retrain
+        && let Some(latest) = latest_model(ctx, ctx.as_of)?
+        && latest.fingerprint == data.fingerprint
+        && latest.feature_schema_hash == feature_schema_hash()
+    {
+        let from = latest.reused_from.unwrap_or_else(|| {
+            latest.dir.rsplit("snapshot=").next().and_then(|d| d.parse().ok()).unwrap_or(ctx.as_of)
+        });
+        info!(from = %from, "labelled data unchanged since the latest model: reusing it (--retrain to refit)");
+        let mut artifact = latest;
+        artifact.reused = true;
+        if artifact.dir != model_dir(ctx.as_of) {
+            artifact.reused_from = Some(from);
+        }
+        return load_models(ctx, artifact);
+    }
+    train(ctx, &data)
+}
+
+fn load_models(ctx: &Context, mut artifact: ModelArtifact) -> Result<ModelArtifact> {
+    let threads = cores();
+    for t in &mut artifact.targets {
+        for c in &mut t.candidates {
+            let rel = format!("{}/{}", artifact.dir, c.file);
+            let bytes = ctx.output.read_bytes(&rel)?;
+            c.model = Some(Fitted::from_file(c.family, &bytes, threads)?);
+        }
+    }
+    Ok(artifact)
+}
+
+/// Load the artifact trained for snapshot `s`, refusing one built on another feature schema.
+pub fn load(ctx: &Context, s: NaiveDate) -> Result<ModelArtifact> {
+    let rel = format!("{}/{MANIFEST}", model_dir(s));
+    let artifact = read_manifest(ctx, s)?.ok_or_else(|| {
+        Error::data(format!("no model for snapshot {s} at {}/{rel}: run `retain train --as-of {s}` first", ctx.output.uri()))
+    })?;
     if artifact.feature_schema_hash != feature_schema_hash() {
         return Err(Error::data(format!(
             "the model at {}/{rel} was trained on feature schema {} but this build computes schema {}: retrain it",
@@ -125,5 +297,5 @@ pub fn load(ctx: &Context, s: NaiveDate) -> Result<ModelArtifact> {
             feature_schema_hash()
         )));
     }
-    Ok(artifact)
+    load_models(ctx, artifact)
 }

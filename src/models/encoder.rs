@@ -1,10 +1,15 @@
 //! Turning a features table into a numeric design matrix, fitted on training rows and
 //! stored with the model so scoring encodes exactly as training did.
 //!
-//! Numeric features: missing values imputed with the training median, plus a missing
-//! indicator where training saw missing values; then standardised. Categorical features:
-//! one-hot over the categories seen at least `MIN_CATEGORY_ROWS` times in training, the
-//! rest fall into no column (the all-zero baseline).
+//! Two layouts, one per model family:
+//! - [`Mode::Standardized`] (linear models): numeric features imputed with the training
+//!   median, plus a missing indicator where training saw missing values, then
+//!   standardised; categorical features one-hot over the categories seen at least
+//!   `MIN_CATEGORY_ROWS` times in training, the most frequent being the all-zero baseline.
+//! - [`Mode::Native`] (gradient-boosted trees): numeric features as they are, missing as
+//!   NaN (the trees learn where missing goes); categorical features as integer codes of
+//!   the frequent categories, with one code for all others, for the trees' own
+//!   categorical splits.
 
 use ndarray::Array2;
 use polars::prelude::*;
@@ -14,10 +19,23 @@ use crate::error::{Error, PolarsContext, Result};
 use crate::features::{FeatureKind, FEATURES};
 
 const MIN_CATEGORY_ROWS: usize = 20;
+
+struct Spec<'a> {
+    name: &'a str,
+    kind: FeatureKind,
+}
 const MAX_CATEGORIES: usize = 30;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Standardized,
+    Native,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Encoder {
+    pub mode: Mode,
     pub columns: Vec<EncodedColumn>,
 }
 
@@ -35,6 +53,10 @@ pub enum Encoding {
     Numeric { median: f64, mean: f64, std: f64 },
     Missing,
     OneHot { value: String },
+    /// Native numeric: the value itself, NaN when missing; `median` says "high" or "low".
+    Raw { median: f64 },
+    /// Native categorical: the index in `values`, `values.len()` for any other, NaN when missing.
+    Codes { values: Vec<String> },
 }
 
 fn numeric_values(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>> {
@@ -49,9 +71,16 @@ fn string_values(df: &DataFrame, name: &str) -> Result<Vec<Option<String>>> {
 
 impl Encoder {
     /// Fit on the training rows of a features table.
-    pub fn fit(df: &DataFrame) -> Result<Self> {
+    pub fn fit(df: &DataFrame, mode: Mode) -> Result<Self> {
+        let specs: Vec<(String, FeatureKind)> = FEATURES.iter().map(|f| (f.name.to_string(), f.kind)).collect();
+        Self::fit_columns(df, mode, &specs)
+    }
+
+    /// Fit on named columns of any table (flat tables for analysts).
+    pub fn fit_columns(df: &DataFrame, mode: Mode, specs: &[(String, FeatureKind)]) -> Result<Self> {
         let mut columns = Vec::new();
-        for f in FEATURES {
+        for (name, kind) in specs {
+            let f = Spec { name: name.as_str(), kind: *kind };
             match f.kind {
                 FeatureKind::Numeric => {
                     let vals = numeric_values(df, f.name)?;
@@ -61,6 +90,10 @@ impl Encoder {
                     }
                     present.sort_by(f64::total_cmp);
                     let median = present[present.len() / 2];
+                    if mode == Mode::Native {
+                        columns.push(EncodedColumn { feature: f.name.into(), kind: Encoding::Raw { median } });
+                        continue;
+                    }
                     let n = vals.len() as f64;
                     let imputed: Vec<f64> = vals.iter().map(|v| v.unwrap_or(median)).collect();
                     let mean = imputed.iter().sum::<f64>() / n;
@@ -80,6 +113,11 @@ impl Encoder {
                     let mut frequent: Vec<(String, usize)> =
                         counts.into_iter().filter(|(_, c)| *c >= MIN_CATEGORY_ROWS).collect();
                     frequent.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                    if mode == Mode::Native {
+                        let values = frequent.into_iter().take(MAX_CATEGORIES).map(|(v, _)| v).collect();
+                        columns.push(EncodedColumn { feature: f.name.into(), kind: Encoding::Codes { values } });
+                        continue;
+                    }
                     // The most frequent category is the baseline (no column), so the
                     // one-hot block is not collinear with the intercept.
                     for (value, _) in frequent.into_iter().skip(1).take(MAX_CATEGORIES) {
@@ -88,7 +126,12 @@ impl Encoder {
                 }
             }
         }
-        Ok(Encoder { columns })
+        Ok(Encoder { mode, columns })
+    }
+
+    /// Positions of the native categorical columns (for the trees' categorical splits).
+    pub fn categorical_columns(&self) -> Vec<usize> {
+        self.columns.iter().enumerate().filter(|(_, c)| matches!(c.kind, Encoding::Codes { .. })).map(|(i, _)| i).collect()
     }
 
     pub fn width(&self) -> usize {
@@ -129,6 +172,25 @@ impl Encoder {
                     }
                     for (i, v) in cache_str[name].iter().enumerate() {
                         x[[i, j]] = if v.as_deref() == Some(value.as_str()) { 1.0 } else { 0.0 };
+                    }
+                }
+                Encoding::Raw { .. } => {
+                    if !cache_num.contains_key(name) {
+                        cache_num.insert(name, numeric_values(df, name)?);
+                    }
+                    for (i, v) in cache_num[name].iter().enumerate() {
+                        x[[i, j]] = v.unwrap_or(f64::NAN);
+                    }
+                }
+                Encoding::Codes { values } => {
+                    if !cache_str.contains_key(name) {
+                        cache_str.insert(name, string_values(df, name)?);
+                    }
+                    for (i, v) in cache_str[name].iter().enumerate() {
+                        x[[i, j]] = match v {
+                            None => f64::NAN,
+                            Some(v) => values.iter().position(|c| c == v).unwrap_or(values.len()) as f64,
+                        };
                     }
                 }
             }

@@ -1,17 +1,31 @@
 //! Ranking and calibration metrics for a binary outcome.
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// JSON has no NaN: serde_json writes it as `null`, and this reads it back.
+fn f64_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Metrics {
     pub rows: usize,
+    #[serde(deserialize_with = "f64_or_null")]
     pub positive_rate: f64,
+    #[serde(deserialize_with = "f64_or_null")]
     pub auc: f64,
+    /// Average precision: the area under the precision-recall curve.
+    #[serde(deserialize_with = "f64_or_null")]
+    pub pr_auc: f64,
+    #[serde(deserialize_with = "f64_or_null")]
     pub log_loss: f64,
+    #[serde(deserialize_with = "f64_or_null")]
     pub brier: f64,
     /// Expected calibration error over ten equal-width bins.
+    #[serde(deserialize_with = "f64_or_null")]
     pub ece: f64,
     /// Positive rate in the top-scored decile over the overall positive rate.
+    #[serde(deserialize_with = "f64_or_null")]
     pub top_decile_lift: f64,
 }
 
@@ -39,6 +53,51 @@ pub fn auc(p: &[f64], y: &[i32]) -> f64 {
     }
     let sum_pos: f64 = ranks.iter().zip(y).filter(|(_, v)| **v == 1).map(|(r, _)| r).sum();
     (sum_pos - pos * (pos + 1.0) / 2.0) / (pos * neg)
+}
+
+/// Average precision: mean precision at the rank of each positive (ties broken by row).
+pub fn average_precision(p: &[f64], y: &[i32]) -> f64 {
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+    let positives = y.iter().filter(|&&v| v == 1).count();
+    if positives == 0 {
+        return f64::NAN;
+    }
+    let (mut hits, mut sum) = (0usize, 0.0);
+    for (rank, &i) in order.iter().enumerate() {
+        if y[i] == 1 {
+            hits += 1;
+            sum += hits as f64 / (rank + 1) as f64;
+        }
+    }
+    sum / positives as f64
+}
+
+/// One bin of a reliability curve.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReliabilityBin {
+    pub rows: usize,
+    #[serde(deserialize_with = "f64_or_null")]
+    pub mean_predicted: f64,
+    #[serde(deserialize_with = "f64_or_null")]
+    pub observed_rate: f64,
+}
+
+/// Predicted against observed rates in ten bins of equal count (deciles of the score).
+pub fn reliability(p: &[f64], y: &[i32]) -> Vec<ReliabilityBin> {
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]).then(a.cmp(&b)));
+    let n = order.len();
+    (0..10)
+        .filter_map(|b| {
+            let rows = &order[b * n / 10..(b + 1) * n / 10];
+            (!rows.is_empty()).then(|| ReliabilityBin {
+                rows: rows.len(),
+                mean_predicted: rows.iter().map(|&i| p[i]).sum::<f64>() / rows.len() as f64,
+                observed_rate: rows.iter().map(|&i| y[i] as f64).sum::<f64>() / rows.len() as f64,
+            })
+        })
+        .collect()
 }
 
 pub fn evaluate(p: &[f64], y: &[i32]) -> Metrics {
@@ -70,6 +129,7 @@ pub fn evaluate(p: &[f64], y: &[i32]) -> Metrics {
         rows: p.len(),
         positive_rate: rate,
         auc: auc(p, y),
+        pr_auc: average_precision(p, y),
         log_loss,
         brier,
         ece,
@@ -87,5 +147,12 @@ mod tests {
         assert_eq!(auc(&[0.1, 0.2, 0.8, 0.9], &y), 1.0);
         assert_eq!(auc(&[0.9, 0.8, 0.2, 0.1], &y), 0.0);
         assert_eq!(auc(&[0.5, 0.5, 0.5, 0.5], &y), 0.5);
+    }
+
+    #[test]
+    fn average_precision_of_a_perfect_and_a_mixed_ranking() {
+        assert_eq!(average_precision(&[0.9, 0.8, 0.1], &[1, 1, 0]), 1.0);
+        // Positives at ranks 1 and 3: (1/1 + 2/3) / 2.
+        assert!((average_precision(&[0.9, 0.8, 0.7], &[1, 0, 1]) - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
     }
 }

@@ -5,6 +5,8 @@ mod util;
 
 mod cli;
 mod features;
+mod models;
+mod grace;
 mod pipeline;
 mod emulators;
 mod storage;

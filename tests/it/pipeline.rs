@@ -142,7 +142,12 @@ fn a_rerun_writes_identical_tables_and_a_manifest() {
     assert_eq!(manifest["command"], "run");
     assert!(manifest["input"]["files"].as_u64().unwrap() > 100, "the inputs read are listed");
     assert_eq!(manifest["output"]["tables"]["scores"]["rows"].as_u64().unwrap() as usize, read_table(first, "scores").height());
-    assert!(manifest["details"]["model"]["validation_calibrated"]["auc"].as_f64().unwrap() > 0.6, "the model ranks: {}", manifest["details"]["model"]);
+    let churn = &manifest["details"]["model"]["targets"][0];
+    assert_eq!(churn["target"], "churn");
+    for candidate in churn["candidates"].as_array().unwrap() {
+        assert!(candidate["validation"]["auc"].as_f64().unwrap() > 0.7, "every candidate ranks: {candidate}");
+        assert_eq!(candidate["reliability"].as_array().unwrap().len(), 10, "a reliability curve");
+    }
 }
 
 #[test]

@@ -1,0 +1,322 @@
+//! Gradient-boosted trees: LightGBM through `lightgbm3` (a measured choice: on 1M rows ×
+//! 40 features it matched Python LightGBM's AUC and speed with less memory).
+//!
+//! Training goes through `lightgbm3-sys` because the safe API cannot mark columns as
+//! categorical (a dataset parameter that must be given when the dataset is built) and
+//! cannot save the best iteration found by early stopping. Prediction and TreeSHAP
+//! contributions use the safe API on the stored native text model, which also opens in
+//! Python LightGBM.
+
+use std::ffi::{CStr, CString, c_void};
+
+use lightgbm3_sys as sys;
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use super::Classifier;
+use crate::error::{Error, Result};
+
+/// LightGBM settings used for every fit (`[training.gbdt]` in the config).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GbdtParams {
+    pub num_rounds: u32,
+    pub learning_rate: f64,
+    pub num_leaves: u32,
+    pub min_data_in_leaf: u32,
+    pub feature_fraction: f64,
+    pub bagging_fraction: f64,
+    pub lambda_l2: f64,
+    pub early_stopping_rounds: u32,
+    pub seed: u64,
+}
+
+impl Default for GbdtParams {
+    fn default() -> Self {
+        GbdtParams {
+            num_rounds: 400,
+            learning_rate: 0.05,
+            num_leaves: 31,
+            min_data_in_leaf: 50,
+            feature_fraction: 0.8,
+            bagging_fraction: 0.8,
+            lambda_l2: 1.0,
+            early_stopping_rounds: 30,
+            seed: 7,
+        }
+    }
+}
+
+/// A fitted booster, kept as LightGBM's own text model (the `.txt` file of the artifact).
+#[derive(Debug, Clone)]
+pub struct GbdtModel {
+    pub model: String,
+    /// The boosting round kept by early stopping.
+    pub best_iteration: u32,
+    /// Threads used for prediction.
+    pub predict_threads: usize,
+}
+
+fn check(ret: i32, what: &str) -> Result<()> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        // SAFETY: LightGBM returns a pointer to a NUL-terminated thread-local message.
+        let msg = unsafe { CStr::from_ptr(sys::LGBM_GetLastError()) }.to_string_lossy().into_owned();
+        Err(Error::internal(format!("LightGBM {what}: {msg}")))
+    }
+}
+
+struct Dataset(sys::DatasetHandle);
+
+impl Drop for Dataset {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from LGBM_DatasetCreateFromMat and is freed once.
+        unsafe { sys::LGBM_DatasetFree(self.0) };
+    }
+}
+
+struct Booster(sys::BoosterHandle);
+
+impl Drop for Booster {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from LGBM_BoosterCreate and is freed once.
+        unsafe { sys::LGBM_BoosterFree(self.0) };
+    }
+}
+
+fn dataset(x: &Array2<f64>, y: &[i32], params: &str, reference: Option<&Dataset>) -> Result<Dataset> {
+    let x = x.as_standard_layout();
+    let flat = x.as_slice().ok_or_else(|| Error::internal("design matrix is not contiguous"))?;
+    let params = CString::new(params).map_err(Error::internal)?;
+    let mut handle = std::ptr::null_mut();
+    // SAFETY: `flat` is a row-major f64 buffer of nrows × ncols that outlives the call
+    // (LightGBM copies it into its own bins); `handle` receives a new dataset.
+    check(
+        unsafe {
+            sys::LGBM_DatasetCreateFromMat(
+                flat.as_ptr() as *const c_void,
+                sys::C_API_DTYPE_FLOAT64 as i32,
+                x.nrows() as i32,
+                x.ncols() as i32,
+                1,
+                params.as_ptr(),
+                reference.map_or(std::ptr::null_mut(), |r| r.0),
+                &mut handle,
+            )
+        },
+        "building a dataset",
+    )?;
+    let ds = Dataset(handle);
+    let labels: Vec<f32> = y.iter().map(|&v| v as f32).collect();
+    let field = CString::new("label").map_err(Error::internal)?;
+    // SAFETY: `labels` has one f32 per row of the dataset.
+    check(
+        unsafe {
+            sys::LGBM_DatasetSetField(
+                ds.0,
+                field.as_ptr(),
+                labels.as_ptr() as *const c_void,
+                labels.len() as i32,
+                sys::C_API_DTYPE_FLOAT32 as i32,
+            )
+        },
+        "setting labels",
+    )?;
+    Ok(ds)
+}
+
+impl GbdtModel {
+    /// Fit on training rows with early stopping on validation rows (binary log loss).
+    /// `categorical` lists the columns holding category codes; `threads` bounds LightGBM.
+    pub fn fit(
+        x: &Array2<f64>,
+        y: &[i32],
+        x_valid: &Array2<f64>,
+        y_valid: &[i32],
+        categorical: &[usize],
+        params: &GbdtParams,
+        threads: usize,
+    ) -> Result<Self> {
+        let cats = categorical.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+        let dataset_params = format!(
+            "max_bin=255 verbosity=-1 seed={seed}{cat}",
+            seed = params.seed,
+            cat = if cats.is_empty() { String::new() } else { format!(" categorical_feature={cats}") }
+        );
+        let train = dataset(x, y, &dataset_params, None)?;
+        let valid = dataset(x_valid, y_valid, &dataset_params, Some(&train))?;
+        let booster_params = format!(
+            "objective=binary metric=binary_logloss learning_rate={lr} num_leaves={leaves} \
+             min_data_in_leaf={min_leaf} feature_fraction={ff} bagging_fraction={bf} bagging_freq=1 \
+             lambda_l2={l2} num_threads={threads} seed={seed} deterministic=true force_col_wise=true \
+             verbosity=-1",
+            lr = params.learning_rate,
+            leaves = params.num_leaves,
+            min_leaf = params.min_data_in_leaf,
+            ff = params.feature_fraction,
+            bf = params.bagging_fraction,
+            l2 = params.lambda_l2,
+            threads = threads.max(1),
+            seed = params.seed,
+        );
+        let booster_params = CString::new(booster_params).map_err(Error::internal)?;
+        let mut handle = std::ptr::null_mut();
+        // SAFETY: `train` is a live dataset; `handle` receives a new booster.
+        check(unsafe { sys::LGBM_BoosterCreate(train.0, booster_params.as_ptr(), &mut handle) }, "creating a booster")?;
+        let booster = Booster(handle);
+        // SAFETY: `valid` was built with `train` as reference and outlives the booster's use.
+        check(unsafe { sys::LGBM_BoosterAddValidData(booster.0, valid.0) }, "adding validation data")?;
+
+        let (mut best, mut best_loss, mut since_best) = (0u32, f64::INFINITY, 0u32);
+        for iteration in 1..=params.num_rounds {
+            let mut finished = 0;
+            // SAFETY: a live booster.
+            check(unsafe { sys::LGBM_BoosterUpdateOneIter(booster.0, &mut finished) }, "boosting")?;
+            if finished != 0 {
+                break;
+            }
+            let mut out_len = 0;
+            let mut loss = [0.0f64; 1];
+            // SAFETY: one metric is configured, so one value is written for data index 1.
+            check(
+                unsafe { sys::LGBM_BoosterGetEval(booster.0, 1, &mut out_len, loss.as_mut_ptr()) },
+                "evaluating",
+            )?;
+            if loss[0] < best_loss - 1e-12 {
+                (best, best_loss, since_best) = (iteration, loss[0], 0);
+            } else {
+                since_best += 1;
+                if since_best >= params.early_stopping_rounds {
+                    break;
+                }
+            }
+        }
+        let best = best.max(1);
+        let model = save_model(&booster, best)?;
+        Ok(GbdtModel { model, best_iteration: best, predict_threads: threads.max(1) })
+    }
+
+    /// A stored text model; it must load in LightGBM.
+    pub fn from_text(text: &str, threads: usize) -> Result<Self> {
+        let booster = lightgbm3::Booster::from_string(text)
+            .map_err(|e| Error::data(format!("the stored LightGBM model does not load: {e}")))?;
+        Ok(GbdtModel {
+            model: text.to_string(),
+            best_iteration: booster.num_iterations().max(0) as u32,
+            predict_threads: threads.max(1),
+        })
+    }
+
+    fn booster(&self) -> Result<lightgbm3::Booster> {
+        lightgbm3::Booster::from_string(&self.model).map_err(|e| Error::data(format!("the stored LightGBM model does not load: {e}")))
+    }
+
+    /// The number of threads prediction may use.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.predict_threads = threads.max(1);
+        self
+    }
+}
+
+fn save_model(booster: &Booster, iterations: u32) -> Result<String> {
+    let mut size = 0i64;
+    // SAFETY: a size query with an empty buffer.
+    check(
+        unsafe { sys::LGBM_BoosterSaveModelToString(booster.0, 0, iterations as i32, 0, 0, &mut size, std::ptr::null_mut()) },
+        "saving the model",
+    )?;
+    let mut buf = vec![0u8; size as usize];
+    // SAFETY: `buf` has the size LightGBM asked for.
+    check(
+        unsafe {
+            sys::LGBM_BoosterSaveModelToString(
+                booster.0,
+                0,
+                iterations as i32,
+                0,
+                buf.len() as i64,
+                &mut size,
+                buf.as_mut_ptr() as *mut std::ffi::c_char,
+            )
+        },
+        "saving the model",
+    )?;
+    while buf.last() == Some(&0) {
+        buf.pop();
+    }
+    String::from_utf8(buf).map_err(Error::internal)
+}
+
+impl Classifier for GbdtModel {
+    fn name(&self) -> String {
+        format!("gbdt-lightgbm/{}", self.best_iteration)
+    }
+
+    fn predict(&self, x: &Array2<f64>) -> Vec<f64> {
+        if x.nrows() == 0 {
+            return Vec::new();
+        }
+        let x = x.as_standard_layout();
+        let params = format!("num_threads={}", self.predict_threads);
+        self.booster()
+            .and_then(|b| {
+                b.predict_with_params(x.as_slice().expect("standard layout"), x.ncols() as i32, true, &params)
+                    .map_err(|e| Error::internal(format!("LightGBM prediction: {e}")))
+            })
+            .expect("a model that loaded at training time predicts")
+    }
+
+    fn contributions(&self, x: &Array2<f64>) -> Array2<f64> {
+        let n = x.nrows();
+        let k = x.ncols();
+        if n == 0 {
+            return Array2::zeros((0, k));
+        }
+        let x = x.as_standard_layout();
+        let raw = self
+            .booster()
+            .and_then(|b| {
+                b.predict_contrib(x.as_slice().expect("standard layout"), k as i32, true)
+                    .map_err(|e| Error::internal(format!("LightGBM contributions: {e}")))
+            })
+            .expect("a model that loaded at training time explains");
+        // TreeSHAP gives k feature contributions and the bias per row.
+        Array2::from_shape_fn((n, k), |(i, j)| raw[i * (k + 1) + j])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learns_an_interaction_and_a_category_and_round_trips_as_text() {
+        // y = 1 when x0 > 0.5 and the category is 2; x1 is noise.
+        let n = 4000;
+        let make = |offset: usize| {
+            let x = Array2::from_shape_fn((n, 3), |(i, j)| {
+                let i = i + offset;
+                match j {
+                    0 => ((i * 7919) % 1000) as f64 / 1000.0,
+                    1 => ((i * 104_729) % 997) as f64 / 997.0,
+                    _ => (i % 4) as f64,
+                }
+            });
+            let y: Vec<i32> = (0..n).map(|i| i32::from(x[[i, 0]] > 0.5 && x[[i, 2]] == 2.0)).collect();
+            (x, y)
+        };
+        let (x, y) = make(0);
+        let (xv, yv) = make(n);
+        let m = GbdtModel::fit(&x, &y, &xv, &yv, &[2], &GbdtParams::default(), 1).unwrap();
+        let p = m.predict(&xv);
+        let auc = crate::models::metrics::auc(&p, &yv);
+        assert!(auc > 0.99, "auc {auc}");
+        let c = m.contributions(&xv);
+        assert_eq!(c.dim(), (n, 3));
+        let noise: f64 = c.column(1).iter().map(|v| v.abs()).sum::<f64>();
+        let signal: f64 = c.column(0).iter().map(|v| v.abs()).sum::<f64>();
+        assert!(signal > 5.0 * noise, "the informative feature explains more: {signal} vs {noise}");
+        assert!(m.model.starts_with("tree"), "a native LightGBM text model");
+    }
+}

@@ -1,0 +1,195 @@
+//! `retain table …`: the models on flat tables an analyst brings (CSV or Parquet), with
+//! no knowledge of the subscriber contract.
+//!
+//! Every column that is not the label, the treatment or ignored is a feature: numeric
+//! when its values are numbers (types are inferred over the whole file, so a column whose
+//! first thousand values are integers and later ones decimals still reads as numeric),
+//! categorical otherwise. Blank cells are missing values.
+
+use std::path::Path;
+
+use polars::prelude::*;
+use tracing::info;
+
+use crate::error::{Error, PolarsContext, Result};
+use crate::features::FeatureKind;
+use crate::models::encoder::{Encoder, Mode};
+use crate::models::gbdt::{GbdtModel, GbdtParams};
+use crate::models::logistic::LogisticModel;
+use crate::models::metrics::evaluate;
+use crate::models::{Calibration, Classifier};
+
+/// Read a CSV or Parquet file, by extension.
+pub fn read_flat(path: &Path) -> Result<DataFrame> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let shown = path.display();
+    if !path.exists() {
+        return Err(Error::data(format!("{shown} does not exist")));
+    }
+    match ext.as_str() {
+        "parquet" | "pq" => {
+            let file = std::fs::File::open(path).map_err(|e| Error::data(format!("{shown}: {e}")))?;
+            ParquetReader::new(file).finish().map_err(|e| Error::data(format!("{shown} is not readable Parquet: {e}")))
+        }
+        "csv" | "txt" | "tsv" => {
+            let separator = if ext == "tsv" { b'\t' } else { b',' };
+            CsvReadOptions::default()
+                .with_has_header(true)
+                .with_infer_schema_length(None)
+                .map_parse_options(|o| o.with_separator(separator).with_missing_is_null(true))
+                .try_into_reader_with_file_path(Some(path.to_path_buf()))
+                .and_then(|r| r.finish())
+                .map_err(|e| Error::data(format!("{shown} is not readable CSV: {e}")))
+        }
+        _ => Err(Error::Usage(format!("{shown}: expected a .csv or .parquet file"))),
+    }
+}
+
+/// The feature columns of a flat table and their kinds.
+pub fn feature_specs(df: &DataFrame, exclude: &[&str]) -> Vec<(String, FeatureKind)> {
+    df.columns()
+        .iter()
+        .filter(|c| !exclude.contains(&c.name().as_str()))
+        .map(|c| {
+            let kind = if c.dtype().is_primitive_numeric() || c.dtype().is_bool() {
+                FeatureKind::Numeric
+            } else {
+                FeatureKind::Categorical
+            };
+            (c.name().to_string(), kind)
+        })
+        .collect()
+}
+
+/// 0/1 labels from a column: `positive` names the positive value; without it, booleans
+/// are true, numbers are 1, and anything else needs `--positive`.
+pub fn binary_labels(df: &DataFrame, column: &str, positive: Option<&str>, file: &str) -> Result<Vec<i32>> {
+    let s = df
+        .column(column)
+        .map_err(|_| Error::data(format!("{file}: no column `{column}`")))?
+        .as_materialized_series()
+        .clone();
+    if s.null_count() > 0 {
+        let row = s.is_null().iter().position(|v| v == Some(true)).unwrap_or(0);
+        return Err(Error::data(format!("{file}: column `{column}` is blank at row {row}")));
+    }
+    let values: Vec<i32> = match positive {
+        Some(p) => {
+            let text = s.cast(&DataType::String).ctx(column)?;
+            text.str().ctx(column)?.iter().map(|v| i32::from(v == Some(p))).collect()
+        }
+        None if s.dtype().is_bool() => s.bool().ctx(column)?.iter().map(|v| i32::from(v == Some(true))).collect(),
+        None if s.dtype().is_primitive_numeric() => {
+            let f = s.cast(&DataType::Float64).ctx(column)?;
+            let f = f.f64().ctx(column)?;
+            if let Some((row, v)) = f.iter().enumerate().find(|(_, v)| !matches!(v, Some(x) if *x == 0.0 || *x == 1.0)) {
+                return Err(Error::data(format!(
+                    "{file}: column `{column}` is not 0/1 (row {row}: {v:?}); name the positive value with --positive"
+                )));
+            }
+            f.iter().map(|v| i32::from(v == Some(1.0))).collect()
+        }
+        None => {
+            return Err(Error::Usage(format!(
+                "{file}: column `{column}` holds {}; name its positive value with --positive",
+                s.dtype()
+            )));
+        }
+    };
+    Ok(values)
+}
+
+/// Rows kept for early stopping and calibration: a fixed fifth chosen by a hash of the
+/// row number, so the split is the same on every run and unrelated to the row order.
+fn is_validation_row(i: usize) -> bool {
+    xxhash_rust::xxh3::xxh3_64(&(i as u64).to_le_bytes()) % 5 == 0
+}
+
+/// A calibrated binary classifier fitted on a flat table: LightGBM and logistic
+/// regression are both fitted, the one with the lower validation log loss is kept.
+pub struct FlatModel {
+    pub encoder: Encoder,
+    pub model: Box<dyn Classifier>,
+    pub calibration: Calibration,
+    pub description: String,
+}
+
+impl FlatModel {
+    pub fn fit(df: &DataFrame, y: &[i32], specs: &[(String, FeatureKind)], threads: usize) -> Result<FlatModel> {
+        let valid_mask: Vec<bool> = (0..df.height()).map(is_validation_row).collect();
+        let mask = BooleanChunked::from_slice("valid".into(), &valid_mask);
+        let train_df = df.filter(&!&mask).ctx("splitting rows")?;
+        let valid_df = df.filter(&mask).ctx("splitting rows")?;
+        let split = |keep: bool| -> Vec<i32> { y.iter().zip(&valid_mask).filter(|(_, v)| **v == keep).map(|(y, _)| *y).collect() };
+        let (yt, yv) = (split(false), split(true));
+        if yt.iter().all(|&v| v == yt[0]) || yv.iter().all(|&v| v == yv[0]) {
+            return Err(Error::data("the label has a single class: nothing to learn"));
+        }
+        let mut best: Option<(f64, FlatModel)> = None;
+        for mode in [Mode::Native, Mode::Standardized] {
+            let encoder = Encoder::fit_columns(&train_df, mode, specs)?;
+            let xt = encoder.transform(&train_df)?;
+            let xv = encoder.transform(&valid_df)?;
+            let (model, name): (Box<dyn Classifier>, String) = match mode {
+                Mode::Native => {
+                    let m = GbdtModel::fit(&xt, &yt, &xv, &yv, &encoder.categorical_columns(), &GbdtParams::default(), threads)?;
+                    let name = format!("gbdt-lightgbm/{}-rounds", m.best_iteration);
+                    (Box::new(m.with_threads(threads)), name)
+                }
+                Mode::Standardized => (Box::new(LogisticModel::fit(&xt, &yt, 1.0, 200)?), "logistic-l2".into()),
+            };
+            let raw = model.predict(&xv);
+            let (calibration, cross) = Calibration::choose(&raw, &yv);
+            let metrics = evaluate(&cross, &yv);
+            info!(model = %name, auc = metrics.auc, log_loss = metrics.log_loss, "fitted on the flat table");
+            let description = format!("{name}+{}", calibration.name());
+            if best.as_ref().is_none_or(|(loss, _)| metrics.log_loss < *loss) {
+                best = Some((metrics.log_loss, FlatModel { encoder, model, calibration, description }));
+            }
+        }
+        Ok(best.expect("two candidates were fitted").1)
+    }
+
+    pub fn predict(&self, df: &DataFrame) -> Result<Vec<f64>> {
+        let x = self.encoder.transform(df)?;
+        Ok(self.model.predict(&x).into_iter().map(|p| self.calibration.apply(p)).collect())
+    }
+}
+
+/// Write one output column as a Parquet file, atomically (temporary name, then rename).
+pub fn write_column(path: &Path, name: &str, values: Vec<f64>) -> Result<()> {
+    let mut df = DataFrame::new_infer_height(vec![Column::new(name.into(), values)]).ctx("assembling the output")?;
+    let bytes = crate::storage::parquet_bytes(&mut df).ctx("encoding the output")?;
+    let tmp = path.with_extension("parquet.tmp");
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::config(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    std::fs::write(&tmp, bytes).map_err(|e| Error::config(format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::config(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Check that the test table has every feature column of the training table.
+pub fn check_same_columns(test: &DataFrame, specs: &[(String, FeatureKind)], test_file: &str) -> Result<()> {
+    for (name, _) in specs {
+        if test.column(name).is_err() {
+            return Err(Error::data(format!("{test_file}: column `{name}` of the training table is missing")));
+        }
+    }
+    Ok(())
+}
+
+/// `retain table train`.
+pub fn train(train_path: &Path, test_path: &Path, label: &str, positive: Option<&str>, ignore: &[String], output: &Path) -> Result<()> {
+    let a = read_flat(train_path)?;
+    let b = read_flat(test_path)?;
+    let a_name = train_path.display().to_string();
+    let y = binary_labels(&a, label, positive, &a_name)?;
+    let mut exclude: Vec<&str> = ignore.iter().map(String::as_str).collect();
+    exclude.push(label);
+    let specs = feature_specs(&a, &exclude);
+    check_same_columns(&b, &specs, &test_path.display().to_string())?;
+    let model = FlatModel::fit(&a, &y, &specs, crate::train::cores())?;
+    let p = model.predict(&b)?;
+    info!(model = %model.description, rows = p.len(), output = %output.display(), "probabilities written");
+    write_column(output, "probability", p)
+}

@@ -1,0 +1,115 @@
+//! The model artifact: native formats, schema checks, reuse, and flat-table training.
+
+use std::path::Path;
+
+use polars::prelude::*;
+
+use crate::util::*;
+
+fn manifest(dir: &Path, command: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join(format!("runs/snapshot={SAMPLE_AS_OF}/{command}.json"))).unwrap()).unwrap()
+}
+
+fn stage(stage: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut cmd = retain();
+    cmd.arg(stage).arg("--config").arg(repo().join("pipelines/sample.toml")).args(["--as-of", SAMPLE_AS_OF, "--input"]);
+    cmd.arg(sample_data()).arg("--output").arg(out).args(extra);
+    cmd.output().unwrap()
+}
+
+#[test]
+fn the_artifact_holds_every_model_in_its_native_format_with_a_champion_per_target() {
+    let out = sample_run();
+    let dir = out.join(format!("models/snapshot={SAMPLE_AS_OF}"));
+    let model: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("model.json")).unwrap()).unwrap();
+    for (target, t) in ["churn", "payment_failure"].iter().zip(model["targets"].as_array().unwrap()) {
+        assert_eq!(t["target"], *target);
+        let champion = t["champion"].as_str().unwrap();
+        let losses: Vec<(String, f64)> = t["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["family"].as_str().unwrap().to_string(), c["validation"]["log_loss"].as_f64().unwrap()))
+            .collect();
+        let best = losses.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+        assert_eq!(champion, best.0, "the champion has the lowest validation log loss: {losses:?}");
+    }
+    let gbdt = std::fs::read_to_string(dir.join("churn.gbdt.txt")).unwrap();
+    assert!(gbdt.starts_with("tree\nversion="), "LightGBM's own text format");
+    assert!(gbdt.contains("end of trees"));
+    assert!(dir.join("churn.logistic.json").exists());
+}
+
+#[test]
+fn training_again_on_unchanged_labels_reuses_the_model_unless_asked_to_refit() {
+    let out = tempfile::tempdir().unwrap();
+    for (extra, reused) in [(&[][..], false), (&[][..], true), (&["--retrain"][..], false)] {
+        let o = stage("train", out.path(), extra);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(manifest(out.path(), "train")["details"]["model"]["reused"], reused, "train {extra:?}");
+    }
+}
+
+#[test]
+fn scoring_refuses_a_model_built_on_another_feature_schema() {
+    let out = tempfile::tempdir().unwrap();
+    for s in ["features", "train"] {
+        assert!(stage(s, out.path(), &[]).status.success());
+    }
+    let path = out.path().join(format!("models/snapshot={SAMPLE_AS_OF}/model.json"));
+    let mut model: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    model["feature_schema_hash"] = "0123456789abcdef".into();
+    std::fs::write(&path, serde_json::to_vec(&model).unwrap()).unwrap();
+    let o = stage("score", out.path(), &[]);
+    assert_eq!(o.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("feature schema") && err.contains("retrain"), "{err}");
+    assert!(!out.path().join(format!("scores/snapshot={SAMPLE_AS_OF}/_SUCCESS")).exists());
+}
+
+/// A flat table with a known signal: y = 1 mostly when `x` is large and `group` is "b".
+/// `amount` is an integer for the first 1,500 rows and a decimal afterwards.
+fn flat_table(n: usize, offset: usize) -> DataFrame {
+    let x: Vec<f64> = (0..n).map(|i| (((i + offset) * 7919) % 1000) as f64 / 1000.0).collect();
+    let group: Vec<&str> = (0..n).map(|i| ["a", "b", "c"][(i + offset) % 3]).collect();
+    let amount: Vec<String> =
+        (0..n).map(|i| if i < 1500 { format!("{}", i % 17) } else { format!("{}.5", i % 17) }).collect();
+    let y: Vec<i32> = (0..n).map(|i| i32::from(x[i] > 0.6 && group[i] == "b" || (i * 31) % 97 == 0)).collect();
+    df!("x" => x, "group" => group, "amount" => amount, "row_id" => (0..n as i64).collect::<Vec<_>>(), "converted" => y).unwrap()
+}
+
+fn write_csv(df: &mut DataFrame, path: &Path) {
+    let mut f = std::fs::File::create(path).unwrap();
+    CsvWriter::new(&mut f).finish(df).unwrap();
+}
+
+#[test]
+fn table_train_predicts_each_row_of_b_in_order_from_a_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+    write_csv(&mut flat_table(4000, 0), &a);
+    let mut test = flat_table(1000, 4000);
+    write_csv(&mut test, &b);
+    let out = dir.path().join("p.parquet");
+    run_ok(retain().args(["table", "train", "--label", "converted", "--ignore", "row_id", "--train"]).arg(&a).arg("--test").arg(&b).arg("--output").arg(&out));
+    let p = ParquetReader::new(std::fs::File::open(&out).unwrap()).finish().unwrap();
+    assert_eq!(p.height(), 1000, "one row per row of B");
+    let prob = floats(&p, "probability");
+    assert!(prob.iter().all(|v| (0.0..=1.0).contains(v)));
+    let y: Vec<i32> = test.column("converted").unwrap().i32().unwrap().iter().map(|v| v.unwrap()).collect();
+    let auc = retain::models::metrics::auc(&prob, &y);
+    assert!(auc > 0.9, "the interaction of x and group is learned, in B's order: {auc}");
+}
+
+#[test]
+fn table_train_explains_what_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.csv");
+    std::fs::write(&a, "x,label\n1,yes\n2,no\n").unwrap();
+    let o = retain().args(["table", "train", "--label", "label", "--train"]).arg(&a).arg("--test").arg(&a).arg("--output").arg(dir.path().join("p.parquet")).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "a text label needs --positive");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--positive"));
+    let o = retain().args(["table", "train", "--label", "nope", "--train"]).arg(&a).arg("--test").arg(&a).arg("--output").arg(dir.path().join("p.parquet")).output().unwrap();
+    assert_eq!(o.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`nope`"));
+}
