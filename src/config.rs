@@ -37,7 +37,8 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Training {
-    /// How many weekly labelled snapshots (S − H − 7k, k = 0..) to train and validate on.
+    /// How many labelled snapshots to use: S − H validates, the others (weekly, ending a
+    /// purge gap of H rounded up to weeks before it) train.
     /// The newest is the validation snapshot.
     pub snapshots: u32,
     /// L2 penalty of the logistic model.

@@ -48,10 +48,36 @@ pub fn churn_labels(billing: LazyFrame, s: NaiveDate, horizon_days: u32) -> Lazy
         ])
 }
 
-/// The training snapshots for a run at `s`: S − H − 7k for k = 0..n, newest first.
-/// Their labels are complete by `s` (their horizon ends on or before `s`).
+/// The labelled snapshots of a run at `s`, newest first: the validation snapshot S − H,
+/// then the training snapshots S − H − G − 7j (j = 0..n−1), all with labels complete by S.
+///
+/// G, the purge gap, is H rounded up to whole weeks: a training snapshot's label window
+/// then ends before the validation window starts. Without it one churn event labels a
+/// user in both (weekly windows of 30 days overlap), and a model that can tell users
+/// apart (tenure and age nearly do) is rewarded on validation for remembering them.
 pub fn training_snapshots(s: NaiveDate, horizon_days: u32, n: u32) -> Vec<NaiveDate> {
-    (0..n).map(|k| s - Duration::days(horizon_days as i64 + 7 * k as i64)).collect()
+    let validation = s - Duration::days(horizon_days as i64);
+    let gap = horizon_days.div_ceil(7) as i64 * 7;
+    std::iter::once(validation)
+        .chain((0..n.saturating_sub(1) as i64).map(|j| validation - Duration::days(gap + 7 * j)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn training_label_windows_end_before_the_validation_window_starts() {
+        let s = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let snaps = training_snapshots(s, 30, 4);
+        assert_eq!(snaps[0], s - Duration::days(30), "validation is S − H");
+        assert_eq!(snaps.len(), 4);
+        for t in &snaps[1..] {
+            assert!(*t + Duration::days(30) <= snaps[0], "{t}: its label window ends by the validation snapshot");
+        }
+        assert_eq!(snaps[1] - snaps[2], Duration::days(7), "weekly");
+    }
 }
 
 /// Dunning episodes: one row per first `payment_failed` of an episode (a failure while no

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use chrono::{Duration, NaiveDate, Utc};
+use chrono::{NaiveDate, Utc};
 use polars::prelude::*;
 use serde_json::{Value, json};
 use tracing::info;
@@ -79,7 +79,8 @@ impl Context {
     fn first_snapshot(&self, with_training: bool) -> NaiveDate {
         if with_training {
             let t = &self.settings;
-            self.as_of - Duration::days(t.horizon_days as i64 + 7 * (t.training.snapshots as i64 - 1))
+            let snapshots = crate::labels::training_snapshots(self.as_of, t.horizon_days, t.training.snapshots);
+            snapshots.into_iter().min().unwrap_or(self.as_of)
         } else {
             self.as_of
         }

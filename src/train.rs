@@ -1,7 +1,8 @@
 //! Training the models of a run on earlier snapshots whose labels are complete by S.
 //!
 //! Validation is by time, never by random rows: the newest labelled snapshot (S − H)
-//! validates, calibrates and chooses the champion; the older ones (S − H − 7k) train.
+//! validates, calibrates and chooses the champion; older ones (S − H − G − 7j, G the
+//! purge gap of `labels::training_snapshots`) train.
 //! Every (target × family) fits concurrently on a pool sized to the machine, LightGBM
 //! running one thread per fit so the two never oversubscribe the cores.
 //!
@@ -73,7 +74,7 @@ pub struct TrainingData {
     pub fingerprint: String,
 }
 
-/// Build the labelled snapshots S − H − 7k and fingerprint them with the settings.
+/// Build the labelled snapshots (`labels::training_snapshots`) and fingerprint them with the settings.
 pub fn training_data(ctx: &Context, inputs: &Inputs) -> Result<TrainingData> {
     let s = ctx.as_of;
     let h = ctx.settings.horizon_days;

@@ -50,7 +50,7 @@ pub(crate) fn skip_rate(t: &Traits, d: i32) -> f64 {
 
 /// Log daily cancel hazard on day `d` of an active, auto-renewing subscriber, before
 /// message effects.
-pub(crate) fn cancel_lin(w: &World, t: &Traits, s: &State, d: i32) -> f64 {
+pub(crate) fn cancel_lin(t: &Traits, s: &State, d: i32) -> f64 {
     let r = rel(t, d);
     let skip = skip_rate(t, d);
     let shock = if s.exposed_at != i16::MAX && d >= i32::from(s.exposed_at) {
@@ -65,7 +65,6 @@ pub(crate) fn cancel_lin(w: &World, t: &Traits, s: &State, d: i32) -> f64 {
     };
     let tenure = d - i32::from(s.sub_start);
     let newness = if tenure < 60 { 1.0 - f64::from(tenure.max(0)) / 60.0 } else { 0.0 };
-    let _ = w;
     H0 - 0.3 * f64::from(t.zbase) + 0.9 * (-r).max(0.0) + 3.0 * (skip - 0.2) - 0.6 * r.max(0.0)
         + 1.4 * f64::from(t.sens) * shock
         + 1.0 * recent_fail

@@ -95,7 +95,7 @@ impl<'a> Horizon<'a> {
                 let mut on = 1.0;
                 let mut p = 0.0;
                 for d in self.snap + 1..pe {
-                    let h = model::cancel_hazard(model::cancel_lin(w, t, s, d), model::msg_delta_sum(&s.msgs, extra, d));
+                    let h = model::cancel_hazard(model::cancel_lin(t, s, d), model::msg_delta_sum(&s.msgs, extra, d));
                     p += on * h * lapse_after_cancel;
                     on *= 1.0 - h;
                 }

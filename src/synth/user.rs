@@ -546,7 +546,7 @@ impl Day<'_> {
         if !busy {
             match s.status {
                 Status::Active => {
-                    let lin = model::cancel_lin(w, t, s, d);
+                    let lin = model::cancel_lin(t, s, d);
                     let h = model::cancel_hazard(lin, model::msg_delta_sum(&s.msgs, None, d));
                     if r.chance(h) {
                         s.status = Status::Cancelled;

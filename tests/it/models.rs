@@ -113,3 +113,47 @@ fn table_train_explains_what_it_cannot_use() {
     assert_eq!(o.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&o.stderr).contains("`nope`"));
 }
+
+/// On a synthetic world whose generator knows every user's true churn probability, the
+/// champion ranks nearly as well as the truth does on the same users and labels (the truth
+/// also knows traits no table shows), not better (that would be a leak), and its
+/// calibrated probabilities match the observed rates.
+#[test]
+fn the_champion_comes_close_to_the_true_probabilities() {
+    use chrono::Duration;
+    use retain::inputs::{Inputs, Lookback};
+    // Large enough that the comparison is not noise: ~3,700 premium users per snapshot.
+    let world = tempfile::tempdir().unwrap();
+    let cfg = retain::synth::SynthConfig { users: 8000, days: 240, seed: 11, start: "2026-03-26".parse().unwrap() };
+    retain::synth::generate(&cfg, &open_for_write(world.path())).unwrap();
+    // Validated on S − H = 2026-10-16, a week the generator wrote its truth for.
+    let validated_on: chrono::NaiveDate = "2026-10-16".parse().unwrap();
+    let as_of = validated_on + Duration::days(30);
+    let out = tempfile::tempdir().unwrap();
+    run_ok(retain().args(["train", "--as-of", &as_of.to_string(), "--input"]).arg(world.path()).arg("--output").arg(out.path()));
+    let model: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join(format!("models/snapshot={as_of}/model.json"))).unwrap()).unwrap();
+    let churn = &model["targets"][0];
+    let champion = churn["candidates"].as_array().unwrap().iter().find(|c| c["family"] == churn["champion"]).unwrap();
+    let (model_auc, ece) = (champion["validation"]["auc"].as_f64().unwrap(), champion["validation"]["ece"].as_f64().unwrap());
+
+    let inputs = Inputs::load(&open(world.path()), validated_on, as_of, Lookback::new(30)).unwrap();
+    let labels = retain::labels::churn_labels(inputs.billing_until(as_of), validated_on, 30);
+    let truth = ParquetReader::new(std::fs::File::open(world.path().join("_truth/churn.parquet")).unwrap()).finish().unwrap();
+    let joined = labels
+        .join(
+            truth.lazy().filter(col("snapshot_date").cast(DataType::String).eq(lit(validated_on.to_string()))),
+            [col("user_id")],
+            [col("user_id")],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .collect()
+        .unwrap();
+    assert!(joined.height() > 3000, "the truth covers the validation population");
+    let y: Vec<i32> = joined.column("churned").unwrap().i32().unwrap().iter().map(|v| v.unwrap()).collect();
+    let truth_auc = retain::models::metrics::auc(&floats(&joined, "p_churn"), &y);
+    eprintln!("churn AUC: champion {model_auc:.4} ({}), truth {truth_auc:.4}; champion ECE {ece:.4}", churn["champion"]);
+    assert!(model_auc > truth_auc - 0.04, "champion {model_auc} vs truth {truth_auc}");
+    assert!(model_auc < truth_auc + 0.02, "better than the truth would mean a leak: {model_auc} vs {truth_auc}");
+    assert!(ece < 0.02, "calibration error {ece}");
+}

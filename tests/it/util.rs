@@ -52,6 +52,11 @@ pub fn open(dir: &Path) -> Storage {
     Storage::open(dir.to_str().unwrap(), &StorageOptions::default(), false).unwrap()
 }
 
+/// A local root for writing (created when missing).
+pub fn open_for_write(dir: &Path) -> Storage {
+    Storage::open(dir.to_str().unwrap(), &StorageOptions::default(), true).unwrap()
+}
+
 pub fn read_table(dir: &Path, table: &str) -> DataFrame {
     open(dir).read_committed(table, sample_as_of()).unwrap()
 }
