@@ -157,7 +157,8 @@ pub fn build_lazy(inputs: &Inputs, s: NaiveDate) -> Result<LazyFrame> {
             col("message_type"),
             col("channel"),
             col("arm"),
-            col("opened_at").is_not_null().alias("opened"),
+            // A message decided on S may be opened after S: only opens known by then count.
+            col("opened_at").lt(ts_lit_us(end_of_day_us(s))).fill_null(lit(false)).alias("opened"),
             col("clicked"),
             col("unsubscribed"),
         ]);

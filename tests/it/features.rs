@@ -30,6 +30,25 @@ fn world_as_of(cut: NaiveDate, to: &Path) {
             }
         }
     }
+    // A message decided on the cut day may have been opened after it: that open was not
+    // known at the end of the day.
+    let end_of_cut = (cut + Duration::days(1)).and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_micros();
+    let store = open(to);
+    for f in store.list_files(&format!("messages/dt={cut}")).unwrap() {
+        let df = store.read_parquet(&f.rel).unwrap();
+        let utc = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
+        let mut known = df
+            .lazy()
+            .with_column(
+                when(col("opened_at").cast(DataType::Int64).lt(lit(end_of_cut)))
+                    .then(col("opened_at"))
+                    .otherwise(lit(NULL).cast(utc))
+                    .alias("opened_at"),
+            )
+            .collect()
+            .unwrap();
+        store.write_bytes(&f.rel, retain::storage::parquet_bytes(&mut known).unwrap().into()).unwrap();
+    }
     let users = open(&src).read_parquet("users/users.parquet").unwrap();
     let cut_days = (cut - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days() as i32;
     let mut kept = users.lazy().filter(col("signup_date").cast(DataType::Int32).lt_eq(lit(cut_days))).collect().unwrap();
