@@ -43,6 +43,8 @@ pub enum Command {
     Interventions(StageArgs),
     /// Recommend grace periods for every open dunning episode at the snapshot.
     Grace(StageArgs),
+    /// Build one stage for every date in a range; complete dates are skipped.
+    Backfill(BackfillArgs),
     /// Check the input tables against the data contract.
     Validate(ValidateArgs),
     /// Generate a synthetic subscriber world in the contract's format, with its ground truth.
@@ -115,6 +117,27 @@ pub struct StageArgs {
     /// Print the resolved configuration as TOML on stdout and exit.
     #[arg(long)]
     pub show_config: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackfillArgs {
+    /// First snapshot date.
+    #[arg(long)]
+    pub from: NaiveDate,
+    /// Last snapshot date (inclusive).
+    #[arg(long)]
+    pub to: NaiveDate,
+    /// The stage to build for each date.
+    #[arg(long, value_enum, default_value = "features")]
+    pub stage: crate::backfill::BackfillStage,
+    /// Rebuild dates whose output is already complete.
+    #[arg(long)]
+    pub force: bool,
+    /// Dates built at once (each holds its own inputs in memory).
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    #[command(flatten)]
+    pub stage_args: StageArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -8,6 +8,7 @@
 //! what to do; `run` ties a night together and `app` dispatches the commands.
 
 pub mod app;
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod contract;

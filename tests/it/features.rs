@@ -77,3 +77,29 @@ proptest! {
         prop_assert_eq!(full, cut);
     }
 }
+
+#[test]
+fn backfill_builds_each_date_skips_complete_ones_and_rebuilds_identically_on_force() {
+    let out = tempfile::tempdir().unwrap();
+    let backfill = |extra: &[&str]| {
+        run_ok(retain().args(["backfill", "--from", "2026-11-18", "--to", "2026-11-20", "--input"]).arg(sample_data()).arg("--output").arg(out.path()).args(extra));
+    };
+    backfill(&[]);
+    let dates: Vec<NaiveDate> = (18..=20).map(|d| NaiveDate::from_ymd_opt(2026, 11, d).unwrap()).collect();
+    let store = open(out.path());
+    let commits: Vec<_> = dates.iter().map(|&d| store.committed("features", d).unwrap().expect("built")).collect();
+    for (d, c) in dates.iter().zip(&commits) {
+        // Each date equals the single-date command's output.
+        assert_eq!(store.read_committed("features", *d).unwrap(), features_at(&sample_data(), *d, *d), "{d}");
+        assert!(c.rows > 100);
+    }
+    let manifest = |d: &NaiveDate| std::fs::read(out.path().join(format!("runs/snapshot={d}/features.json"))).unwrap();
+    let before: Vec<Vec<u8>> = dates.iter().map(manifest).collect();
+    backfill(&[]);
+    assert_eq!(before, dates.iter().map(manifest).collect::<Vec<_>>(), "complete dates are skipped");
+    backfill(&["--force", "--jobs", "1"]);
+    assert_ne!(before, dates.iter().map(manifest).collect::<Vec<_>>(), "--force rebuilds");
+    for (d, c) in dates.iter().zip(&commits) {
+        assert_eq!(&store.committed("features", *d).unwrap().unwrap().files, &c.files, "{d}: identical parts");
+    }
+}
