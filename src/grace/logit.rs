@@ -55,9 +55,7 @@ pub(crate) struct Fit {
     pub log_likelihood: f64,
 }
 
-pub(crate) fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 { 1.0 / (1.0 + (-z).exp()) } else { let e = z.exp(); e / (1.0 + e) }
-}
+pub(crate) use crate::models::sigmoid;
 
 pub(crate) fn linear(beta: &[f64], x: &[(usize, f64)]) -> f64 {
     x.iter().map(|&(j, v)| beta[j] * v).sum()
