@@ -32,7 +32,8 @@ struct Line {
 
 /// A line chart as an inline SVG element.
 fn chart(title: &str, x_label: &str, y_label: &str, lines: &[Line], markers: &[(f64, f64, &'static str)]) -> String {
-    let (w, h, l, r, t, b) = (620.0, 340.0, 60.0, 170.0, 30.0, 45.0);
+    // The right margin holds the legend (labels up to about 40 characters).
+    let (w, h, l, r, t, b) = (820.0, 340.0, 60.0, 280.0, 30.0, 45.0);
     let all = lines.iter().flat_map(|s| s.points.iter().copied()).chain(markers.iter().map(|(x, y, _)| (*x, *y)));
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for (x, y) in all {
