@@ -20,6 +20,7 @@ pub mod interventions;
 pub mod labels;
 pub mod models;
 pub mod progress;
+pub(crate) mod report;
 pub mod run;
 pub mod score;
 pub mod storage;

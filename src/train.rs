@@ -220,7 +220,9 @@ pub fn save(ctx: &Context, artifact: &ModelArtifact) -> Result<()> {
         }
     }
     let body = serde_json::to_vec_pretty(artifact).map_err(Error::internal)?;
-    ctx.output.write_bytes(&format!("{}/{MANIFEST}", model_dir(ctx.as_of)), body.into())
+    ctx.output.write_bytes(&format!("{}/{MANIFEST}", model_dir(ctx.as_of)), body.into())?;
+    let report = crate::report::models(artifact, ctx.as_of);
+    ctx.output.write_bytes(&format!("reports/snapshot={}/models.html", ctx.as_of), report.into_bytes().into())
 }
 
 fn read_manifest(ctx: &Context, s: NaiveDate) -> Result<Option<ModelArtifact>> {

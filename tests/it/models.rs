@@ -38,6 +38,9 @@ fn the_artifact_holds_every_model_in_its_native_format_with_a_champion_per_targe
     assert!(gbdt.starts_with("tree\nversion="), "LightGBM's own text format");
     assert!(gbdt.contains("end of trees"));
     assert!(dir.join("churn.logistic.json").exists());
+    let report = std::fs::read_to_string(out.join(format!("reports/snapshot={SAMPLE_AS_OF}/models.html"))).unwrap();
+    assert!(report.contains("Reliability: churn") && report.contains("Reliability: payment_failure"), "reliability curves");
+    assert_eq!(report.matches("<svg").count(), 2);
 }
 
 #[test]
