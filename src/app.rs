@@ -20,7 +20,8 @@ pub fn init_logging(format: Option<LogFormat>, filter: &str) {
     crate::progress::enable(!json && std::io::stderr().is_terminal());
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::progress::LogWriter);
-    let _ = if json { builder.json().with_current_span(false).try_init() } else { builder.with_target(false).try_init() };
+    let _ =
+        if json { builder.json().with_current_span(false).try_init() } else { builder.with_target(false).try_init() };
 }
 
 /// Run one command to completion.
@@ -36,18 +37,24 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Grace(a) => stage(a, run::grace_only),
         Command::Backfill(a) => {
             let settings = config::resolve(&a.stage_args)?;
-            let input = settings.input.clone().ok_or_else(|| Error::config("no input root: set `input`, RETAIN_INPUT or --input"))?;
-            let output =
-                settings.output.clone().ok_or_else(|| Error::config("no output root: set `output`, RETAIN_OUTPUT or --output"))?;
+            let input = settings
+                .input
+                .clone()
+                .ok_or_else(|| Error::config("no input root: set `input`, RETAIN_INPUT or --input"))?;
+            let output = settings
+                .output
+                .clone()
+                .ok_or_else(|| Error::config("no output root: set `output`, RETAIN_OUTPUT or --output"))?;
             let done = crate::backfill::backfill(&settings, &input, &output, a.from, a.to, a.stage, a.force, a.jobs)?;
             tracing::info!(built = done.built.len(), skipped = done.skipped.len(), "backfill complete");
             Ok(())
         }
         Command::Validate(a) => {
             let settings = Settings::load(a.config.as_deref())?;
-            let input = a.input.clone().or(settings.input.clone()).ok_or_else(|| {
-                Error::config("no input root: set `input` in the config, RETAIN_INPUT or --input")
-            })?;
+            let input =
+                a.input.clone().or(settings.input.clone()).ok_or_else(|| {
+                    Error::config("no input root: set `input` in the config, RETAIN_INPUT or --input")
+                })?;
             let storage = Storage::open(&input, &settings.storage_options(), false)?;
             let report = validate::validate(&storage, a.examples)?;
             println!("{}", report.render());
@@ -91,4 +98,3 @@ fn stage(args: StageArgs, f: fn(config::StageSettings) -> Result<()>) -> Result<
     }
     f(config::resolve_stage(&args)?)
 }
-

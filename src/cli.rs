@@ -7,7 +7,11 @@ use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "retain", version, about = "Churn scores, uplift-targeted interventions and grace-period recommendations")]
+#[command(
+    name = "retain",
+    version,
+    about = "Churn scores, uplift-targeted interventions and grace-period recommendations"
+)]
 pub struct Cli {
     /// Log format on stderr: `text` for people, `json` lines for machines
     /// (default: text on a terminal, json otherwise).

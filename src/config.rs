@@ -174,14 +174,14 @@ impl Settings {
         if self.training.snapshots < 2 {
             return Err(Error::config("training.snapshots must be at least 2 (one to train, one to validate)"));
         }
-        if !(self.training.l2 >= 0.0) {
+        if self.training.l2.is_nan() || self.training.l2 < 0.0 {
             return Err(Error::config("training.l2 must be ≥ 0"));
         }
         let g = &self.grace;
         if g.max_days == 0 || g.max_days > 90 {
             return Err(Error::config(format!("grace.max_days must be in 1..=90, got {}", g.max_days)));
         }
-        if !(g.value_months >= 0.0) || !(g.cost_fraction >= 0.0) {
+        if g.value_months.is_nan() || g.value_months < 0.0 || g.cost_fraction.is_nan() || g.cost_fraction < 0.0 {
             return Err(Error::config("grace.value_months and grace.cost_fraction must be ≥ 0"));
         }
         if !(30..=365).contains(&g.history_days) {

@@ -119,10 +119,7 @@ impl Table {
     /// string views and large strings to String, timestamps to µs UTC) and keep only them.
     pub fn normalize(&self, lf: LazyFrame) -> LazyFrame {
         lf.select(
-            self.columns
-                .iter()
-                .map(|c| polars::prelude::col(c.name).strict_cast(c.kind.dtype()))
-                .collect::<Vec<_>>(),
+            self.columns.iter().map(|c| polars::prelude::col(c.name).strict_cast(c.kind.dtype())).collect::<Vec<_>>(),
         )
     }
 }
@@ -143,8 +140,7 @@ pub const PLANS: &[&str] = &["free", "premium_individual", "premium_duo", "premi
 pub const PAYMENT_METHODS: &[&str] = &["card", "paypal", "carrier_billing", "gift_card", "other"];
 pub const FAILURE_REASONS: &[&str] =
     &["insufficient_funds", "expired_card", "card_declined", "processing_error", "fraud_suspected"];
-pub const MESSAGE_TYPES: &[&str] =
-    &["premium_education", "winback_offer", "payment_update_reminder", "content_nudge"];
+pub const MESSAGE_TYPES: &[&str] = &["premium_education", "winback_offer", "payment_update_reminder", "content_nudge"];
 pub const CHANNELS: &[&str] = &["push", "email", "in_app"];
 pub const ARMS: &[&str] = &["treatment", "holdout"];
 pub const GROUPS: &[&str] = &["treatment", "holdout"];

@@ -124,12 +124,13 @@ impl Error {
             }
             P::IO { error, .. } => {
                 // Remote reads wrap object_store's error in an io::Error of kind Other.
-                let store = error.get_ref().and_then(|e| e.source()).and_then(|s| s.downcast_ref::<object_store::Error>());
+                let store =
+                    error.get_ref().and_then(|e| e.source()).and_then(|s| s.downcast_ref::<object_store::Error>());
                 match store {
                     Some(object_store::Error::NotFound { .. }) => Error::Data(format!("{context}: {source}")),
-                    Some(object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) => {
-                        Error::Config(format!("{context}: {source}"))
-                    }
+                    Some(
+                        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. },
+                    ) => Error::Config(format!("{context}: {source}")),
                     _ => Error::Unavailable { context, source: Box::new(source) },
                 }
             }
@@ -156,7 +157,9 @@ impl Error {
         match self {
             Error::Data(_) => Some("run `retain validate --input <URI>` for a full report of the input problems"),
             Error::Config(_) => Some("run with `--show-config` to see the resolved settings"),
-            Error::Unavailable { .. } | Error::Storage { .. } => Some("the failure is temporary; the same command can be rerun safely"),
+            Error::Unavailable { .. } | Error::Storage { .. } => {
+                Some("the failure is temporary; the same command can be rerun safely")
+            }
             _ => None,
         }
     }

@@ -147,11 +147,8 @@ pub fn build_lazy(inputs: &Inputs, s: NaiveDate) -> Result<LazyFrame> {
         col("podcast_ms"),
     ]);
     let stg_billing = pit.billing.clone().with_columns([days_ago(s, col("ts").dt().date())]);
-    let stg_messages = pit
-        .messages
-        .clone()
-        .filter(col("ts").gt_eq(ts_lit_us(end_of_day_us(s - Duration::days(90)))))
-        .select([
+    let stg_messages =
+        pit.messages.clone().filter(col("ts").gt_eq(ts_lit_us(end_of_day_us(s - Duration::days(90))))).select([
             col("user_id"),
             days_ago(s, col("ts").dt().date()),
             col("message_type"),
@@ -169,17 +166,13 @@ pub fn build_lazy(inputs: &Inputs, s: NaiveDate) -> Result<LazyFrame> {
     ctx.register("stg_messages", stg_messages);
 
     let population = labels::premium_at(pit.billing.clone(), s);
-    let mut out = population.join(
-        pit.users.clone(),
-        [col("user_id")],
-        [col("user_id")],
-        JoinArgs::new(JoinType::Left),
-    );
+    let mut out = population.join(pit.users.clone(), [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Left));
     for (name, sql) in SQL_MODELS {
         let model = ctx.execute(sql).ctx(format!("sql/{name}.sql"))?;
         out = out.join(model, [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Left));
     }
-    out = out.join(subscription_state(stg_billing, s), [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Left));
+    out =
+        out.join(subscription_state(stg_billing, s), [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Left));
 
     // Counts are zero, not missing, for users without rows in a window.
     let mut derived = vec![
@@ -232,8 +225,7 @@ fn subscription_state(billing: LazyFrame, s: NaiveDate) -> LazyFrame {
             ts_of(status.clone()).alias("status_ts"),
             ts_of(col("event_type").eq(lit("cancel"))).alias("cancel_ts"),
             ts_of(col("event_type").eq(lit("payment_failed"))).alias("fail_ts"),
-            ts_of(in_set("event_type", &["payment_recovered", "expire", "renew", "subscribe"]))
-                .alias("resolve_ts"),
+            ts_of(in_set("event_type", &["payment_recovered", "expire", "renew", "subscribe"])).alias("resolve_ts"),
             col("period_end").filter(col("period_end").is_not_null()).last().alias("period_end"),
             col("payment_method").filter(col("payment_method").is_not_null()).last().alias("payment_method"),
         ])

@@ -76,12 +76,8 @@ impl Inputs {
     /// List and open what snapshots in `[first, last]` need.
     pub fn load(storage: &Storage, first: NaiveDate, last: NaiveDate, lookback: Lookback) -> Result<Self> {
         let mut files = Vec::new();
-        let users_files: Vec<String> = storage
-            .list_files(contract::USERS.name)?
-            .into_iter()
-            .map(|f| f.rel)
-            .filter(|r| is_data(r))
-            .collect();
+        let users_files: Vec<String> =
+            storage.list_files(contract::USERS.name)?.into_iter().map(|f| f.rel).filter(|r| is_data(r)).collect();
         if users_files.is_empty() {
             return Err(Error::data(format!("table `users`: no Parquet files under {}/users/", storage.uri())));
         }
@@ -169,10 +165,7 @@ pub fn check_schema(table: &Table, rel: &str, schema: &Schema) -> Result<()> {
     for c in table.columns {
         match schema.get(c.name) {
             None => {
-                return Err(Error::data(format!(
-                    "table `{}`, file {rel}: column `{}` is missing",
-                    table.name, c.name
-                )));
+                return Err(Error::data(format!("table `{}`, file {rel}: column `{}` is missing", table.name, c.name)));
             }
             Some(found) if !c.kind.accepts(found) => {
                 return Err(Error::data(format!(

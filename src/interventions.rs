@@ -49,7 +49,8 @@ pub fn estimate_effects(inputs: &Inputs, s: NaiveDate, horizon_days: u32) -> Res
         .collect()
         .ctx("reading past messages")?;
     let days: Vec<i32> = {
-        let mut d: Vec<i32> = msgs.column("day").ctx("messages")?.date().ctx("messages")?.physical().into_no_null_iter().collect();
+        let mut d: Vec<i32> =
+            msgs.column("day").ctx("messages")?.date().ctx("messages")?.physical().into_no_null_iter().collect();
         d.sort_unstable();
         d.dedup();
         d
@@ -58,8 +59,9 @@ pub fn estimate_effects(inputs: &Inputs, s: NaiveDate, horizon_days: u32) -> Res
     let mut labelled = Vec::new();
     for d in days {
         let day = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + Duration::days(d as i64);
-        let lab = labels::churn_labels(inputs.billing_until(day + Duration::days(horizon_days as i64)), day, horizon_days)
-            .with_column(date_lit(day).alias("day"));
+        let lab =
+            labels::churn_labels(inputs.billing_until(day + Duration::days(horizon_days as i64)), day, horizon_days)
+                .with_column(date_lit(day).alias("day"));
         labelled.push(lab);
     }
     if labelled.is_empty() {
@@ -222,8 +224,17 @@ pub fn plan(
     }
 
     let n = chosen.len();
-    let (mut user_id, mut action, mut channel, mut send_at, mut uplift_col, mut prob, mut priority, mut group, mut reason) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (
+        mut user_id,
+        mut action,
+        mut channel,
+        mut send_at,
+        mut uplift_col,
+        mut prob,
+        mut priority,
+        mut group,
+        mut reason,
+    ) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for (rank, (uplift, u, e)) in chosen.iter().enumerate() {
         let c = &candidates[*u];
         user_id.push(c.user_id.clone());
@@ -280,17 +291,14 @@ fn good_hours(pit: &Inputs, s: NaiveDate) -> Result<(DataFrame, u32)> {
         .clone()
         .group_by([col("peak_hour")])
         .agg([len().alias("n")])
-        .sort_by_exprs([col("n"), col("peak_hour")], SortMultipleOptions::default().with_order_descending_multi([true, false]))
+        .sort_by_exprs(
+            [col("n"), col("peak_hour")],
+            SortMultipleOptions::default().with_order_descending_multi([true, false]),
+        )
         .first()
         .collect()
         .ctx("population listening hour")?;
-    let pop_hour = population
-        .column("peak_hour")
-        .ctx("hours")?
-        .i32()
-        .ctx("hours")?
-        .get(0)
-        .unwrap_or(19) as u32;
+    let pop_hour = population.column("peak_hour").ctx("hours")?.i32().ctx("hours")?.get(0).unwrap_or(19) as u32;
     let per_user = recent
         .group_by([col("user_id"), col("peak_hour")])
         .agg([len().alias("n")])

@@ -42,10 +42,7 @@ pub fn churn_labels(billing: LazyFrame, s: NaiveDate, horizon_days: u32) -> Lazy
     let later = status_at(billing.clone(), s + Duration::days(horizon_days as i64));
     premium_at(billing, s)
         .join(later, [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Left))
-        .select([
-            col("user_id"),
-            col("premium").fill_null(lit(false)).not().cast(DataType::Int32).alias("churned"),
-        ])
+        .select([col("user_id"), col("premium").fill_null(lit(false)).not().cast(DataType::Int32).alias("churned")])
 }
 
 /// The labelled snapshots of a run at `s`, newest first: the validation snapshot S − H,
@@ -61,23 +58,6 @@ pub fn training_snapshots(s: NaiveDate, horizon_days: u32, n: u32) -> Vec<NaiveD
     std::iter::once(validation)
         .chain((0..n.saturating_sub(1) as i64).map(|j| validation - Duration::days(gap + 7 * j)))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn training_label_windows_end_before_the_validation_window_starts() {
-        let s = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
-        let snaps = training_snapshots(s, 30, 4);
-        assert_eq!(snaps[0], s - Duration::days(30), "validation is S − H");
-        assert_eq!(snaps.len(), 4);
-        for t in &snaps[1..] {
-            assert!(*t + Duration::days(30) <= snaps[0], "{t}: its label window ends by the validation snapshot");
-        }
-        assert_eq!(snaps[1] - snaps[2], Duration::days(7), "weekly");
-    }
 }
 
 /// Dunning episodes: one row per first `payment_failed` of an episode (a failure while no
@@ -118,9 +98,25 @@ pub fn dunning_episodes(billing: LazyFrame) -> LazyFrame {
                 .then(lit(NULL).cast(DataType::Boolean))
                 .otherwise(col("end_type").eq(lit("payment_recovered")))
                 .alias("recovered"),
-            ((col("end_ts") - col("failure_ts")).dt().total_seconds(false) / lit(86_400.0))
-                .alias("days_to_end"),
+            ((col("end_ts") - col("failure_ts")).dt().total_seconds(false) / lit(86_400.0)).alias("days_to_end"),
         ])
         .drop(cols(["episode", "end_type"]))
         .sort(["user_id", "failure_ts"], SortMultipleOptions::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn training_label_windows_end_before_the_validation_window_starts() {
+        let s = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let snaps = training_snapshots(s, 30, 4);
+        assert_eq!(snaps[0], s - Duration::days(30), "validation is S − H");
+        assert_eq!(snaps.len(), 4);
+        for t in &snaps[1..] {
+            assert!(*t + Duration::days(30) <= snaps[0], "{t}: its label window ends by the validation snapshot");
+        }
+        assert_eq!(snaps[1] - snaps[2], Duration::days(7), "weekly");
+    }
 }

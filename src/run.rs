@@ -124,7 +124,8 @@ impl Context {
             "details": extra,
         });
         let rel = format!("runs/snapshot={}/{command}.json", self.as_of);
-        self.output.write_bytes(&rel, serde_json::to_vec_pretty(&manifest).map_err(crate::error::Error::internal)?.into())?;
+        self.output
+            .write_bytes(&rel, serde_json::to_vec_pretty(&manifest).map_err(crate::error::Error::internal)?.into())?;
         crate::progress::finish(&self.bar);
         Ok(())
     }
@@ -250,7 +251,8 @@ pub fn interventions_only(stage: StageSettings) -> Result<()> {
     let inputs = ctx.load_inputs(false)?;
     let horizon = ctx.settings.horizon_days;
     let effects = ctx.timed("estimate message effects", |_| interventions::estimate_effects(&inputs, s, horizon))?;
-    let df = ctx.timed("interventions", |c| interventions::plan(&inputs, s, &scores, &features, &effects, &c.settings))?;
+    let df =
+        ctx.timed("interventions", |c| interventions::plan(&inputs, s, &scores, &features, &effects, &c.settings))?;
     let c = ctx.publish(contract::INTERVENTIONS.name, &df)?;
     ctx.write_manifest(
         "interventions",

@@ -75,7 +75,9 @@ fn describe(column: &EncodedColumn, value: f64) -> Option<String> {
         Encoding::Numeric { .. } => Some(level(value >= 0.0)),
         Encoding::Missing => (value > 0.0).then(|| format!("unknown {plain}")),
         Encoding::OneHot { value: category } => (value > 0.0).then(|| format!("{plain}: {category}")),
-        Encoding::Raw { median } => Some(if value.is_nan() { format!("unknown {plain}") } else { level(value > *median) }),
+        Encoding::Raw { median } => {
+            Some(if value.is_nan() { format!("unknown {plain}") } else { level(value > *median) })
+        }
         Encoding::Codes { values } => Some(if value.is_nan() {
             format!("unknown {plain}")
         } else {

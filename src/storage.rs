@@ -137,7 +137,8 @@ fn retry_config(options: &StorageOptions) -> Result<(object_store::RetryConfig, 
     for (k, v) in &options.entries {
         match k.as_str() {
             "max_retries" => {
-                retry.max_retries = v.parse().map_err(|_| Error::config(format!("storage.max_retries: `{v}` is not a count")))?
+                retry.max_retries =
+                    v.parse().map_err(|_| Error::config(format!("storage.max_retries: `{v}` is not a count")))?
             }
             "retry_timeout" => {
                 let secs: f64 = v
@@ -213,7 +214,13 @@ impl Storage {
         }
     }
 
-    fn remote(uri: String, backend: Backend, store: Arc<dyn ObjectStore>, prefix: StorePath, cloud: CloudOptions) -> Self {
+    fn remote(
+        uri: String,
+        backend: Backend,
+        store: Arc<dyn ObjectStore>,
+        prefix: StorePath,
+        cloud: CloudOptions,
+    ) -> Self {
         Storage { uri, backend, store, prefix, local_root: None, cloud: Some(cloud) }
     }
 
@@ -286,9 +293,8 @@ impl Storage {
         let mut dates = Vec::new();
         for dir in self.list_dirs(table)? {
             let Some(d) = dir.strip_prefix("dt=") else { continue };
-            let date = NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
-                Error::data(format!("table `{table}`: partition folder `{dir}` is not dt=YYYY-MM-DD"))
-            })?;
+            let date = NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .map_err(|_| Error::data(format!("table `{table}`: partition folder `{dir}` is not dt=YYYY-MM-DD")))?;
             if date >= from && date <= to {
                 dates.push(date);
             }
@@ -356,8 +362,11 @@ impl Storage {
             hive_options: polars::io::HiveOptions { enabled: Some(false), ..Default::default() },
             ..Default::default()
         };
-        LazyFrame::scan_parquet_files(paths.into_iter().collect(), args)
-            .ctx(format!("scanning {} Parquet file(s) under {}", rels.len(), self.uri))
+        LazyFrame::scan_parquet_files(paths.into_iter().collect(), args).ctx(format!(
+            "scanning {} Parquet file(s) under {}",
+            rels.len(),
+            self.uri
+        ))
     }
 
     /// Read one Parquet file eagerly (for small files and validation).

@@ -82,7 +82,8 @@ pub fn binary_labels(df: &DataFrame, column: &str, positive: Option<&str>, file:
         None if s.dtype().is_primitive_numeric() => {
             let f = s.cast(&DataType::Float64).ctx(column)?;
             let f = f.f64().ctx(column)?;
-            if let Some((row, v)) = f.iter().enumerate().find(|(_, v)| !matches!(v, Some(x) if *x == 0.0 || *x == 1.0)) {
+            if let Some((row, v)) = f.iter().enumerate().find(|(_, v)| !matches!(v, Some(x) if *x == 0.0 || *x == 1.0))
+            {
                 return Err(Error::data(format!(
                     "{file}: column `{column}` is not 0/1 (row {row}: {v:?}); name the positive value with --positive"
                 )));
@@ -102,7 +103,7 @@ pub fn binary_labels(df: &DataFrame, column: &str, positive: Option<&str>, file:
 /// Rows kept for early stopping and calibration: a fixed fifth chosen by a hash of the
 /// row number, so the split is the same on every run and unrelated to the row order.
 fn is_validation_row(i: usize) -> bool {
-    xxhash_rust::xxh3::xxh3_64(&(i as u64).to_le_bytes()) % 5 == 0
+    xxhash_rust::xxh3::xxh3_64(&(i as u64).to_le_bytes()).is_multiple_of(5)
 }
 
 /// A calibrated binary classifier fitted on a flat table: LightGBM and logistic
@@ -120,7 +121,9 @@ impl FlatModel {
         let mask = BooleanChunked::from_slice("valid".into(), &valid_mask);
         let train_df = df.filter(&!&mask).ctx("splitting rows")?;
         let valid_df = df.filter(&mask).ctx("splitting rows")?;
-        let split = |keep: bool| -> Vec<i32> { y.iter().zip(&valid_mask).filter(|(_, v)| **v == keep).map(|(y, _)| *y).collect() };
+        let split = |keep: bool| -> Vec<i32> {
+            y.iter().zip(&valid_mask).filter(|(_, v)| **v == keep).map(|(y, _)| *y).collect()
+        };
         let (yt, yv) = (split(false), split(true));
         if yt.iter().all(|&v| v == yt[0]) || yv.iter().all(|&v| v == yv[0]) {
             return Err(Error::data("the label has a single class: nothing to learn"));
@@ -132,7 +135,15 @@ impl FlatModel {
             let xv = encoder.transform(&valid_df)?;
             let (model, name): (Box<dyn Classifier>, String) = match mode {
                 Mode::Native => {
-                    let m = GbdtModel::fit(&xt, &yt, &xv, &yv, &encoder.categorical_columns(), &GbdtParams::default(), threads)?;
+                    let m = GbdtModel::fit(
+                        &xt,
+                        &yt,
+                        &xv,
+                        &yv,
+                        &encoder.categorical_columns(),
+                        &GbdtParams::default(),
+                        threads,
+                    )?;
                     let name = format!("gbdt-lightgbm/{}-rounds", m.best_iteration);
                     (Box::new(m.with_threads(threads)), name)
                 }
@@ -179,7 +190,14 @@ pub fn check_same_columns(test: &DataFrame, specs: &[(String, FeatureKind)], tes
 }
 
 /// `retain table train`.
-pub fn train(train_path: &Path, test_path: &Path, label: &str, positive: Option<&str>, ignore: &[String], output: &Path) -> Result<()> {
+pub fn train(
+    train_path: &Path,
+    test_path: &Path,
+    label: &str,
+    positive: Option<&str>,
+    ignore: &[String],
+    output: &Path,
+) -> Result<()> {
     let a = read_flat(train_path)?;
     let b = read_flat(test_path)?;
     let a_name = train_path.display().to_string();

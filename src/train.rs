@@ -114,7 +114,13 @@ pub fn training_data(ctx: &Context, inputs: &Inputs) -> Result<TrainingData> {
 }
 
 /// Fit, calibrate and evaluate one (target, family).
-fn fit_candidate(ctx: &Context, data: &TrainingData, target: Target, family: Family, threads: usize) -> Result<Candidate> {
+fn fit_candidate(
+    ctx: &Context,
+    data: &TrainingData,
+    target: Target,
+    family: Family,
+    threads: usize,
+) -> Result<Candidate> {
     let started = Instant::now();
     let encoder = Encoder::fit(&data.train, family.encoding())?;
     let x = encoder.transform(&data.train)?;
@@ -174,8 +180,9 @@ pub fn train(ctx: &Context, data: &TrainingData) -> Result<ModelArtifact> {
         .map_err(Error::internal)?;
     // With as many fits in flight as cores, each LightGBM fit gets one thread.
     let per_fit = (threads / jobs.len().min(threads)).max(1);
-    let mut fitted: Vec<Candidate> =
-        pool.install(|| jobs.par_iter().map(|&(t, f)| fit_candidate(ctx, data, t, f, per_fit)).collect::<Result<Vec<_>>>())?;
+    let mut fitted: Vec<Candidate> = pool.install(|| {
+        jobs.par_iter().map(|&(t, f)| fit_candidate(ctx, data, t, f, per_fit)).collect::<Result<Vec<_>>>()
+    })?;
     let mut targets = Vec::new();
     for target in Target::ALL {
         let candidates: Vec<Candidate> = {
@@ -231,9 +238,9 @@ fn read_manifest(ctx: &Context, s: NaiveDate) -> Result<Option<ModelArtifact>> {
         return Ok(None);
     }
     let bytes = ctx.output.read_bytes(&rel)?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::data(format!("{}/{rel} is not a model artifact this version can read: {e}", ctx.output.uri())))
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        Error::data(format!("{}/{rel} is not a model artifact this version can read: {e}", ctx.output.uri()))
+    })
 }
 
 /// The newest model trained for a snapshot at or before `s`, if any.
@@ -260,9 +267,9 @@ pub fn train_or_reuse(ctx: &Context, inputs: &Inputs, retrain: bool) -> Result<M
         && latest.fingerprint == data.fingerprint
         && latest.feature_schema_hash == feature_schema_hash()
     {
-        let from = latest.reused_from.unwrap_or_else(|| {
-            latest.dir.rsplit("snapshot=").next().and_then(|d| d.parse().ok()).unwrap_or(ctx.as_of)
-        });
+        let from = latest
+            .reused_from
+            .unwrap_or_else(|| latest.dir.rsplit("snapshot=").next().and_then(|d| d.parse().ok()).unwrap_or(ctx.as_of));
         info!(from = %from, "labelled data unchanged since the latest model: reusing it (--retrain to refit)");
         let mut artifact = latest;
         artifact.reused = true;
@@ -290,7 +297,10 @@ fn load_models(ctx: &Context, mut artifact: ModelArtifact) -> Result<ModelArtifa
 pub fn load(ctx: &Context, s: NaiveDate) -> Result<ModelArtifact> {
     let rel = format!("{}/{MANIFEST}", model_dir(s));
     let artifact = read_manifest(ctx, s)?.ok_or_else(|| {
-        Error::data(format!("no model for snapshot {s} at {}/{rel}: run `retain train --as-of {s}` first", ctx.output.uri()))
+        Error::data(format!(
+            "no model for snapshot {s} at {}/{rel}: run `retain train --as-of {s}` first",
+            ctx.output.uri()
+        ))
     })?;
     if artifact.feature_schema_hash != feature_schema_hash() {
         return Err(Error::data(format!(

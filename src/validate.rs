@@ -42,8 +42,12 @@ impl Report {
         let mut out = String::new();
         let mut tables: Vec<_> = self.rows.iter().collect();
         tables.sort();
-        let _ = writeln!(out, "checked {} file(s): {}", self.files,
-            tables.iter().map(|(t, n)| format!("{t} {n} rows")).collect::<Vec<_>>().join(", "));
+        let _ = writeln!(
+            out,
+            "checked {} file(s): {}",
+            self.files,
+            tables.iter().map(|(t, n)| format!("{t} {n} rows")).collect::<Vec<_>>().join(", ")
+        );
         for n in &self.notes {
             let _ = writeln!(out, "note: {n}");
         }
@@ -91,21 +95,44 @@ pub fn validate(storage: &Storage, max_examples: usize) -> Result<Report> {
             let df = match storage.read_parquet(rel) {
                 Ok(df) => df,
                 Err(e) => {
-                    report.problems.push(Problem { table: table.name.into(), file: rel.clone(), column: "-".into(), message: e.to_string(), example: None });
+                    report.problems.push(Problem {
+                        table: table.name.into(),
+                        file: rel.clone(),
+                        column: "-".into(),
+                        message: e.to_string(),
+                        example: None,
+                    });
                     continue;
                 }
             };
             *report.rows.entry(table.name.to_string()).or_default() += df.height() as u64;
             if let Err(e) = check_schema(table, rel, df.schema()) {
-                let column = table.columns.iter().find(|c| e.to_string().contains(&format!("`{}`", c.name))).map(|c| c.name).unwrap_or("-");
-                report.problems.push(Problem { table: table.name.into(), file: rel.clone(), column: column.into(), message: e.to_string(), example: None });
+                let column = table
+                    .columns
+                    .iter()
+                    .find(|c| e.to_string().contains(&format!("`{}`", c.name)))
+                    .map(|c| c.name)
+                    .unwrap_or("-");
+                report.problems.push(Problem {
+                    table: table.name.into(),
+                    file: rel.clone(),
+                    column: column.into(),
+                    message: e.to_string(),
+                    example: None,
+                });
                 continue;
             }
             let df = table.normalize(df.lazy()).collect();
             let df = match df {
                 Ok(df) => df,
                 Err(e) => {
-                    report.problems.push(Problem { table: table.name.into(), file: rel.clone(), column: "-".into(), message: format!("values do not fit the contract's types: {e}"), example: None });
+                    report.problems.push(Problem {
+                        table: table.name.into(),
+                        file: rel.clone(),
+                        column: "-".into(),
+                        message: format!("values do not fit the contract's types: {e}"),
+                        example: None,
+                    });
                     continue;
                 }
             };
@@ -156,12 +183,8 @@ fn check_values(table: &Table, rel: &str, df: &DataFrame, problems: &mut Vec<Pro
             push(c.name, format!("{nulls} null value(s) in a required column"), row, None);
         }
         if !c.values.is_empty() {
-            let known: BooleanChunked = s
-                .str()
-                .ctx(c.name)?
-                .iter()
-                .map(|v| Some(v.is_none_or(|v| c.values.contains(&v))))
-                .collect();
+            let known: BooleanChunked =
+                s.str().ctx(c.name)?.iter().map(|v| Some(v.is_none_or(|v| c.values.contains(&v)))).collect();
             let bad = !&known;
             let count = bad.sum().unwrap_or(0);
             if count > 0 {
@@ -179,7 +202,13 @@ fn check_values(table: &Table, rel: &str, df: &DataFrame, problems: &mut Vec<Pro
         Ok(first_index(&bad).map(|r| (count, r, v.get(r).map(|x| x.to_string()).unwrap_or_default())))
     };
     if table.name == "activity" {
-        for (name, lo, hi) in [("ms_played", 0, i64::MAX), ("podcast_ms", 0, i64::MAX), ("peak_hour", 0, 23), ("streams", 0, i64::MAX), ("skips", 0, i64::MAX)] {
+        for (name, lo, hi) in [
+            ("ms_played", 0, i64::MAX),
+            ("podcast_ms", 0, i64::MAX),
+            ("peak_hour", 0, 23),
+            ("streams", 0, i64::MAX),
+            ("skips", 0, i64::MAX),
+        ] {
             if let Some((count, row, value)) = range(name, lo, hi)? {
                 push(name, format!("{count} value(s) outside {lo}..={hi}"), Some(row), Some(value));
             }
@@ -221,7 +250,9 @@ fn check_unique(table: &Table, key: &str, parts: Vec<Series>, report: &mut Repor
     if distinct < total {
         let dup = total - distinct;
         if table.name == "billing" {
-            report.notes.push(format!("table `billing`: {dup} repeated event_id(s) (duplicate deliveries; deduplicated on read)"));
+            report.notes.push(format!(
+                "table `billing`: {dup} repeated event_id(s) (duplicate deliveries; deduplicated on read)"
+            ));
         } else {
             let counts = all.value_counts(true, false, "n".into(), false).ctx("counting ids")?;
             let example = counts.column(key).ok().and_then(|c| c.get(0).ok()).map(|v| v.to_string());

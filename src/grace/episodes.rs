@@ -183,14 +183,17 @@ fn by_user<T>(ids: &StringChunked, mut value: impl FnMut(usize) -> Option<T>) ->
 
 /// Retry days and, after an expiry, the first day premium again.
 fn attach_billing(eps: &mut [Episode], ends_us: &[Option<i64>], now: &Inputs, users: &[&str]) -> Result<()> {
-    let df = now
-        .billing
-        .clone()
-        .filter(in_set("user_id", users).and(in_set("event_type", &["payment_failed", "trial_start", "subscribe", "renew", "payment_recovered"])))
-        .select([col("user_id"), col("ts"), col("event_type")])
-        .sort(["user_id", "ts"], SortMultipleOptions::default())
-        .collect()
-        .ctx("reading billing events of dunning episodes")?;
+    let df =
+        now.billing
+            .clone()
+            .filter(in_set("user_id", users).and(in_set(
+                "event_type",
+                &["payment_failed", "trial_start", "subscribe", "renew", "payment_recovered"],
+            )))
+            .select([col("user_id"), col("ts"), col("event_type")])
+            .sort(["user_id", "ts"], SortMultipleOptions::default())
+            .collect()
+            .ctx("reading billing events of dunning episodes")?;
     let ids = df.column("user_id").ctx("billing")?.str().ctx("billing")?.clone();
     let ts = df.column("ts").ctx("billing")?.datetime().ctx("billing")?.physical().clone();
     let kind = df.column("event_type").ctx("billing")?.str().ctx("billing")?.clone();
@@ -242,8 +245,7 @@ fn attach_reminders(
     let sent = by_user(&ids, |i| ts.get(i));
     for (e, end) in eps.iter_mut().zip(ends_us) {
         if let Some(times) = sent.get(&e.user_id) {
-            e.reminder_day =
-                times.iter().find(|&&t| t > e.failure_us && end.is_none_or(|x| t < x)).map(|&t| day_of(t));
+            e.reminder_day = times.iter().find(|&&t| t > e.failure_us && end.is_none_or(|x| t < x)).map(|&t| day_of(t));
         }
     }
     Ok(())

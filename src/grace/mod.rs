@@ -189,7 +189,11 @@ fn reason_curves(m: &Models, eps: &[Episode], s_day: i32, cfg: &GraceConfig) -> 
         }
         out.insert(
             name.to_string(),
-            ReasonCurve { episodes: m.recovery.empirical_episodes[r], model: avg, empirical: m.recovery.empirical[r].clone() },
+            ReasonCurve {
+                episodes: m.recovery.empirical_episodes[r],
+                model: avg,
+                empirical: m.recovery.empirical[r].clone(),
+            },
         );
     }
     out
@@ -235,7 +239,14 @@ fn grace_frame(
 /// The decisions the models would have made at the failure of every episode failed in
 /// `[from, to]`, each with models fitted on the data known the day before its fortnight
 /// (for back-tests and for checking against a synthetic world's truth).
-pub fn backtest(inputs: &Inputs, storage: &Storage, s: NaiveDate, cfg: &GraceConfig, from: NaiveDate, to: NaiveDate) -> Result<Vec<Decision>> {
+pub fn backtest(
+    inputs: &Inputs,
+    storage: &Storage,
+    s: NaiveDate,
+    cfg: &GraceConfig,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<Decision>> {
     let eps = episodes::load(inputs, storage, s, cfg)?;
     let (d, _) = evaluate::backtest(&eps, epoch_days(from), epoch_days(to), cfg, model_days(cfg));
     Ok(d)

@@ -130,7 +130,15 @@ impl RecLayout {
 
     /// The non-zero entries of the row for day `k` of episode `e`.
     #[allow(clippy::too_many_arguments)]
-    fn row(self, e: &Episode, stat: &[f64; NSTAT], k: i32, k_index: usize, reminded: bool, attempts: f64) -> Vec<(usize, f64)> {
+    fn row(
+        self,
+        e: &Episode,
+        stat: &[f64; NSTAT],
+        k: i32,
+        k_index: usize,
+        reminded: bool,
+        attempts: f64,
+    ) -> Vec<(usize, f64)> {
         let mut x = Vec::with_capacity(20);
         x.push((0, 1.0));
         x.push((self.day(k_index), 1.0));
@@ -216,7 +224,7 @@ fn fit_recovery(train: &[&Episode], t: i32, days: usize, scaler: Scaler) -> Opti
     let mut att_rows = vec![(0.0, 0.0); days + 1];
     let mut used = 0;
     let mut last_day = 0;
-    let mut n_by_reason = vec![0usize; NR + 1];
+    let mut n_by_reason = [0usize; NR + 1];
     for e in train {
         let observed = t - e.fail_day;
         let recovered = e.recovered_by(t);
@@ -467,7 +475,11 @@ mod tests {
         match reason {
             0 => 0.08,
             _ => {
-                if k <= 3 { 0.35 } else { 0.04 }
+                if k <= 3 {
+                    0.35
+                } else {
+                    0.04
+                }
             }
         }
     }
@@ -530,7 +542,10 @@ mod tests {
             let truth: Vec<f64> = (0..=30).map(|k| if k == 0 { 0.0 } else { true_hazard(reason, k) }).collect();
             for days in [3, 7, 14, 30] {
                 let (fit_s, true_s) = (survival(&h, days), survival(&truth, days));
-                assert!((fit_s - true_s).abs() < 0.04, "reason {reason}, day {days}: S = {fit_s:.3}, truth {true_s:.3}");
+                assert!(
+                    (fit_s - true_s).abs() < 0.04,
+                    "reason {reason}, day {days}: S = {fit_s:.3}, truth {true_s:.3}"
+                );
             }
         }
     }

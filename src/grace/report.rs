@@ -5,8 +5,8 @@
 use std::fmt::Write;
 
 use super::GraceReport;
-use crate::report::{COLORS, Line, chart};
 use crate::config::Grace as GraceConfig;
+use crate::report::{COLORS, Line, chart};
 
 /// An open episode whose value curve the report draws.
 pub(crate) struct Example {
@@ -39,7 +39,13 @@ pub(crate) fn render(rep: &GraceReport, examples: &[Example], cfg: &GraceConfig)
         "<p>{} dunning episodes in the last {} days; {} open at the end of the snapshot, of which {} are told to end \
          the grace now. Economics: a recovered or returning subscriber is worth {} × the monthly price; an unpaid \
          grace day costs {} × the daily price; lengths 0–{} days are considered.</p>",
-        rep.episodes_in_history, cfg.history_days, rep.open_episodes, rep.end_now, cfg.value_months, cfg.cost_fraction, cfg.max_days
+        rep.episodes_in_history,
+        cfg.history_days,
+        rep.open_episodes,
+        rep.end_now,
+        cfg.value_months,
+        cfg.cost_fraction,
+        cfg.max_days
     );
     s.push_str("<h2>Recommended total grace (open episodes)</h2><table><tr><th>days</th>");
     for g in rep.recommended_days.keys() {
@@ -51,9 +57,11 @@ pub(crate) fn render(rep: &GraceReport, examples: &[Example], cfg: &GraceConfig)
     }
     s.push_str("</tr></table>");
 
-    s.push_str("<h2>Recovery curves by failure reason</h2><p>P(payment recovered by day d after the failure) if grace \
+    s.push_str(
+        "<h2>Recovery curves by failure reason</h2><p>P(payment recovered by day d after the failure) if grace \
                 lasted the whole time: the model's average over the reason's episodes (solid) and the empirical \
-                Kaplan–Meier curve of the training rows (dashed; censored where grace ended).</p>");
+                Kaplan–Meier curve of the training rows (dashed; censored where grace ended).</p>",
+    );
     let mut lines = Vec::new();
     for (i, (reason, c)) in rep.recovery_curves.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
@@ -73,8 +81,10 @@ pub(crate) fn render(rep: &GraceReport, examples: &[Example], cfg: &GraceConfig)
     s.push_str(&chart("Recovery by day since failure", "days since failure", "P(recovered)", &lines, &[]));
 
     if !examples.is_empty() {
-        s.push_str("<h2>Value of each grace length: example open episodes</h2><p>Expected net value (currency units) \
-                    of a total grace of g days; the dot is the recommendation.</p>");
+        s.push_str(
+            "<h2>Value of each grace length: example open episodes</h2><p>Expected net value (currency units) \
+                    of a total grace of g days; the dot is the recommendation.</p>",
+        );
         let mut lines = Vec::new();
         let mut markers = Vec::new();
         for (i, ex) in examples.iter().enumerate() {
@@ -87,7 +97,13 @@ pub(crate) fn render(rep: &GraceReport, examples: &[Example], cfg: &GraceConfig)
             });
             markers.push((ex.best as f64, ex.values[ex.best], color));
         }
-        s.push_str(&chart("Value by total grace length", "total grace (days from failure)", "expected net value", &lines, &markers));
+        s.push_str(&chart(
+            "Value by total grace length",
+            "total grace (days from failure)",
+            "expected net value",
+            &lines,
+            &markers,
+        ));
     }
 
     s.push_str("<h2>Evaluation on past episodes</h2>");
@@ -101,7 +117,13 @@ pub(crate) fn render(rep: &GraceReport, examples: &[Example], cfg: &GraceConfig)
                  without a model). Values are per episode in monthly prices (each episode's value over its own price), inverse-propensity weighted over the \
                  randomised grace arms, with 95% normal intervals. The policy is restricted to the arms. It matched \
                  the granted arm in {} episodes; the models predicted {:.2} per episode for it.</p>",
-                ev.episodes, ev.failures_from, ev.failures_to, ev.refit_every_days, ev.skipped_without_model, ev.matched, ev.predicted_value
+                ev.episodes,
+                ev.failures_from,
+                ev.failures_to,
+                ev.refit_every_days,
+                ev.skipped_without_model,
+                ev.matched,
+                ev.predicted_value
             );
             let _ = write!(
                 s,
@@ -133,7 +155,11 @@ pub(crate) fn render(rep: &GraceReport, examples: &[Example], cfg: &GraceConfig)
             m.episodes, m.rows, m.events, m.coefficients, m.iterations
         );
         if let Some(c) = &rep.comeback_model {
-            let _ = write!(s, " Come-back hazard: {} expired episodes, {} days, {} come-backs.", c.episodes, c.rows, c.events);
+            let _ = write!(
+                s,
+                " Come-back hazard: {} expired episodes, {} days, {} come-backs.",
+                c.episodes, c.rows, c.events
+            );
         }
         s.push_str("</p>");
     }

@@ -52,9 +52,8 @@ impl Calibration {
         let n = p_raw.len();
         // Halves by position parity: rows are ordered by user id, so this is a fixed,
         // label-independent split.
-        let half = |k: usize| -> (Vec<f64>, Vec<i32>) {
-            (0..n).filter(|i| i % 2 == k).map(|i| (p_raw[i], y[i])).unzip()
-        };
+        let half =
+            |k: usize| -> (Vec<f64>, Vec<i32>) { (0..n).filter(|i| i % 2 == k).map(|i| (p_raw[i], y[i])).unzip() };
         let (pa, ya) = half(0);
         let (pb, yb) = half(1);
         let cross = |fit: &dyn Fn(&[f64], &[i32]) -> Calibration| -> Vec<f64> {
@@ -172,7 +171,8 @@ mod tests {
         // Scores 0..1; outcome rate 0.1 below 0.5 and 0.6 above.
         let n = 2000;
         let p: Vec<f64> = (0..n).map(|i| i as f64 / n as f64).collect();
-        let y: Vec<i32> = (0..n).map(|i| if i < n / 2 { i32::from(i % 10 == 0) } else { i32::from(i % 5 < 3) }).collect();
+        let y: Vec<i32> =
+            (0..n).map(|i| if i < n / 2 { i32::from(i % 10 == 0) } else { i32::from(i % 5 < 3) }).collect();
         let c = Isotonic::fit(&p, &y);
         assert!(c.values.windows(2).all(|w| w[0] <= w[1]));
         assert!((c.apply(0.25) - 0.1).abs() < 0.05, "{}", c.apply(0.25));
@@ -185,7 +185,8 @@ mod tests {
         // cannot be flat over a wide range and steep at one point.
         let n = 4000;
         let p: Vec<f64> = (0..n).map(|i| (i as f64 + 0.5) / n as f64).collect();
-        let y: Vec<i32> = (0..n).map(|i| if p[i] < 0.9 { i32::from(i % 5 == 0) } else { i32::from(i % 20 != 0) }).collect();
+        let y: Vec<i32> =
+            (0..n).map(|i| if p[i] < 0.9 { i32::from(i % 5 == 0) } else { i32::from(i % 20 != 0) }).collect();
         let (c, cv) = Calibration::choose(&p, &y);
         assert_eq!(c.name(), "isotonic");
         assert_eq!(cv.len(), n);

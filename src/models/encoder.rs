@@ -16,7 +16,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, PolarsContext, Result};
-use crate::features::{FeatureKind, FEATURES};
+use crate::features::{FEATURES, FeatureKind};
 
 const MIN_CATEGORY_ROWS: usize = 20;
 
@@ -50,22 +50,37 @@ pub struct EncodedColumn {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Encoding {
-    Numeric { median: f64, mean: f64, std: f64 },
+    Numeric {
+        median: f64,
+        mean: f64,
+        std: f64,
+    },
     Missing,
-    OneHot { value: String },
+    OneHot {
+        value: String,
+    },
     /// Native numeric: the value itself, NaN when missing; `median` says "high" or "low".
-    Raw { median: f64 },
+    Raw {
+        median: f64,
+    },
     /// Native categorical: the index in `values`, `values.len()` for any other, NaN when missing.
-    Codes { values: Vec<String> },
+    Codes {
+        values: Vec<String>,
+    },
 }
 
 fn numeric_values(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>> {
-    let s = df.column(name).ctx(format!("feature `{name}`"))?.cast(&DataType::Float64).ctx(format!("feature `{name}` as a number"))?;
+    let s = df
+        .column(name)
+        .ctx(format!("feature `{name}`"))?
+        .cast(&DataType::Float64)
+        .ctx(format!("feature `{name}` as a number"))?;
     Ok(s.f64().ctx(format!("feature `{name}`"))?.iter().map(|v| v.filter(|x| x.is_finite())).collect())
 }
 
 fn string_values(df: &DataFrame, name: &str) -> Result<Vec<Option<String>>> {
-    let s = df.column(name).ctx(format!("feature `{name}`"))?.cast(&DataType::String).ctx(format!("feature `{name}`"))?;
+    let s =
+        df.column(name).ctx(format!("feature `{name}`"))?.cast(&DataType::String).ctx(format!("feature `{name}`"))?;
     Ok(s.str().ctx(format!("feature `{name}`"))?.iter().map(|v| v.map(str::to_string)).collect())
 }
 
@@ -99,7 +114,8 @@ impl Encoder {
                     let mean = imputed.iter().sum::<f64>() / n;
                     let var = imputed.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
                     let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
-                    columns.push(EncodedColumn { feature: f.name.into(), kind: Encoding::Numeric { median, mean, std } });
+                    columns
+                        .push(EncodedColumn { feature: f.name.into(), kind: Encoding::Numeric { median, mean, std } });
                     if present.len() < vals.len() {
                         columns.push(EncodedColumn { feature: f.name.into(), kind: Encoding::Missing });
                     }
@@ -131,7 +147,12 @@ impl Encoder {
 
     /// Positions of the native categorical columns (for the trees' categorical splits).
     pub fn categorical_columns(&self) -> Vec<usize> {
-        self.columns.iter().enumerate().filter(|(_, c)| matches!(c.kind, Encoding::Codes { .. })).map(|(i, _)| i).collect()
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.kind, Encoding::Codes { .. }))
+            .map(|(i, _)| i)
+            .collect()
     }
 
     pub fn width(&self) -> usize {

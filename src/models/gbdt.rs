@@ -179,10 +179,7 @@ impl GbdtModel {
             let mut out_len = 0;
             let mut loss = [0.0f64; 1];
             // SAFETY: one metric is configured, so one value is written for data index 1.
-            check(
-                unsafe { sys::LGBM_BoosterGetEval(booster.0, 1, &mut out_len, loss.as_mut_ptr()) },
-                "evaluating",
-            )?;
+            check(unsafe { sys::LGBM_BoosterGetEval(booster.0, 1, &mut out_len, loss.as_mut_ptr()) }, "evaluating")?;
             if loss[0] < best_loss - 1e-12 {
                 (best, best_loss, since_best) = (iteration, loss[0], 0);
             } else {
@@ -209,7 +206,8 @@ impl GbdtModel {
     }
 
     fn booster(&self) -> Result<lightgbm3::Booster> {
-        lightgbm3::Booster::from_string(&self.model).map_err(|e| Error::data(format!("the stored LightGBM model does not load: {e}")))
+        lightgbm3::Booster::from_string(&self.model)
+            .map_err(|e| Error::data(format!("the stored LightGBM model does not load: {e}")))
     }
 
     /// The number of threads prediction may use.
@@ -223,7 +221,9 @@ fn save_model(booster: &Booster, iterations: u32) -> Result<String> {
     let mut size = 0i64;
     // SAFETY: a size query with an empty buffer.
     check(
-        unsafe { sys::LGBM_BoosterSaveModelToString(booster.0, 0, iterations as i32, 0, 0, &mut size, std::ptr::null_mut()) },
+        unsafe {
+            sys::LGBM_BoosterSaveModelToString(booster.0, 0, iterations as i32, 0, 0, &mut size, std::ptr::null_mut())
+        },
         "saving the model",
     )?;
     let mut buf = vec![0u8; size as usize];

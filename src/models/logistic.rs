@@ -101,7 +101,8 @@ impl LogisticModel {
             for j in 0..=p {
                 hess[[j, j]] += 1e-9 * (1.0 + hess[[j, j]]);
             }
-            let step = cholesky_solve(&hess, &grad).ok_or_else(|| Error::internal("logistic regression: singular Hessian"))?;
+            let step =
+                cholesky_solve(&hess, &grad).ok_or_else(|| Error::internal("logistic regression: singular Hessian"))?;
             // Newton step with halving until the objective does not increase.
             let mut t = 1.0;
             let (new_w, new_z, new_f) = loop {
@@ -158,7 +159,8 @@ mod tests {
         let y: Vec<i32> = (0..n)
             .map(|i| {
                 let p = sigmoid(-1.0 + 2.0 * x[[i, 0]] - x[[i, 1]]);
-                let u = (xxhash_rust::xxh3::xxh3_64(&(i as u64 + 1_000_000).to_le_bytes()) >> 11) as f64 / (1u64 << 53) as f64;
+                let u = (xxhash_rust::xxh3::xxh3_64(&(i as u64 + 1_000_000).to_le_bytes()) >> 11) as f64
+                    / (1u64 << 53) as f64;
                 i32::from(u < p)
             })
             .collect();

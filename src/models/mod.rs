@@ -121,7 +121,8 @@ impl Fitted {
     }
 
     pub fn from_file(family: Family, bytes: &[u8], threads: usize) -> Result<Self> {
-        let bad = |e: &dyn std::fmt::Display| Error::data(format!("a stored {} model does not read: {e}", family.as_str()));
+        let bad =
+            |e: &dyn std::fmt::Display| Error::data(format!("a stored {} model does not read: {e}", family.as_str()));
         match family {
             Family::Logistic => serde_json::from_slice(bytes).map(Fitted::Logistic).map_err(|e| bad(&e)),
             Family::Gbdt => {
@@ -174,10 +175,9 @@ pub struct TargetModels {
 
 impl TargetModels {
     pub fn champion(&self) -> Result<&Candidate> {
-        self.candidates
-            .iter()
-            .find(|c| c.family == self.champion)
-            .ok_or_else(|| Error::internal(format!("no {} candidate for {}", self.champion.as_str(), self.target.as_str())))
+        self.candidates.iter().find(|c| c.family == self.champion).ok_or_else(|| {
+            Error::internal(format!("no {} candidate for {}", self.champion.as_str(), self.target.as_str()))
+        })
     }
 }
 

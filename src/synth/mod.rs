@@ -174,14 +174,8 @@ pub(crate) fn generate_with_stats(cfg: &SynthConfig, out: &Storage) -> Result<(S
     let mut states: Vec<State> =
         traits.par_iter().enumerate().map(|(u, t)| user::initial_state(&w, u as u32, t)).collect();
 
-    let mut summary = SynthSummary {
-        users: cfg.users,
-        days: cfg.days,
-        activity_rows: 0,
-        billing_rows: 0,
-        message_rows: 0,
-        files: 0,
-    };
+    let mut summary =
+        SynthSummary { users: cfg.users, days: cfg.days, activity_rows: 0, billing_rows: 0, message_rows: 0, files: 0 };
     let mut stats = Stats::default();
     let mut truth = TruthLog::default();
     let progress = std::io::stderr().is_terminal().then(|| {
@@ -324,10 +318,16 @@ fn write_users(w: &World, ids: &UserIds, traits: &[Traits], states: &[State], ou
             traits.iter().map(|t| t.tz_known.then(|| w.zones[t.zone as usize].name())),
         )
         .into_column(),
-        Int16Chunked::from_iter_options("birth_year".into(), traits.iter().map(|t| (t.birth_year != 0).then_some(t.birth_year)))
-            .into_column(),
-        StringChunked::from_iter_values("signup_platform".into(), traits.iter().map(|t| PLATFORMS[t.platform as usize]))
-            .into_column(),
+        Int16Chunked::from_iter_options(
+            "birth_year".into(),
+            traits.iter().map(|t| (t.birth_year != 0).then_some(t.birth_year)),
+        )
+        .into_column(),
+        StringChunked::from_iter_values(
+            "signup_platform".into(),
+            traits.iter().map(|t| PLATFORMS[t.platform as usize]),
+        )
+        .into_column(),
         BooleanChunked::from_iter_values("push_opt_in".into(), states.iter().map(|s| s.push_opt)).into_column(),
         BooleanChunked::from_iter_values("email_opt_in".into(), states.iter().map(|s| s.email_opt)).into_column(),
     ];
@@ -336,7 +336,12 @@ fn write_users(w: &World, ids: &UserIds, traits: &[Traits], states: &[State], ou
 }
 
 /// Write a table in batches of `TRUTH_BATCH` rows into one Parquet file.
-fn write_batched(out: &Storage, rel: &str, n: usize, make: impl Fn(std::ops::Range<usize>) -> Result<DataFrame>) -> Result<()> {
+fn write_batched(
+    out: &Storage,
+    rel: &str,
+    n: usize,
+    make: impl Fn(std::ops::Range<usize>) -> Result<DataFrame>,
+) -> Result<()> {
     let mut buf = Vec::new();
     {
         let mut writer: Option<polars::io::parquet::write::BatchedWriter<&mut Vec<u8>>> = None;
@@ -390,7 +395,8 @@ fn write_truth(w: &World, ids: &UserIds, traits: &[Traits], mut truth: TruthLog,
             StringChunked::from_iter_values("user_id".into(), rows.iter().map(|x| ids.get(x.0))).into_column(),
             StringChunked::from_iter_values("message_type".into(), rows.iter().map(|x| MESSAGE_TYPES[x.1 as usize]))
                 .into_column(),
-            StringChunked::from_iter_values("channel".into(), rows.iter().map(|x| CHANNELS[x.2 as usize])).into_column(),
+            StringChunked::from_iter_values("channel".into(), rows.iter().map(|x| CHANNELS[x.2 as usize]))
+                .into_column(),
             Float64Chunked::from_iter_values("effect".into(), rows.iter().map(|x| x.3)).into_column(),
         ])
         .ctx("synth: building message effects")
@@ -425,15 +431,25 @@ fn write_truth(w: &World, ids: &UserIds, traits: &[Traits], mut truth: TruthLog,
             Int64Chunked::from_iter_values("failure_ts".into(), rows.iter().map(|e| e.fail_ts))
                 .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
                 .into_column(),
-            StringChunked::from_iter_values("failure_reason".into(), rows.iter().map(|e| FAILURE_REASONS[e.reason as usize]))
-                .into_column(),
-            StringChunked::from_iter_values("payment_method".into(), rows.iter().map(|e| PAYMENT_METHODS[e.method as usize]))
-                .into_column(),
+            StringChunked::from_iter_values(
+                "failure_reason".into(),
+                rows.iter().map(|e| FAILURE_REASONS[e.reason as usize]),
+            )
+            .into_column(),
+            StringChunked::from_iter_values(
+                "payment_method".into(),
+                rows.iter().map(|e| PAYMENT_METHODS[e.method as usize]),
+            )
+            .into_column(),
             Int16Chunked::from_iter_values("grace_days".into(), rows.iter().map(|e| i16::from(e.grace))).into_column(),
             hazard.finish().into_column(),
-            Int16Chunked::from_iter_options("recovered_day".into(), rows.iter().map(|e| e.recovered_day.map(i16::from)))
+            Int16Chunked::from_iter_options(
+                "recovered_day".into(),
+                rows.iter().map(|e| e.recovered_day.map(i16::from)),
+            )
+            .into_column(),
+            BooleanChunked::from_iter_values("came_back_within_60".into(), rows.iter().map(|e| e.came_back))
                 .into_column(),
-            BooleanChunked::from_iter_values("came_back_within_60".into(), rows.iter().map(|e| e.came_back)).into_column(),
         ])
         .ctx("synth: building recovery truth")
     })?;

@@ -58,11 +58,8 @@ pub(crate) fn cancel_lin(t: &Traits, s: &State, d: i32) -> f64 {
     } else {
         0.0
     };
-    let recent_fail = if s.last_recovery != i16::MIN {
-        (-f64::from(d - i32::from(s.last_recovery)) / 30.0).exp()
-    } else {
-        0.0
-    };
+    let recent_fail =
+        if s.last_recovery != i16::MIN { (-f64::from(d - i32::from(s.last_recovery)) / 30.0).exp() } else { 0.0 };
     let tenure = d - i32::from(s.sub_start);
     let newness = if tenure < 60 { 1.0 - f64::from(tenure.max(0)) / 60.0 } else { 0.0 };
     H0 - 0.3 * f64::from(t.zbase) + 0.9 * (-r).max(0.0) + 3.0 * (skip - 0.2) - 0.6 * r.max(0.0)
@@ -79,11 +76,7 @@ pub(crate) fn cancel_hazard(lin: f64, msg_delta: f64) -> f64 {
 
 /// The summed log-hazard shift on day `d` of the messages delivered in the last 30 days.
 pub(crate) fn msg_delta_sum(msgs: &[Msg], extra: Option<&Msg>, d: i32) -> f64 {
-    msgs.iter()
-        .chain(extra)
-        .filter(|m| m.active_on(d))
-        .map(|m| f64::from(m.delta))
-        .sum()
+    msgs.iter().chain(extra).filter(|m| m.active_on(d)).map(|m| f64::from(m.delta)).sum()
 }
 
 /// The log-hazard shift a message of type `ty` on channel `ch`, delivered on day `d`, has
@@ -97,7 +90,7 @@ pub(crate) fn message_delta(t: &Traits, s: &State, d: i32, ty: u8, ch: u8) -> f3
             let newness = if s.status == Status::Trial || tenure < 45 { 1.0 } else { 0.15 };
             -0.7 * resp * newness
         }
-        WINBACK => -1.0 * f64::from(t.sens) * resp,
+        WINBACK => -f64::from(t.sens) * resp,
         REMINDER => -0.1 * resp,
         _ => -0.8 * resp * (fade(t, d - 1) / 0.8).min(1.0),
     };
@@ -106,11 +99,8 @@ pub(crate) fn message_delta(t: &Traits, s: &State, d: i32, ty: u8, ch: u8) -> f3
         if t.annoy {
             delta += 0.6;
         }
-        let recent = s
-            .msgs
-            .iter()
-            .filter(|m| m.channel() == PUSH && m.day_i32() >= d - MESSAGE_DAYS + 1 && m.day_i32() < d)
-            .count();
+        let recent =
+            s.msgs.iter().filter(|m| m.channel() == PUSH && m.day_i32() > d - MESSAGE_DAYS && m.day_i32() < d).count();
         if recent >= 2 {
             delta += 0.15 * (recent as f64 - 1.0);
         }
@@ -124,13 +114,25 @@ pub(crate) fn message_delta(t: &Traits, s: &State, d: i32, ty: u8, ch: u8) -> f3
 pub(crate) fn delivery_prob(s: &State, d: i32, ch: u8) -> f64 {
     match ch {
         PUSH => {
-            if s.push_opt { 0.97 } else { 0.0 }
+            if s.push_opt {
+                0.97
+            } else {
+                0.0
+            }
         }
         EMAIL => {
-            if s.email_opt { 0.98 } else { 0.0 }
+            if s.email_opt {
+                0.98
+            } else {
+                0.0
+            }
         }
         _ => {
-            if i32::from(s.last_active) >= d - 7 { 1.0 } else { 0.0 }
+            if i32::from(s.last_active) >= d - 7 {
+                1.0
+            } else {
+                0.0
+            }
         }
     }
 }
@@ -148,14 +150,25 @@ pub(crate) fn reminder_strength(t: &Traits, ch: u8) -> f32 {
 
 /// Daily chance that a dunning episode opened on `fail_day` recovers on day
 /// `fail_day + k` (k ≥ 1), given a reminder (day, strength) if one was delivered.
-pub(crate) fn recovery_hazard(w: &World, t: &Traits, reason: u8, fail_day: i32, k: i32, rem: Option<(i32, f32)>) -> f64 {
+pub(crate) fn recovery_hazard(
+    w: &World,
+    t: &Traits,
+    reason: u8,
+    fail_day: i32,
+    k: i32,
+    rem: Option<(i32, f32)>,
+) -> f64 {
     let d = fail_day + k;
     let mut r = match reason {
         INSUFFICIENT_FUNDS => 0.025,
         EXPIRED_CARD => 0.02,
         CARD_DECLINED => 0.03,
         PROCESSING_ERROR => {
-            if k <= 3 { 0.35 } else { 0.06 }
+            if k <= 3 {
+                0.35
+            } else {
+                0.06
+            }
         }
         FRAUD_SUSPECTED => 0.003,
         _ => 0.0,
@@ -168,10 +181,10 @@ pub(crate) fn recovery_hazard(w: &World, t: &Traits, reason: u8, fail_day: i32, 
     }
     r *= METHOD_RECOVERY[t.method as usize];
     r *= (0.35 * (f64::from(t.zbase) + rel(t, d)).clamp(-2.5, 2.5)).exp();
-    if let Some((day, strength)) = rem {
-        if d >= day {
-            r *= 1.0 + REMINDER_BY_REASON[reason as usize] * f64::from(strength);
-        }
+    if let Some((day, strength)) = rem
+        && d >= day
+    {
+        r *= 1.0 + REMINDER_BY_REASON[reason as usize] * f64::from(strength);
     }
     r.min(0.9)
 }
@@ -183,7 +196,11 @@ pub(crate) fn resume_prob(t: &Traits, msgs: &[Msg], extra: Option<&Msg>, pe: i32
         .iter()
         .chain(extra)
         .filter(|m| m.kind_type() == WINBACK && m.active_on(pe))
-        .map(|m| 0.45 * f64::from(t.sens) * f64::from(t.resp[WINBACK as usize]).max(0.0) * CHANNEL_STRENGTH[m.channel() as usize])
+        .map(|m| {
+            0.45 * f64::from(t.sens)
+                * f64::from(t.resp[WINBACK as usize]).max(0.0)
+                * CHANNEL_STRENGTH[m.channel() as usize]
+        })
         .sum();
     (0.03 + offers).min(0.85)
 }

@@ -114,8 +114,14 @@ mod tests {
     fn streams_are_keyed_and_reasonable() {
         let a: Vec<u64> = (0..4).map(|_| Stream::new(7, 1, 2, Purpose::Billing).next_u64()).collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]), "same key, same stream");
-        assert_ne!(Stream::new(7, 1, 2, Purpose::Billing).next_u64(), Stream::new(7, 1, 3, Purpose::Billing).next_u64());
-        assert_ne!(Stream::new(7, 1, 2, Purpose::Billing).next_u64(), Stream::new(8, 1, 2, Purpose::Billing).next_u64());
+        assert_ne!(
+            Stream::new(7, 1, 2, Purpose::Billing).next_u64(),
+            Stream::new(7, 1, 3, Purpose::Billing).next_u64()
+        );
+        assert_ne!(
+            Stream::new(7, 1, 2, Purpose::Billing).next_u64(),
+            Stream::new(8, 1, 2, Purpose::Billing).next_u64()
+        );
         let mut s = Stream::new(1, 0, 0, Purpose::Traits);
         let n = 20_000;
         let mean: f64 = (0..n).map(|_| s.normal()).sum::<f64>() / n as f64;

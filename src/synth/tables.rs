@@ -90,9 +90,7 @@ fn campaign_id(day: i32, ty: u8, ch: u8) -> String {
 }
 
 fn ts_column(name: &str, v: Vec<i64>) -> Column {
-    Int64Chunked::from_vec(name.into(), v)
-        .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
-        .into_column()
+    Int64Chunked::from_vec(name.into(), v).into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)).into_column()
 }
 
 fn opt_ts_column(name: &str, v: impl Iterator<Item = Option<i64>>) -> Column {
@@ -202,7 +200,10 @@ pub(crate) fn check(table: &contract::Table, df: &DataFrame) -> Result<()> {
         if !c.nullable {
             let nulls = df.column(c.name).map(|s| s.null_count()).unwrap_or(0);
             if nulls > 0 {
-                return Err(crate::error::Error::internal(format!("synth wrote {nulls} nulls in {}.{}", table.name, c.name)));
+                return Err(crate::error::Error::internal(format!(
+                    "synth wrote {nulls} nulls in {}.{}",
+                    table.name, c.name
+                )));
             }
         }
     }

@@ -14,7 +14,12 @@ fn world(users: usize, days: u32, seed: u64) -> (tempfile::TempDir, Storage, Syn
 }
 
 /// A world generated on a rayon pool of `threads` threads (the global pool when `None`).
-fn world_on(users: usize, days: u32, seed: u64, threads: Option<usize>) -> (tempfile::TempDir, Storage, SynthSummary, Stats) {
+fn world_on(
+    users: usize,
+    days: u32,
+    seed: u64,
+    threads: Option<usize>,
+) -> (tempfile::TempDir, Storage, SynthSummary, Stats) {
     if let Some(n) = threads {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
         return pool.install(|| world_on(users, days, seed, None));
@@ -54,7 +59,10 @@ impl Status {
             }
             let kind = kinds.get(i).unwrap();
             if crate::contract::STATUS_EVENTS.contains(&kind) {
-                events.entry(users.get(i).unwrap().to_string()).or_default().push((ts.get(i).unwrap(), kind != "expire"));
+                events
+                    .entry(users.get(i).unwrap().to_string())
+                    .or_default()
+                    .push((ts.get(i).unwrap(), kind != "expire"));
             }
         }
         for v in events.values_mut() {
@@ -168,42 +176,94 @@ fn diagnostics() {
         eprintln!("  quintile {q}: mean p {m:.4} realised {r:.4}");
     }
     let billing = read_table(&st, "billing");
-    let counts = billing.clone().lazy().group_by([col("event_type")]).agg([len()]).sort(["event_type"], Default::default()).collect().unwrap();
+    let counts = billing
+        .clone()
+        .lazy()
+        .group_by([col("event_type")])
+        .agg([len()])
+        .sort(["event_type"], Default::default())
+        .collect()
+        .unwrap();
     eprintln!("{counts}");
-    let fails = billing.clone().lazy().filter(col("event_type").eq(lit("payment_failed")).and(col("attempt").eq(lit(1))))
-        .group_by([col("failure_reason")]).agg([len()]).collect().unwrap();
+    let fails = billing
+        .clone()
+        .lazy()
+        .filter(col("event_type").eq(lit("payment_failed")).and(col("attempt").eq(lit(1))))
+        .group_by([col("failure_reason")])
+        .agg([len()])
+        .collect()
+        .unwrap();
     eprintln!("{fails}");
     let rec = st.read_parquet("_truth/recovery.parquet").unwrap();
-    let recsum = rec.clone().lazy().group_by([col("failure_reason")]).agg([
-        len(),
-        col("recovered_day").is_not_null().mean().alias("recovered"),
-        col("came_back_within_60").mean().alias("came_back"),
-        col("grace_days").mean(),
-    ]).sort(["failure_reason"], Default::default()).collect().unwrap();
+    let recsum = rec
+        .clone()
+        .lazy()
+        .group_by([col("failure_reason")])
+        .agg([
+            len(),
+            col("recovered_day").is_not_null().mean().alias("recovered"),
+            col("came_back_within_60").mean().alias("came_back"),
+            col("grace_days").mean(),
+        ])
+        .sort(["failure_reason"], Default::default())
+        .collect()
+        .unwrap();
     eprintln!("{recsum}");
     let msgs = read_table(&st, "messages");
-    let m = msgs.clone().lazy().group_by([col("message_type"), col("arm")]).agg([
-        len(),
-        col("propensity").mean(),
-        col("delivered").mean(),
-        col("opened_at").is_not_null().mean().alias("opened"),
-        col("clicked").mean(),
-        col("unsubscribed").mean(),
-    ]).sort(["message_type", "arm"], Default::default()).collect().unwrap();
+    let m = msgs
+        .clone()
+        .lazy()
+        .group_by([col("message_type"), col("arm")])
+        .agg([
+            len(),
+            col("propensity").mean(),
+            col("delivered").mean(),
+            col("opened_at").is_not_null().mean().alias("opened"),
+            col("clicked").mean(),
+            col("unsubscribed").mean(),
+        ])
+        .sort(["message_type", "arm"], Default::default())
+        .collect()
+        .unwrap();
     eprintln!("{m}");
     let le = st.read_parquet("_truth/message_log_effects.parquet").unwrap();
-    let le = msgs.lazy().join(le.lazy(), [col("message_id")], [col("message_id")], JoinArgs::new(JoinType::Left)).collect().unwrap();
-    let e = le.lazy().group_by([col("message_type"), col("channel")]).agg([
-        len(),
-        col("effect").mean().alias("mean"),
-        col("effect").lt(lit(-0.01)).mean().alias("helps"),
-        col("effect").gt(lit(0.01)).mean().alias("harms"),
-        col("effect").min().alias("min"),
-        col("effect").max().alias("max"),
-    ]).sort(["message_type", "channel"], Default::default()).collect().unwrap();
+    let le = msgs
+        .lazy()
+        .join(le.lazy(), [col("message_id")], [col("message_id")], JoinArgs::new(JoinType::Left))
+        .collect()
+        .unwrap();
+    let e = le
+        .lazy()
+        .group_by([col("message_type"), col("channel")])
+        .agg([
+            len(),
+            col("effect").mean().alias("mean"),
+            col("effect").lt(lit(-0.01)).mean().alias("helps"),
+            col("effect").gt(lit(0.01)).mean().alias("harms"),
+            col("effect").min().alias("min"),
+            col("effect").max().alias("max"),
+        ])
+        .sort(["message_type", "channel"], Default::default())
+        .collect()
+        .unwrap();
     eprintln!("{e}");
     let act = read_table(&st, "activity");
-    eprintln!("{}", act.clone().lazy().select([len(), col("ms_played").mean(), col("streams").mean(), col("skips").mean(), col("sessions").mean(), col("saves").mean(), col("peak_hour").null_count()]).collect().unwrap());
+    eprintln!(
+        "{}",
+        act.clone()
+            .lazy()
+            .select([
+                len(),
+                col("ms_played").mean(),
+                col("streams").mean(),
+                col("skips").mean(),
+                col("sessions").mean(),
+                col("saves").mean(),
+                col("peak_hour").null_count()
+            ])
+            .collect()
+            .unwrap()
+    );
     let files = st.list_files("").unwrap();
     let bytes: u64 = files.iter().map(|f| f.size).sum();
     eprintln!("{} files, {:.1} MB", files.len(), bytes as f64 / 1e6);
@@ -218,7 +278,9 @@ fn tables_match_the_contract_and_sit_in_their_partitions() {
     assert_eq!(users.height(), 300);
     assert_eq!(users.column("user_id").unwrap().n_unique().unwrap(), 300);
     let mut rows = [0u64; 3];
-    for (i, table) in [crate::contract::ACTIVITY, crate::contract::BILLING, crate::contract::MESSAGES].iter().enumerate() {
+    for (i, table) in
+        [crate::contract::ACTIVITY, crate::contract::BILLING, crate::contract::MESSAGES].iter().enumerate()
+    {
         let crate::contract::Layout::Daily { time_column } = table.layout else { panic!() };
         let files = st.list_files(table.name).unwrap();
         assert!(!files.is_empty());
@@ -273,9 +335,13 @@ fn tables_match_the_contract_and_sit_in_their_partitions() {
         assert!(unsubscribed.contains(u), "push to {u}, who never allowed it");
     }
     // The truth tables have their documented columns.
-    let cols = |rel: &str| st.read_parquet(rel).unwrap().schema().iter().map(|(n, t)| format!("{n}:{t}")).collect::<Vec<_>>();
+    let cols =
+        |rel: &str| st.read_parquet(rel).unwrap().schema().iter().map(|(n, t)| format!("{n}:{t}")).collect::<Vec<_>>();
     assert_eq!(cols("_truth/churn.parquet"), ["user_id:str", "snapshot_date:date", "p_churn:f64"]);
-    assert_eq!(cols("_truth/message_effects.parquet"), ["user_id:str", "message_type:str", "channel:str", "effect:f64"]);
+    assert_eq!(
+        cols("_truth/message_effects.parquet"),
+        ["user_id:str", "message_type:str", "channel:str", "effect:f64"]
+    );
     assert_eq!(cols("_truth/message_log_effects.parquet"), ["message_id:str", "effect:f64"]);
     assert_eq!(
         cols("_truth/recovery.parquet"),
@@ -299,7 +365,8 @@ fn premium_status_by_the_contract_rule_agrees_with_the_simulation() {
     let start = NaiveDate::from_ymd_opt(2026, 5, 25).unwrap();
     let status = Status::from_billing(&read_table(&st, "billing"), start);
     let users = st.read_parquet("users/users.parquet").unwrap();
-    let ids: Vec<String> = users.column("user_id").unwrap().str().unwrap().iter().flatten().map(str::to_string).collect();
+    let ids: Vec<String> =
+        users.column("user_id").unwrap().str().unwrap().iter().flatten().map(str::to_string).collect();
     for day in 0..days as i32 {
         let derived = ids.iter().filter(|u| status.premium(u, day)).count() as u64;
         assert_eq!(derived, stats.premium_by_day[day as usize], "day {day}");
@@ -336,7 +403,11 @@ fn every_message_and_episode_has_its_truth() {
     let msgs = read_table(&st, "messages");
     let logs = st.read_parquet("_truth/message_log_effects.parquet").unwrap();
     assert_eq!(logs.height(), msgs.height());
-    let joined = msgs.lazy().join(logs.clone().lazy(), [col("message_id")], [col("message_id")], JoinArgs::new(JoinType::Inner)).collect().unwrap();
+    let joined = msgs
+        .lazy()
+        .join(logs.clone().lazy(), [col("message_id")], [col("message_id")], JoinArgs::new(JoinType::Inner))
+        .collect()
+        .unwrap();
     assert_eq!(joined.height(), logs.height());
     // Reminders help on average, and some message somewhere harms.
     let by_type = joined
@@ -355,9 +426,7 @@ fn every_message_and_episode_has_its_truth() {
     }
     assert!(maxes.iter().flatten().any(|m| m > 0.005), "nothing harms: {by_type}");
     // One recovery row per opened dunning episode.
-    let billing = read_table(&st, "billing")
-        .unique_stable(None, UniqueKeepStrategy::First, None)
-        .unwrap();
+    let billing = read_table(&st, "billing").unique_stable(None, UniqueKeepStrategy::First, None).unwrap();
     let first_failures = billing
         .lazy()
         .filter(col("event_type").eq(lit("payment_failed")).and(col("attempt").eq(lit(1))))

@@ -68,9 +68,7 @@ impl<'a> Horizon<'a> {
         let (w, t, s) = (self.w, self.t, self.s);
         let pe = s.pe();
         match s.status {
-            Status::Trial => {
-                (1.0 - model::trial_conversion(t, &s.msgs, extra, pe)) * self.stay_out(pe, SRC_TRIAL)
-            }
+            Status::Trial => (1.0 - model::trial_conversion(t, &s.msgs, extra, pe)) * self.stay_out(pe, SRC_TRIAL),
             Status::Cancelled => (1.0 - model::resume_prob(t, &s.msgs, extra, pe)) * self.stay_out(pe, SRC_CANCEL),
             Status::Dunning => {
                 let f = i32::from(s.fail_day);

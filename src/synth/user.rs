@@ -225,11 +225,7 @@ pub(crate) fn traits(w: &World, u: u32) -> Traits {
     let alt_platform = ((u32::from(platform) + 1 + r.below(3)) % 4) as u8;
     let push_opt = r.chance(0.6);
     let email_opt = r.chance(0.7);
-    let plan0 = if age < 25 && r.chance(0.45) {
-        STUDENT
-    } else {
-        r.weighted(&[0.0, 0.64, 0.15, 0.17, 0.04]) as u8
-    };
+    let plan0 = if age < 25 && r.chance(0.45) { STUDENT } else { r.weighted(&[0.0, 0.64, 0.15, 0.17, 0.04]) as u8 };
     let method = r.weighted(&METHOD_WEIGHT) as u8;
     let hard_free = r.chance(0.4);
     let annoy = r.chance(0.08);
@@ -576,11 +572,9 @@ impl Day<'_> {
                         self.subscribe(s, out, &mut r, W_DAY, SUBSCRIBE);
                     }
                 }
-                Status::Free => {
-                    if r.chance(model::free_conversion(t, d)) {
-                        s.sub_start = d as i16;
-                        self.subscribe(s, out, &mut r, W_DAY, SUBSCRIBE);
-                    }
+                Status::Free if r.chance(model::free_conversion(t, d)) => {
+                    s.sub_start = d as i16;
+                    self.subscribe(s, out, &mut r, W_DAY, SUBSCRIBE);
                 }
                 _ => {}
             }
@@ -768,15 +762,20 @@ impl Day<'_> {
         let rel = model::rel(t, d);
         let premium = s.status.premium();
         let weekday = f64::from(self.w.weekday(d));
-        let weekly = 1.0
-            + f64::from(t.week_amp) * (std::f64::consts::TAU * (weekday - f64::from(t.week_phase)) / 7.0).cos();
+        let weekly =
+            1.0 + f64::from(t.week_amp) * (std::f64::consts::TAU * (weekday - f64::from(t.week_phase)) / 7.0).cos();
         let zb = f64::from(t.zbase);
-        let p_active = model::sigmoid(1.0 + 0.9 * zb + 1.4 * rel + 2.0 * (weekly - 1.0)) * if premium { 1.0 } else { 0.55 };
+        let p_active =
+            model::sigmoid(1.0 + 0.9 * zb + 1.4 * rel + 2.0 * (weekly - 1.0)) * if premium { 1.0 } else { 0.55 };
         if !r.chance(p_active) {
             return;
         }
         s.last_active = d as i16;
-        let ms = f64::from(t.base_ms) * rel.exp() * weekly * if premium { 1.0 } else { 0.45 } * (0.45 * r.normal() - 0.1).exp();
+        let ms = f64::from(t.base_ms)
+            * rel.exp()
+            * weekly
+            * if premium { 1.0 } else { 0.45 }
+            * (0.45 * r.normal() - 0.1).exp();
         let podcast = (ms * f64::from(t.pod_share) * r.range(0.5, 1.5)).min(0.9 * ms);
         let music = ms - podcast;
         let streams = (music / (r.range(170.0, 230.0) * 1000.0)).round().max(1.0);

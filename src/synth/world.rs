@@ -30,16 +30,96 @@ pub(crate) const COUNTRIES: &[Country] = &[
         rise: Some((0.55, 0.10)),
         whole: false,
     },
-    Country { code: "GB", currency: "GBP", price: 11.99, weight: 0.10, timezones: &["Europe/London"], rise: Some((0.35, 0.09)), whole: false },
-    Country { code: "DE", currency: "EUR", price: 10.99, weight: 0.10, timezones: &["Europe/Berlin"], rise: None, whole: false },
-    Country { code: "SE", currency: "SEK", price: 129.0, weight: 0.06, timezones: &["Europe/Stockholm"], rise: Some((0.45, 0.12)), whole: true },
-    Country { code: "FR", currency: "EUR", price: 10.99, weight: 0.08, timezones: &["Europe/Paris"], rise: None, whole: false },
-    Country { code: "ES", currency: "EUR", price: 10.99, weight: 0.06, timezones: &["Europe/Madrid"], rise: None, whole: false },
-    Country { code: "NL", currency: "EUR", price: 10.99, weight: 0.04, timezones: &["Europe/Amsterdam"], rise: None, whole: false },
-    Country { code: "BR", currency: "BRL", price: 21.90, weight: 0.10, timezones: &["America/Sao_Paulo"], rise: Some((0.70, 0.15)), whole: false },
-    Country { code: "MX", currency: "MXN", price: 129.0, weight: 0.07, timezones: &["America/Mexico_City"], rise: None, whole: true },
-    Country { code: "IN", currency: "INR", price: 119.0, weight: 0.07, timezones: &["Asia/Kolkata"], rise: None, whole: true },
-    Country { code: "JP", currency: "JPY", price: 980.0, weight: 0.05, timezones: &["Asia/Tokyo"], rise: None, whole: true },
+    Country {
+        code: "GB",
+        currency: "GBP",
+        price: 11.99,
+        weight: 0.10,
+        timezones: &["Europe/London"],
+        rise: Some((0.35, 0.09)),
+        whole: false,
+    },
+    Country {
+        code: "DE",
+        currency: "EUR",
+        price: 10.99,
+        weight: 0.10,
+        timezones: &["Europe/Berlin"],
+        rise: None,
+        whole: false,
+    },
+    Country {
+        code: "SE",
+        currency: "SEK",
+        price: 129.0,
+        weight: 0.06,
+        timezones: &["Europe/Stockholm"],
+        rise: Some((0.45, 0.12)),
+        whole: true,
+    },
+    Country {
+        code: "FR",
+        currency: "EUR",
+        price: 10.99,
+        weight: 0.08,
+        timezones: &["Europe/Paris"],
+        rise: None,
+        whole: false,
+    },
+    Country {
+        code: "ES",
+        currency: "EUR",
+        price: 10.99,
+        weight: 0.06,
+        timezones: &["Europe/Madrid"],
+        rise: None,
+        whole: false,
+    },
+    Country {
+        code: "NL",
+        currency: "EUR",
+        price: 10.99,
+        weight: 0.04,
+        timezones: &["Europe/Amsterdam"],
+        rise: None,
+        whole: false,
+    },
+    Country {
+        code: "BR",
+        currency: "BRL",
+        price: 21.90,
+        weight: 0.10,
+        timezones: &["America/Sao_Paulo"],
+        rise: Some((0.70, 0.15)),
+        whole: false,
+    },
+    Country {
+        code: "MX",
+        currency: "MXN",
+        price: 129.0,
+        weight: 0.07,
+        timezones: &["America/Mexico_City"],
+        rise: None,
+        whole: true,
+    },
+    Country {
+        code: "IN",
+        currency: "INR",
+        price: 119.0,
+        weight: 0.07,
+        timezones: &["Asia/Kolkata"],
+        rise: None,
+        whole: true,
+    },
+    Country {
+        code: "JP",
+        currency: "JPY",
+        price: 980.0,
+        weight: 0.05,
+        timezones: &["Asia/Tokyo"],
+        rise: None,
+        whole: true,
+    },
     Country {
         code: "AU",
         currency: "AUD",
@@ -134,9 +214,7 @@ impl World {
             .iter()
             .map(|c| c.rise.map_or(i32::MAX, |(frac, _)| ((f64::from(days) * frac).round() as i32).max(1)))
             .collect();
-        let dom = (0..days + 2 * HORIZON + 2)
-            .map(|d| (start + chrono::Days::new(d as u64)).day() as u8)
-            .collect();
+        let dom = (0..days + 2 * HORIZON + 2).map(|d| (start + chrono::Days::new(d as u64)).day() as u8).collect();
         let epoch0 = start.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp();
         Ok(World {
             seed,
@@ -186,10 +264,10 @@ impl World {
     pub(crate) fn price(&self, country: u8, plan: u8, day: i32) -> f64 {
         let c = &COUNTRIES[country as usize];
         let mut p = c.price * PLAN_PRICE[plan as usize];
-        if let Some((_, pct)) = c.rise {
-            if day >= self.rise_day[country as usize] {
-                p *= 1.0 + pct;
-            }
+        if let Some((_, pct)) = c.rise
+            && day >= self.rise_day[country as usize]
+        {
+            p *= 1.0 + pct;
         }
         if c.whole { p.round() } else { (p * 100.0).round() / 100.0 }
     }

@@ -51,7 +51,8 @@ fn world_as_of(cut: NaiveDate, to: &Path) {
     }
     let users = open(&src).read_parquet("users/users.parquet").unwrap();
     let cut_days = (cut - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days() as i32;
-    let mut kept = users.lazy().filter(col("signup_date").cast(DataType::Int32).lt_eq(lit(cut_days))).collect().unwrap();
+    let mut kept =
+        users.lazy().filter(col("signup_date").cast(DataType::Int32).lt_eq(lit(cut_days))).collect().unwrap();
     std::fs::create_dir_all(to.join("users")).unwrap();
     std::fs::write(to.join("users/users.parquet"), retain::storage::parquet_bytes(&mut kept).unwrap()).unwrap();
 }
@@ -82,7 +83,14 @@ proptest! {
 fn backfill_builds_each_date_skips_complete_ones_and_rebuilds_identically_on_force() {
     let out = tempfile::tempdir().unwrap();
     let backfill = |extra: &[&str]| {
-        run_ok(retain().args(["backfill", "--from", "2026-11-18", "--to", "2026-11-20", "--input"]).arg(sample_data()).arg("--output").arg(out.path()).args(extra));
+        run_ok(
+            retain()
+                .args(["backfill", "--from", "2026-11-18", "--to", "2026-11-20", "--input"])
+                .arg(sample_data())
+                .arg("--output")
+                .arg(out.path())
+                .args(extra),
+        );
     };
     backfill(&[]);
     let dates: Vec<NaiveDate> = (18..=20).map(|d| NaiveDate::from_ymd_opt(2026, 11, d).unwrap()).collect();

@@ -41,11 +41,21 @@ fn read_truth(store: &Storage, s: NaiveDate) -> Truth {
     let truth = store.read_parquet("_truth/recovery.parquet").unwrap();
     let users = strings(&truth, "user_id");
     let reasons = strings(&truth, "failure_reason");
-    let ts: Vec<i64> = truth.column("failure_ts").unwrap().datetime().unwrap().physical().iter().map(|v| v.unwrap()).collect();
-    let grace: Vec<i64> =
-        truth.column("grace_days").unwrap().cast(&DataType::Int64).unwrap().i64().unwrap().iter().map(|v| v.unwrap()).collect();
+    let ts: Vec<i64> =
+        truth.column("failure_ts").unwrap().datetime().unwrap().physical().iter().map(|v| v.unwrap()).collect();
+    let grace: Vec<i64> = truth
+        .column("grace_days")
+        .unwrap()
+        .cast(&DataType::Int64)
+        .unwrap()
+        .i64()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap())
+        .collect();
     let recovered = truth.column("recovered_day").unwrap().as_materialized_series().clone();
-    let came_back: Vec<bool> = truth.column("came_back_within_60").unwrap().bool().unwrap().iter().map(|v| v.unwrap()).collect();
+    let came_back: Vec<bool> =
+        truth.column("came_back_within_60").unwrap().bool().unwrap().iter().map(|v| v.unwrap()).collect();
     let hazards = truth.column("hazard").unwrap().as_materialized_series().clone();
     let last_us = (s + Duration::days(1)).and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_micros();
     let day_us = 86_400_000_000i64;
@@ -119,7 +129,11 @@ fn score(decisions: &[retain::grace::Decision], truth: &Truth, cfg: &Grace, labe
         card.captured_over(best_arm),
     );
     for (r, (gain, best_gain, days, k)) in &by_reason {
-        eprintln!("  {r}: {k} episodes, captured over 7 days {:.2}, mean recommended {:.1} days", gain / best_gain, days / *k as f64);
+        eprintln!(
+            "  {r}: {k} episodes, captured over 7 days {:.2}, mean recommended {:.1} days",
+            gain / best_gain,
+            days / *k as f64
+        );
     }
     card
 }
@@ -154,7 +168,11 @@ fn recommendations_capture_most_of_the_oracle_gain_over_a_fixed_week() {
     let card = score(&decisions, &truth, &tight, "value 1.5 months, cost 1.0");
     assert!(card.captured_over(7) > 0.6, "most of the oracle's gain over 7 days: {:.3}", card.captured_over(7));
     let best_fixed = card.fixed.values().cloned().fold(f64::MIN, f64::max);
-    assert!(card.recommended > best_fixed, "better than every fixed length: {:.3} vs {best_fixed:.3}", card.recommended);
+    assert!(
+        card.recommended > best_fixed,
+        "better than every fixed length: {:.3} vs {best_fixed:.3}",
+        card.recommended
+    );
 }
 
 #[test]
@@ -166,7 +184,8 @@ fn the_run_report_has_plots_and_an_evaluation_against_every_fixed_length() {
         assert!(html.contains(reason), "{reason} has a recovery curve");
     }
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join(format!("runs/snapshot={SAMPLE_AS_OF}/run.json"))).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(out.join(format!("runs/snapshot={SAMPLE_AS_OF}/run.json"))).unwrap())
+            .unwrap();
     let g = &manifest["details"]["grace"];
     assert_eq!(g["open_episodes"].as_u64().unwrap() as usize, read_table(out, "grace").height());
     let ev = &g["evaluation"];
@@ -175,6 +194,9 @@ fn the_run_report_has_plots_and_an_evaluation_against_every_fixed_length() {
     assert_eq!(arms, vec![0, 3, 7, 14, 21, 30], "every randomised arm is compared");
     for a in ev["arms"].as_array().unwrap() {
         let d = &a["recommended_minus_fixed"];
-        assert!(d["ci_low"].as_f64().unwrap() <= d["value"].as_f64().unwrap() && d["value"].as_f64().unwrap() <= d["ci_high"].as_f64().unwrap());
+        assert!(
+            d["ci_low"].as_f64().unwrap() <= d["value"].as_f64().unwrap()
+                && d["value"].as_f64().unwrap() <= d["ci_high"].as_f64().unwrap()
+        );
     }
 }

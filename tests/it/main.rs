@@ -4,9 +4,9 @@
 mod util;
 
 mod cli;
-mod features;
-mod models;
-mod grace;
-mod pipeline;
 mod emulators;
+mod features;
+mod grace;
+mod models;
+mod pipeline;
 mod storage;

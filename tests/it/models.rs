@@ -7,7 +7,8 @@ use polars::prelude::*;
 use crate::util::*;
 
 fn manifest(dir: &Path, command: &str) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join(format!("runs/snapshot={SAMPLE_AS_OF}/{command}.json"))).unwrap()).unwrap()
+    serde_json::from_slice(&std::fs::read(dir.join(format!("runs/snapshot={SAMPLE_AS_OF}/{command}.json"))).unwrap())
+        .unwrap()
 }
 
 fn stage(stage: &str, out: &Path, extra: &[&str]) -> std::process::Output {
@@ -39,7 +40,10 @@ fn the_artifact_holds_every_model_in_its_native_format_with_a_champion_per_targe
     assert!(gbdt.contains("end of trees"));
     assert!(dir.join("churn.logistic.json").exists());
     let report = std::fs::read_to_string(out.join(format!("reports/snapshot={SAMPLE_AS_OF}/models.html"))).unwrap();
-    assert!(report.contains("Reliability: churn") && report.contains("Reliability: payment_failure"), "reliability curves");
+    assert!(
+        report.contains("Reliability: churn") && report.contains("Reliability: payment_failure"),
+        "reliability curves"
+    );
     assert_eq!(report.matches("<svg").count(), 2);
 }
 
@@ -78,7 +82,8 @@ fn flat_table(n: usize, offset: usize) -> DataFrame {
     let amount: Vec<String> =
         (0..n).map(|i| if i < 1500 { format!("{}", i % 17) } else { format!("{}.5", i % 17) }).collect();
     let y: Vec<i32> = (0..n).map(|i| i32::from(x[i] > 0.6 && group[i] == "b" || (i * 31) % 97 == 0)).collect();
-    df!("x" => x, "group" => group, "amount" => amount, "row_id" => (0..n as i64).collect::<Vec<_>>(), "converted" => y).unwrap()
+    df!("x" => x, "group" => group, "amount" => amount, "row_id" => (0..n as i64).collect::<Vec<_>>(), "converted" => y)
+        .unwrap()
 }
 
 fn write_csv(df: &mut DataFrame, path: &Path) {
@@ -94,7 +99,15 @@ fn table_train_predicts_each_row_of_b_in_order_from_a_csv() {
     let mut test = flat_table(1000, 4000);
     write_csv(&mut test, &b);
     let out = dir.path().join("p.parquet");
-    run_ok(retain().args(["table", "train", "--label", "converted", "--ignore", "row_id", "--train"]).arg(&a).arg("--test").arg(&b).arg("--output").arg(&out));
+    run_ok(
+        retain()
+            .args(["table", "train", "--label", "converted", "--ignore", "row_id", "--train"])
+            .arg(&a)
+            .arg("--test")
+            .arg(&b)
+            .arg("--output")
+            .arg(&out),
+    );
     let p = ParquetReader::new(std::fs::File::open(&out).unwrap()).finish().unwrap();
     assert_eq!(p.height(), 1000, "one row per row of B");
     let prob = floats(&p, "probability");
@@ -109,10 +122,26 @@ fn table_train_explains_what_it_cannot_use() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.csv");
     std::fs::write(&a, "x,label\n1,yes\n2,no\n").unwrap();
-    let o = retain().args(["table", "train", "--label", "label", "--train"]).arg(&a).arg("--test").arg(&a).arg("--output").arg(dir.path().join("p.parquet")).output().unwrap();
+    let o = retain()
+        .args(["table", "train", "--label", "label", "--train"])
+        .arg(&a)
+        .arg("--test")
+        .arg(&a)
+        .arg("--output")
+        .arg(dir.path().join("p.parquet"))
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2), "a text label needs --positive");
     assert!(String::from_utf8_lossy(&o.stderr).contains("--positive"));
-    let o = retain().args(["table", "train", "--label", "nope", "--train"]).arg(&a).arg("--test").arg(&a).arg("--output").arg(dir.path().join("p.parquet")).output().unwrap();
+    let o = retain()
+        .args(["table", "train", "--label", "nope", "--train"])
+        .arg(&a)
+        .arg("--test")
+        .arg(&a)
+        .arg("--output")
+        .arg(dir.path().join("p.parquet"))
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&o.stderr).contains("`nope`"));
 }
@@ -133,16 +162,25 @@ fn the_champion_comes_close_to_the_true_probabilities() {
     let validated_on: chrono::NaiveDate = "2026-10-16".parse().unwrap();
     let as_of = validated_on + Duration::days(30);
     let out = tempfile::tempdir().unwrap();
-    run_ok(retain().args(["train", "--as-of", &as_of.to_string(), "--input"]).arg(world.path()).arg("--output").arg(out.path()));
+    run_ok(
+        retain()
+            .args(["train", "--as-of", &as_of.to_string(), "--input"])
+            .arg(world.path())
+            .arg("--output")
+            .arg(out.path()),
+    );
     let model: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join(format!("models/snapshot={as_of}/model.json"))).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(out.path().join(format!("models/snapshot={as_of}/model.json"))).unwrap())
+            .unwrap();
     let churn = &model["targets"][0];
     let champion = churn["candidates"].as_array().unwrap().iter().find(|c| c["family"] == churn["champion"]).unwrap();
-    let (model_auc, ece) = (champion["validation"]["auc"].as_f64().unwrap(), champion["validation"]["ece"].as_f64().unwrap());
+    let (model_auc, ece) =
+        (champion["validation"]["auc"].as_f64().unwrap(), champion["validation"]["ece"].as_f64().unwrap());
 
     let inputs = Inputs::load(&open(world.path()), validated_on, as_of, Lookback::new(30)).unwrap();
     let labels = retain::labels::churn_labels(inputs.billing_until(as_of), validated_on, 30);
-    let truth = ParquetReader::new(std::fs::File::open(world.path().join("_truth/churn.parquet")).unwrap()).finish().unwrap();
+    let truth =
+        ParquetReader::new(std::fs::File::open(world.path().join("_truth/churn.parquet")).unwrap()).finish().unwrap();
     let joined = labels
         .join(
             truth.lazy().filter(col("snapshot_date").cast(DataType::String).eq(lit(validated_on.to_string()))),
@@ -155,7 +193,10 @@ fn the_champion_comes_close_to_the_true_probabilities() {
     assert!(joined.height() > 3000, "the truth covers the validation population");
     let y: Vec<i32> = joined.column("churned").unwrap().i32().unwrap().iter().map(|v| v.unwrap()).collect();
     let truth_auc = retain::models::metrics::auc(&floats(&joined, "p_churn"), &y);
-    eprintln!("churn AUC: champion {model_auc:.4} ({}), truth {truth_auc:.4}; champion ECE {ece:.4}", churn["champion"]);
+    eprintln!(
+        "churn AUC: champion {model_auc:.4} ({}), truth {truth_auc:.4}; champion ECE {ece:.4}",
+        churn["champion"]
+    );
     assert!(model_auc > truth_auc - 0.04, "champion {model_auc} vs truth {truth_auc}");
     assert!(model_auc < truth_auc + 0.02, "better than the truth would mean a leak: {model_auc} vs {truth_auc}");
     assert!(ece < 0.02, "calibration error {ece}");

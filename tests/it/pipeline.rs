@@ -22,16 +22,19 @@ fn check_columns(df: &DataFrame, table: &Table) {
 /// independently of the library from the raw billing files.
 fn premium_users_from_billing() -> BTreeSet<String> {
     let store = open(&sample_data());
-    let files: Vec<String> = store.list_files("billing").unwrap().into_iter().map(|f| f.rel).filter(|r| r.ends_with(".parquet")).collect();
+    let files: Vec<String> =
+        store.list_files("billing").unwrap().into_iter().map(|f| f.rel).filter(|r| r.ends_with(".parquet")).collect();
     let end = (sample_as_of() + chrono::Duration::days(1)).and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_micros();
     let mut latest: HashMap<String, (i64, String, String)> = HashMap::new();
     for f in files {
         let df = store.read_parquet(&f).unwrap();
-        let ts = df.column("ts").unwrap().cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))).unwrap();
+        let ts =
+            df.column("ts").unwrap().cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))).unwrap();
         let ts: Vec<i64> = ts.datetime().unwrap().physical().iter().map(|v| v.unwrap()).collect();
         let (users, kinds, ids) = (strings(&df, "user_id"), strings(&df, "event_type"), strings(&df, "event_id"));
         for i in 0..df.height() {
-            let status = ["trial_start", "subscribe", "renew", "payment_recovered", "expire"].contains(&kinds[i].as_str());
+            let status =
+                ["trial_start", "subscribe", "renew", "payment_recovered", "expire"].contains(&kinds[i].as_str());
             if !status || ts[i] >= end {
                 continue;
             }
@@ -129,8 +132,15 @@ fn grace_recommends_for_open_dunning_episodes() {
 fn a_rerun_writes_identical_tables_and_a_manifest() {
     let first = sample_run();
     let again = tempfile::tempdir().unwrap();
-    run_ok(retain().args(["run", "--config"]).arg(repo().join("pipelines/sample.toml")).args(["--as-of", SAMPLE_AS_OF, "--input"])
-        .arg(sample_data()).arg("--output").arg(again.path()));
+    run_ok(
+        retain()
+            .args(["run", "--config"])
+            .arg(repo().join("pipelines/sample.toml"))
+            .args(["--as-of", SAMPLE_AS_OF, "--input"])
+            .arg(sample_data())
+            .arg("--output")
+            .arg(again.path()),
+    );
     for table in ["features", "scores", "interventions", "grace"] {
         assert_eq!(read_table(first, table), read_table(again.path(), table), "{table} is reproducible");
         let a = open(first).committed(table, sample_as_of()).unwrap().unwrap();
@@ -138,10 +148,14 @@ fn a_rerun_writes_identical_tables_and_a_manifest() {
         assert_eq!(a.files, b.files, "{table}: same part names and sizes");
     }
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(first.join(format!("runs/snapshot={SAMPLE_AS_OF}/run.json"))).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(first.join(format!("runs/snapshot={SAMPLE_AS_OF}/run.json"))).unwrap())
+            .unwrap();
     assert_eq!(manifest["command"], "run");
     assert!(manifest["input"]["files"].as_u64().unwrap() > 100, "the inputs read are listed");
-    assert_eq!(manifest["output"]["tables"]["scores"]["rows"].as_u64().unwrap() as usize, read_table(first, "scores").height());
+    assert_eq!(
+        manifest["output"]["tables"]["scores"]["rows"].as_u64().unwrap() as usize,
+        read_table(first, "scores").height()
+    );
     let churn = &manifest["details"]["model"]["targets"][0];
     assert_eq!(churn["target"], "churn");
     for candidate in churn["candidates"].as_array().unwrap() {
@@ -155,9 +169,20 @@ fn stages_run_one_at_a_time_give_the_same_tables_as_run() {
     let whole = sample_run();
     let dir = tempfile::tempdir().unwrap();
     for stage in ["features", "train", "score", "interventions", "grace"] {
-        run_ok(retain().arg(stage).arg("--config").arg(repo().join("pipelines/sample.toml")).args(["--as-of", SAMPLE_AS_OF, "--input"])
-            .arg(sample_data()).arg("--output").arg(dir.path()));
-        assert!(dir.path().join(format!("runs/snapshot={SAMPLE_AS_OF}/{stage}.json")).exists(), "{stage} wrote its manifest");
+        run_ok(
+            retain()
+                .arg(stage)
+                .arg("--config")
+                .arg(repo().join("pipelines/sample.toml"))
+                .args(["--as-of", SAMPLE_AS_OF, "--input"])
+                .arg(sample_data())
+                .arg("--output")
+                .arg(dir.path()),
+        );
+        assert!(
+            dir.path().join(format!("runs/snapshot={SAMPLE_AS_OF}/{stage}.json")).exists(),
+            "{stage} wrote its manifest"
+        );
     }
     for table in ["features", "scores", "interventions", "grace"] {
         assert_eq!(read_table(whole, table), read_table(dir.path(), table), "{table}");

@@ -66,14 +66,15 @@ pub fn sample_run() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        run_ok(retain().args(["run", "--config"]).arg(repo().join("pipelines/sample.toml")).args([
-            "--as-of",
-            SAMPLE_AS_OF,
-            "--input",
-        ])
-        .arg(sample_data())
-        .arg("--output")
-        .arg(dir.path()));
+        run_ok(
+            retain()
+                .args(["run", "--config"])
+                .arg(repo().join("pipelines/sample.toml"))
+                .args(["--as-of", SAMPLE_AS_OF, "--input"])
+                .arg(sample_data())
+                .arg("--output")
+                .arg(dir.path()),
+        );
         dir
     })
     .path()
