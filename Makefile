@@ -12,7 +12,7 @@ export RETAIN_GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null)
 # LightGBM's OpenMP threads wait passively (spinning quadrupled CPU time on 2 cores).
 export OMP_WAIT_POLICY ?= passive
 
-.PHONY: run test build tools emulators sample lint
+.PHONY: run test build tools emulators sample lint bench-features
 
 ## CMake and libclang for LightGBM's build (idempotent).
 tools:
@@ -41,3 +41,7 @@ sample: build
 
 lint: tools
 	$(CARGO) clippy --all-targets -- -D warnings
+
+## Benchmark `retain features` against a Python Polars script on a 1M-user world (not a test).
+bench-features: tools
+	bash benches/bench-features.sh | tee -a BENCHMARKS.md
