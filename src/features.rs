@@ -126,7 +126,13 @@ fn days_ago(s: NaiveDate, date: Expr) -> Expr {
 /// Build the features table for snapshot `s` from inputs loaded for a range containing it.
 /// Columns: user_id, snapshot_date, then [`FEATURES`] in order; sorted by user_id.
 pub fn build(inputs: &Inputs, s: NaiveDate) -> Result<DataFrame> {
-    build_lazy(inputs, s)?.collect().ctx(format!("computing features for snapshot {s}"))
+    // The streaming engine aggregates the activity window chunk by chunk instead of
+    // materialising ~90 days × users rows. Every aggregate is exact (integer sums, counts,
+    // last values) and the result is sorted, so it equals the in-memory engine's bit for bit.
+    build_lazy(inputs, s)?
+        .collect_with_engine(Engine::Streaming)
+        .map(|r| r.unwrap_single())
+        .ctx(format!("computing features for snapshot {s}"))
 }
 
 pub fn build_lazy(inputs: &Inputs, s: NaiveDate) -> Result<LazyFrame> {
