@@ -122,26 +122,21 @@ fn table_train_explains_what_it_cannot_use() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.csv");
     std::fs::write(&a, "x,label\n1,yes\n2,no\n").unwrap();
-    let o = retain()
-        .args(["table", "train", "--label", "label", "--train"])
-        .arg(&a)
-        .arg("--test")
-        .arg(&a)
-        .arg("--output")
-        .arg(dir.path().join("p.parquet"))
-        .output()
-        .unwrap();
+    let train_on = |label: &str| {
+        retain()
+            .args(["table", "train", "--label", label, "--train"])
+            .arg(&a)
+            .arg("--test")
+            .arg(&a)
+            .arg("--output")
+            .arg(dir.path().join("p.parquet"))
+            .output()
+            .unwrap()
+    };
+    let o = train_on("label");
     assert_eq!(o.status.code(), Some(2), "a text label needs --positive");
     assert!(String::from_utf8_lossy(&o.stderr).contains("--positive"));
-    let o = retain()
-        .args(["table", "train", "--label", "nope", "--train"])
-        .arg(&a)
-        .arg("--test")
-        .arg(&a)
-        .arg("--output")
-        .arg(dir.path().join("p.parquet"))
-        .output()
-        .unwrap();
+    let o = train_on("nope");
     assert_eq!(o.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&o.stderr).contains("`nope`"));
 }

@@ -132,15 +132,7 @@ fn grace_recommends_for_open_dunning_episodes() {
 fn a_rerun_writes_identical_tables_and_a_manifest() {
     let first = sample_run();
     let again = tempfile::tempdir().unwrap();
-    run_ok(
-        retain()
-            .args(["run", "--config"])
-            .arg(repo().join("pipelines/sample.toml"))
-            .args(["--as-of", SAMPLE_AS_OF, "--input"])
-            .arg(sample_data())
-            .arg("--output")
-            .arg(again.path()),
-    );
+    run_sample_into(again.path());
     for table in ["features", "scores", "interventions", "grace"] {
         assert_eq!(read_table(first, table), read_table(again.path(), table), "{table} is reproducible");
         let a = open(first).committed(table, sample_as_of()).unwrap().unwrap();

@@ -61,20 +61,25 @@ pub fn read_table(dir: &Path, table: &str) -> DataFrame {
     open(dir).read_committed(table, sample_as_of()).unwrap()
 }
 
+/// `retain run` with the sample config on the sample world into `out`.
+pub fn run_sample_into(out: &Path) {
+    run_ok(
+        retain()
+            .args(["run", "--config"])
+            .arg(repo().join("pipelines/sample.toml"))
+            .args(["--as-of", SAMPLE_AS_OF, "--input"])
+            .arg(sample_data())
+            .arg("--output")
+            .arg(out),
+    );
+}
+
 /// `retain run` on the sample world, once per test binary; tests share its outputs.
 pub fn sample_run() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        run_ok(
-            retain()
-                .args(["run", "--config"])
-                .arg(repo().join("pipelines/sample.toml"))
-                .args(["--as-of", SAMPLE_AS_OF, "--input"])
-                .arg(sample_data())
-                .arg("--output")
-                .arg(dir.path()),
-        );
+        run_sample_into(dir.path());
         dir
     })
     .path()
