@@ -37,14 +37,7 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Grace(a) => stage(a, run::grace_only),
         Command::Backfill(a) => {
             let settings = config::resolve(&a.stage_args)?;
-            let input = settings
-                .input
-                .clone()
-                .ok_or_else(|| Error::config("no input root: set `input`, RETAIN_INPUT or --input"))?;
-            let output = settings
-                .output
-                .clone()
-                .ok_or_else(|| Error::config("no output root: set `output`, RETAIN_OUTPUT or --output"))?;
+            let (input, output) = settings.roots()?;
             let done = crate::backfill::backfill(&settings, &input, &output, a.from, a.to, a.stage, a.force, a.jobs)?;
             tracing::info!(built = done.built.len(), skipped = done.skipped.len(), "backfill complete");
             Ok(())

@@ -159,6 +159,19 @@ impl Settings {
         StorageOptions { entries: self.storage.iter().map(|(k, v)| (k.clone(), v.clone())).collect() }
     }
 
+    /// The input and output roots, both required.
+    pub fn roots(&self) -> Result<(String, String)> {
+        let input = self
+            .input
+            .clone()
+            .ok_or_else(|| Error::config("no input root: set `input` in the config, RETAIN_INPUT or --input"))?;
+        let output = self
+            .output
+            .clone()
+            .ok_or_else(|| Error::config("no output root: set `output` in the config, RETAIN_OUTPUT or --output"))?;
+        Ok((input, output))
+    }
+
     /// Check value ranges; called after every layer is applied.
     pub fn check(&self) -> Result<()> {
         let i = &self.interventions;
@@ -241,14 +254,7 @@ pub fn resolve(args: &StageArgs) -> Result<Settings> {
 pub fn resolve_stage(args: &StageArgs) -> Result<StageSettings> {
     let settings = resolve(args)?;
     let as_of = args.as_of.ok_or_else(|| Error::Usage("--as-of (or RETAIN_AS_OF) is required".into()))?;
-    let input = settings
-        .input
-        .clone()
-        .ok_or_else(|| Error::config("no input root: set `input` in the config, RETAIN_INPUT or --input"))?;
-    let output = settings
-        .output
-        .clone()
-        .ok_or_else(|| Error::config("no output root: set `output` in the config, RETAIN_OUTPUT or --output"))?;
+    let (input, output) = settings.roots()?;
     Ok(StageSettings { as_of, retrain: args.retrain, input, output, settings })
 }
 
