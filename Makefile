@@ -42,6 +42,11 @@ sample: build
 lint: tools
 	$(CARGO) clippy --all-targets -- -D warnings
 
-## Benchmark `retain features` against a Python Polars script on a 1M-user world (not a test).
+## Benchmark `retain features` against a Python Polars script on a 1M-user world (not a test); prints rows for BENCHMARKS.md.
 bench-features: tools
-	bash benches/bench-features.sh | tee -a BENCHMARKS.md
+	bash benches/bench-features.sh
+
+## Benchmark the churn models against Python LightGBM and scikit-learn on a 1M-user world (not a test); prints rows for BENCHMARKS.md.
+.PHONY: bench-models
+bench-models: tools
+	bash benches/bench-models.sh
