@@ -60,6 +60,16 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Table(TableCommand::Train(a)) => {
             crate::table::train(&a.train, &a.test, &a.label, a.positive.as_deref(), &a.ignore, &a.output)
         }
+        Command::Table(TableCommand::Uplift(a)) => crate::table::uplift(&crate::table::UpliftRequest {
+            train: &a.train,
+            test: &a.test,
+            treatment: &a.treatment,
+            treated: &a.treated,
+            control: &a.control,
+            outcome: &a.outcome,
+            ignore: &a.ignore,
+            output: &a.output,
+        }),
         Command::Synth(a) => {
             let settings = Settings::load(a.config.as_deref())?;
             let out = Storage::open(&a.output, &settings.storage_options(), true)?;

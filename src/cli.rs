@@ -62,6 +62,37 @@ pub enum Command {
 pub enum TableCommand {
     /// Train a calibrated classifier on A and write P(label = positive) for each row of B.
     Train(TableTrainArgs),
+    /// Learn from a randomised experiment in A and write, for each row of B, the effect of
+    /// treatment on the outcome's probability (treated minus control).
+    Uplift(TableUpliftArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TableUpliftArgs {
+    /// Training table A (.csv or .parquet): one row per unit of the experiment.
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Table B to predict (same feature columns as A).
+    #[arg(long)]
+    pub test: PathBuf,
+    /// The column holding each row's arm.
+    #[arg(long)]
+    pub treatment: String,
+    /// The treatment column's value for treated rows.
+    #[arg(long)]
+    pub treated: String,
+    /// The treatment column's value for control rows (rows with any other value are not used).
+    #[arg(long)]
+    pub control: String,
+    /// The binary outcome column (true/false or 0/1).
+    #[arg(long)]
+    pub outcome: String,
+    /// Columns that are not features.
+    #[arg(long, value_delimiter = ',')]
+    pub ignore: Vec<String>,
+    /// Output Parquet file: one `uplift` per row of B, in B's order.
+    #[arg(long)]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

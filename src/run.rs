@@ -75,19 +75,24 @@ impl Context {
         Ok(out)
     }
 
-    /// The first snapshot whose features a run needs (the oldest training snapshot).
-    fn first_snapshot(&self, with_training: bool) -> NaiveDate {
-        if with_training {
+    /// The first snapshot whose features a run needs: the oldest training snapshot, and
+    /// the oldest campaign decision the uplift models learn from.
+    fn first_snapshot(&self, with_history: bool) -> NaiveDate {
+        if with_history {
             let t = &self.settings;
             let snapshots = crate::labels::training_snapshots(self.as_of, t.horizon_days, t.training.snapshots);
-            snapshots.into_iter().min().unwrap_or(self.as_of)
+            let decisions =
+                self.as_of - chrono::Duration::days(t.horizon_days as i64 + interventions::EFFECT_WINDOW_DAYS);
+            snapshots.into_iter().min().unwrap_or(self.as_of).min(decisions)
         } else {
             self.as_of
         }
     }
 
-    pub fn load_inputs(&mut self, with_training: bool) -> Result<Inputs> {
-        let first = self.first_snapshot(with_training);
+    /// Read the inputs for S, and with `with_history` for the labelled snapshots the
+    /// models learn from.
+    pub fn load_inputs(&mut self, with_history: bool) -> Result<Inputs> {
+        let first = self.first_snapshot(with_history);
         let last = self.as_of;
         let input = self.input.clone();
         let lookback = Lookback::new(self.settings.horizon_days);
@@ -140,14 +145,13 @@ struct Night {
     features: DataFrame,
     artifact: ModelArtifact,
     scores: DataFrame,
-    interventions: DataFrame,
-    effects: Vec<interventions::ArmEffect>,
+    interventions: interventions::Outcome,
     grace: grace::GraceOutput,
 }
 
 /// `retain run`: the whole nightly pipeline.
 pub fn run_all(stage: StageSettings) -> Result<()> {
-    let mut ctx = Context::open(stage, 7)?;
+    let mut ctx = Context::open(stage, 6)?;
     let inputs = ctx.load_inputs(true)?;
     let night = compute_night(&mut ctx, &inputs)?;
     let mut tables = serde_json::Map::new();
@@ -155,22 +159,23 @@ pub fn run_all(stage: StageSettings) -> Result<()> {
     for (name, df) in [
         ("features", &night.features),
         (contract::SCORES.name, &night.scores),
-        (contract::INTERVENTIONS.name, &night.interventions),
+        (contract::INTERVENTIONS.name, &night.interventions.table),
         (contract::GRACE.name, &night.grace.table),
     ] {
         let c = ctx.publish(name, df)?;
         tables.insert(name.to_string(), table_summary(&c));
     }
     write_grace_report(&ctx, &night.grace)?;
+    write_interventions_report(&ctx, &night.interventions)?;
     ctx.write_manifest(
         "run",
         Some(&inputs),
         Value::Object(tables),
         json!({
             "model": night.artifact.summary(),
-            "message_effects": night.effects,
             "grace": night.grace.report,
-            "interventions": intervention_summary(&night.interventions)?,
+            "interventions": night.interventions.report,
+            "intervention_list": intervention_summary(&night.interventions.table)?,
         }),
     )?;
     info!(as_of = %ctx.as_of, "run complete");
@@ -184,12 +189,10 @@ fn compute_night(ctx: &mut Context, inputs: &Inputs) -> Result<Night> {
     let artifact = ctx.timed("train", |c| train::train_or_reuse(c, inputs, retrain))?;
     let top_k = ctx.settings.training.top_reasons;
     let scores = ctx.timed("score", |_| score::score(&features, &artifact, top_k))?;
-    let horizon = ctx.settings.horizon_days;
-    let effects = ctx.timed("estimate message effects", |_| interventions::estimate_effects(inputs, s, horizon))?;
     let interventions =
-        ctx.timed("interventions", |c| interventions::plan(inputs, s, &scores, &features, &effects, &c.settings))?;
+        ctx.timed("interventions", |c| interventions::plan(inputs, s, &scores, &features, &artifact, &c.settings))?;
     let grace = ctx.timed("grace", |c| grace::recommend_all(inputs, &c.input, s, &c.settings.grace))?;
-    Ok(Night { features, artifact, scores, interventions, effects, grace })
+    Ok(Night { features, artifact, scores, interventions, grace })
 }
 
 fn intervention_summary(df: &DataFrame) -> Result<Value> {
@@ -242,23 +245,23 @@ pub fn score_only(stage: StageSettings) -> Result<()> {
     ctx.write_manifest("score", None, json!({ "scores": table_summary(&c) }), Value::Null)
 }
 
-/// `retain interventions`: needs the committed features and scores of S.
+/// `retain interventions`: needs the committed features, scores and model of S.
 pub fn interventions_only(stage: StageSettings) -> Result<()> {
-    let mut ctx = Context::open(stage, 3)?;
+    let mut ctx = Context::open(stage, 2)?;
     let s = ctx.as_of;
     let features = ctx.output.read_committed("features", s)?;
     let scores = ctx.output.read_committed(contract::SCORES.name, s)?;
-    let inputs = ctx.load_inputs(false)?;
-    let horizon = ctx.settings.horizon_days;
-    let effects = ctx.timed("estimate message effects", |_| interventions::estimate_effects(&inputs, s, horizon))?;
-    let df =
-        ctx.timed("interventions", |c| interventions::plan(&inputs, s, &scores, &features, &effects, &c.settings))?;
-    let c = ctx.publish(contract::INTERVENTIONS.name, &df)?;
+    let artifact = train::load(&ctx, s)?;
+    let inputs = ctx.load_inputs(true)?;
+    let out =
+        ctx.timed("interventions", |c| interventions::plan(&inputs, s, &scores, &features, &artifact, &c.settings))?;
+    let c = ctx.publish(contract::INTERVENTIONS.name, &out.table)?;
+    write_interventions_report(&ctx, &out)?;
     ctx.write_manifest(
         "interventions",
         Some(&inputs),
         json!({ "interventions": table_summary(&c) }),
-        json!({ "message_effects": effects, "interventions": intervention_summary(&df)? }),
+        json!({ "interventions": out.report, "intervention_list": intervention_summary(&out.table)? }),
     )
 }
 
@@ -271,6 +274,11 @@ pub fn grace_only(stage: StageSettings) -> Result<()> {
     let c = ctx.publish(contract::GRACE.name, &out.table)?;
     write_grace_report(&ctx, &out)?;
     ctx.write_manifest("grace", Some(&inputs), json!({ "grace": table_summary(&c) }), json!({ "grace": out.report }))
+}
+
+/// The interventions stage's HTML report, `reports/snapshot=S/interventions.html`.
+fn write_interventions_report(ctx: &Context, out: &interventions::Outcome) -> Result<()> {
+    ctx.output.write_bytes(&interventions::report_path(ctx.as_of), out.html.clone().into_bytes().into())
 }
 
 /// The grace stage's HTML report, `reports/snapshot=S/grace.html`, after its table.

@@ -1,115 +1,117 @@
-//! The intervention list: at most one message per premium user, chosen where past
-//! randomised campaigns show the message lowers churn, within channel budgets, opt-ins
-//! and a frequency cap, sent at the user's good local hour, with a hashed holdout.
+//! The intervention list: at most one message per premium user, for the users whose
+//! outcome the message changes, within channel budgets, opt-ins and a frequency cap, sent
+//! at the user's good local hour, with a hashed holdout.
 //!
-//! Effects come from the `messages` history: for each (message_type, channel), the
-//! inverse-propensity-weighted churn rate of the holdout arm minus that of the treatment
-//! arm, among messages whose label horizon has closed by S. A user's expected uplift is
-//! their churn probability times that relative reduction.
+//! The stage, in order (each step its own module):
+//! 1. [`history`]: past randomised decisions, labelled, with features as of each decision;
+//! 2. [`uplift`]: per (message_type, channel), a T-learner and a DR-learner on the GBDT,
+//!    fitted on the older decisions and scored by Qini on the newest ones; the learner
+//!    with the larger total Qini is refitted on all decisions and used;
+//! 3. [`allocate`]: the plan of largest total expected churn reduction under the budgets
+//!    (exact, by min-cost flow), only positive effects, opt-ins and the frequency cap;
+//! 4. [`send_time`]: the local hour from listening and open history, shrunk to the
+//!    population's, converted to UTC on the day after S;
+//! 5. the holdout: a hash of (seed, S, user), independent of every score;
+//! 6. [`evaluate`]: the chosen policy, replayed on the newest decisions' populations with
+//!    models that never saw them, valued off-policy (IPS and doubly robust, 95% CIs)
+//!    against sending nothing and against risk-ranked targeting with the same budgets.
 
-use std::collections::HashMap;
+pub mod allocate;
+pub mod evaluate;
+pub mod history;
+pub mod send_time;
+pub mod uplift;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{Duration, NaiveDate, TimeZone as _};
+use ndarray::{Array2, Axis};
 use polars::prelude::*;
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::config::Settings;
 use crate::error::{PolarsContext, Result};
-use crate::inputs::{Inputs, date_lit};
-use crate::labels;
-
-/// The estimated effect of one (message_type, channel) from past campaigns.
-#[derive(Debug, Clone, Serialize)]
-pub struct ArmEffect {
-    pub message_type: String,
-    pub channel: String,
-    pub treated: usize,
-    pub held_out: usize,
-    pub churn_treated: f64,
-    pub churn_held_out: f64,
-    /// Churn probability removed per unit of baseline churn (1 − treated / held out).
-    pub relative_reduction: f64,
-}
+use crate::inputs::Inputs;
+use crate::models::encoder::{Encoder, Mode};
+use crate::models::{Classifier, ModelArtifact, Target};
+use uplift::{Experiment, Learner, Support, UpliftModel};
 
 /// How many days of message decisions (ending H days before S) the effects are learned
 /// from: long enough for several weekly campaigns of every kind, short enough to follow
-/// changes in what messages say. The inputs' message lookback must cover it.
+/// changes in what messages say. The inputs' lookback must cover it.
 pub const EFFECT_WINDOW_DAYS: i64 = 120;
 
-/// Estimate effects from messages whose horizon has closed by `s`.
-pub fn estimate_effects(inputs: &Inputs, s: NaiveDate, horizon_days: u32) -> Result<Vec<ArmEffect>> {
-    let last_decision = s - Duration::days(horizon_days as i64);
-    let first_decision = last_decision - Duration::days(EFFECT_WINDOW_DAYS - 1);
-    let msgs = inputs
-        .messages
-        .clone()
-        .with_column(col("ts").dt().date().alias("day"))
-        .filter(col("day").lt_eq(date_lit(last_decision)).and(col("day").gt_eq(date_lit(first_decision))))
-        .select([col("user_id"), col("day"), col("message_type"), col("channel"), col("arm"), col("propensity")])
-        .collect()
-        .ctx("reading past messages")?;
-    let days: Vec<i32> = {
-        let mut d: Vec<i32> =
-            msgs.column("day").ctx("messages")?.date().ctx("messages")?.physical().into_no_null_iter().collect();
-        d.sort_unstable();
-        d.dedup();
-        d
-    };
-    // The churn label of each message: premium at its day, not premium H days later.
-    let mut labelled = Vec::new();
-    for d in days {
-        let day = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + Duration::days(d as i64);
-        let lab =
-            labels::churn_labels(inputs.billing_until(day + Duration::days(horizon_days as i64)), day, horizon_days)
-                .with_column(date_lit(day).alias("day"));
-        labelled.push(lab);
+/// A Qini curve: (share targeted, churn prevented per user).
+pub type Curve = Vec<(f64, f64)>;
+/// Each learner's Qini curve for one arm.
+pub type LearnerCurves = Vec<(&'static str, Curve)>;
+
+/// The channels, in the order budgets and plans index them.
+pub const CHANNELS: [&str; 3] = ["push", "email", "in_app"];
+
+/// One kind of action: a message type on a channel.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Arm {
+    pub message_type: String,
+    pub channel: String,
+}
+
+impl Arm {
+    pub fn channel_index(&self) -> Option<usize> {
+        CHANNELS.iter().position(|c| *c == self.channel)
     }
-    if labelled.is_empty() {
-        return Ok(Vec::new());
-    }
-    let lab = concat(labelled, UnionArgs::default()).ctx("labelling past messages")?;
-    let joined = msgs
-        .lazy()
-        .join(lab, [col("user_id"), col("day")], [col("user_id"), col("day")], JoinArgs::new(JoinType::Inner))
-        .with_column((lit(1.0) / col("propensity").clip(lit(0.01), lit(1.0))).alias("w"))
-        .group_by([col("message_type"), col("channel"), col("arm")])
-        .agg([
-            len().alias("n"),
-            (col("w") * col("churned").cast(DataType::Float64)).sum().alias("wy"),
-            col("w").sum().alias("wsum"),
-        ])
-        .sort(["message_type", "channel", "arm"], SortMultipleOptions::default())
-        .collect()
-        .ctx("estimating message effects")?;
-    let mt = joined.column("message_type").ctx("effects")?.str().ctx("effects")?.clone();
-    let ch = joined.column("channel").ctx("effects")?.str().ctx("effects")?.clone();
-    let arm = joined.column("arm").ctx("effects")?.str().ctx("effects")?.clone();
-    let n = joined.column("n").ctx("effects")?.cast(&DataType::UInt64).ctx("effects")?;
-    let n = n.u64().ctx("effects")?;
-    let wy = joined.column("wy").ctx("effects")?.f64().ctx("effects")?.clone();
-    let ws = joined.column("wsum").ctx("effects")?.f64().ctx("effects")?.clone();
-    let mut acc: HashMap<(String, String), [(usize, f64); 2]> = HashMap::new();
-    for i in 0..joined.height() {
-        let key = (mt.get(i).unwrap_or("").to_string(), ch.get(i).unwrap_or("").to_string());
-        let slot = if arm.get(i) == Some("treatment") { 0 } else { 1 };
-        let rate = wy.get(i).unwrap_or(0.0) / ws.get(i).unwrap_or(1.0).max(1e-12);
-        acc.entry(key).or_insert([(0, 0.0); 2])[slot] = (n.get(i).unwrap_or(0) as usize, rate);
-    }
-    let mut out: Vec<ArmEffect> = acc
-        .into_iter()
-        .filter(|(_, v)| v[0].0 > 0 && v[1].0 > 0)
-        .map(|((message_type, channel), v)| ArmEffect {
-            message_type,
-            channel,
-            treated: v[0].0,
-            held_out: v[1].0,
-            churn_treated: v[0].1,
-            churn_held_out: v[1].1,
-            relative_reduction: if v[1].1 > 0.0 { 1.0 - v[0].1 / v[1].1 } else { 0.0 },
-        })
-        .collect();
-    out.sort_by(|a, b| (&a.message_type, &a.channel).cmp(&(&b.message_type, &b.channel)));
-    Ok(out)
+}
+
+/// What the uplift stage learned about one arm.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArmReport {
+    pub message_type: String,
+    pub channel: String,
+    /// Decisions in the training and evaluation slices.
+    pub training_rows: usize,
+    pub evaluation_rows: usize,
+    pub sent: usize,
+    pub held_out: usize,
+    /// Inverse-propensity-weighted churn rate held out minus sent, on the training slice
+    /// (positive: the message keeps users on average).
+    pub average_churn_reduction: f64,
+    /// Qini coefficient and AUUC of each learner on the evaluation slice (churn prevented
+    /// per user; None when the arm is too small to fit or has no later decisions).
+    pub qini: BTreeMap<&'static str, f64>,
+    pub auuc: BTreeMap<&'static str, f64>,
+    /// Whether a model of this arm plans tonight's list.
+    pub used: bool,
+}
+
+/// The stage's account of itself (manifest `details.interventions` and the HTML report).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub decisions: usize,
+    pub evaluation_from: NaiveDate,
+    pub arms: Vec<ArmReport>,
+    /// Summed Qini over the arms both learners were evaluated on.
+    pub total_qini: BTreeMap<&'static str, f64>,
+    /// Bootstrap standard error of the T-learner's summed Qini minus the DR-learner's.
+    pub qini_difference_se: f64,
+    pub chosen_learner: &'static str,
+    pub evaluation: Option<evaluate::PolicyEvaluation>,
+    pub planned: usize,
+    pub planned_by_channel: BTreeMap<String, usize>,
+    pub expected_churn_reduction: f64,
+    #[serde(skip)]
+    pub qini_curves: Vec<(Arm, LearnerCurves)>,
+}
+
+/// The stage's outputs: the contract's table, the report, and its HTML page.
+pub struct Outcome {
+    pub table: DataFrame,
+    pub report: Report,
+    pub html: String,
+}
+
+pub fn report_path(s: NaiveDate) -> String {
+    format!("reports/snapshot={s}/interventions.html")
 }
 
 /// A deterministic uniform number in [0, 1) for (seed, snapshot, user): the holdout draw.
@@ -119,202 +121,691 @@ pub fn holdout_draw(seed: u64, s: NaiveDate, user_id: &str) -> f64 {
     (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// One user's facts needed to plan.
-struct Candidate {
-    user_id: String,
-    p: f64,
-    push_ok: bool,
-    email_ok: bool,
-    open_dunning: bool,
-    capped: bool,
-    timezone: Option<String>,
-    hour: u32,
+/// The facts about each user of a features table that decide what they may get.
+pub struct Candidates {
+    pub ids: Vec<String>,
+    pub push_ok: Vec<bool>,
+    pub email_ok: Vec<bool>,
+    pub open_dunning: Vec<bool>,
+    /// Got a message in the last `frequency_cap_days`.
+    pub capped: Vec<bool>,
 }
 
-/// Plan the intervention list (contract: `interventions`).
+impl Candidates {
+    pub fn from_features(features: &DataFrame, cap_days: u32) -> Result<Self> {
+        let int = |name: &str| -> Result<Vec<Option<i32>>> {
+            let c = features.column(name).ctx(name)?.cast(&DataType::Int32).ctx(name)?;
+            Ok(c.i32().ctx(name)?.iter().collect())
+        };
+        let ids = features
+            .column("user_id")
+            .ctx("features")?
+            .str()
+            .ctx("features")?
+            .iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect();
+        let flag = |name: &str| -> Result<Vec<bool>> { Ok(int(name)?.into_iter().map(|v| v == Some(1)).collect()) };
+        Ok(Candidates {
+            ids,
+            push_ok: flag("push_opt_in")?,
+            email_ok: flag("email_opt_in")?,
+            open_dunning: flag("open_dunning")?,
+            capped: int("days_since_message")?.into_iter().map(|d| d.is_some_and(|d| d < cap_days as i32)).collect(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Whether user `u` may get `arm`: opt-in for the channel, not capped, and payment
+    /// reminders only during an open dunning episode (the only users they were tried on).
+    pub fn allows(&self, u: usize, arm: &Arm) -> bool {
+        let channel_ok = match arm.channel.as_str() {
+            "push" => self.push_ok[u],
+            "email" => self.email_ok[u],
+            _ => true,
+        };
+        channel_ok && !self.capped[u] && (arm.message_type != "payment_update_reminder" || self.open_dunning[u])
+    }
+}
+
+/// The uplift policy: per user, the best allowed arm on each channel by predicted churn
+/// reduction, then the optimal plan under the channel budgets. `benefit[a][u]` is arm
+/// a's predicted churn reduction for user u. Returns (arm, benefit) per user.
+pub fn uplift_policy(
+    c: &Candidates,
+    arms: &[Arm],
+    benefit: &[Vec<f64>],
+    budgets: &[u64; 3],
+) -> Vec<Option<(usize, f64)>> {
+    let mut best: Vec<[Option<(usize, f64)>; 3]> = vec![[None; 3]; c.len()];
+    for (a, arm) in arms.iter().enumerate() {
+        let Some(ch) = arm.channel_index() else { continue };
+        for (u, slot) in best.iter_mut().enumerate() {
+            let v = benefit[a][u];
+            if v > 0.0 && c.allows(u, arm) && slot[ch].is_none_or(|(_, b)| v > b) {
+                slot[ch] = Some((a, v));
+            }
+        }
+    }
+    let values: Vec<Vec<Option<f64>>> = best.iter().map(|s| s.iter().map(|o| o.map(|(_, v)| v)).collect()).collect();
+    let plan = allocate::allocate(&values, budgets);
+    plan.iter().enumerate().map(|(u, ch)| ch.and_then(|ch| best[u][ch])).collect()
+}
+
+/// Risk-ranked targeting, the conventional comparison: users in order of churn risk, each
+/// given the allowed arm with the best average effect while its channel has budget.
+pub fn risk_policy(
+    c: &Candidates,
+    arms: &[Arm],
+    average_reduction: &[f64],
+    risk: &[f64],
+    budgets: &[u64; 3],
+) -> Vec<Option<usize>> {
+    let mut order: Vec<usize> = (0..c.len()).collect();
+    order.sort_by(|&a, &b| risk[b].total_cmp(&risk[a]).then(a.cmp(&b)));
+    let mut left = *budgets;
+    let mut out = vec![None; c.len()];
+    for u in order {
+        if left.iter().all(|&l| l == 0) {
+            break;
+        }
+        let pick = arms
+            .iter()
+            .enumerate()
+            .filter(|(a, arm)| {
+                average_reduction[*a] > 0.0 && c.allows(u, arm) && arm.channel_index().is_some_and(|ch| left[ch] > 0)
+            })
+            .max_by(|x, y| average_reduction[x.0].total_cmp(&average_reduction[y.0]).then(y.0.cmp(&x.0)));
+        if let Some((a, arm)) = pick {
+            left[arm.channel_index().expect("filtered")] -= 1;
+            out[u] = Some(a);
+        }
+    }
+    out
+}
+
+fn budgets(settings: &Settings) -> [u64; 3] {
+    CHANNELS.map(|c| settings.interventions.budget.for_channel(c))
+}
+
+/// Column `name` of the history as f64 (booleans and integers included).
+fn floats(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    let c = df.column(name).ctx(name)?.cast(&DataType::Float64).ctx(name)?;
+    Ok(c.f64().ctx(name)?.iter().map(|v| v.unwrap_or(0.0)).collect())
+}
+
+fn strings(df: &DataFrame, name: &str) -> Result<Vec<String>> {
+    Ok(df.column(name).ctx(name)?.str().ctx(name)?.iter().map(|v| v.unwrap_or_default().to_string()).collect())
+}
+
+/// One arm's decisions as an experiment over rows `idx` of the encoded history.
+struct ArmRows {
+    x: Array2<f64>,
+    treated: Vec<bool>,
+    outcome: Vec<f64>,
+    propensity: Vec<f64>,
+}
+
+impl ArmRows {
+    fn new(x: &Array2<f64>, idx: &[usize], treated: &[bool], outcome: &[f64], propensity: &[f64]) -> Self {
+        ArmRows {
+            x: x.select(Axis(0), idx),
+            treated: idx.iter().map(|&i| treated[i]).collect(),
+            outcome: idx.iter().map(|&i| outcome[i]).collect(),
+            propensity: idx.iter().map(|&i| propensity[i]).collect(),
+        }
+    }
+
+    fn experiment(&self) -> Experiment<'_> {
+        Experiment { x: &self.x, treated: &self.treated, outcome: &self.outcome, propensity: &self.propensity }
+    }
+
+    fn arm_sizes(&self) -> (usize, usize) {
+        let sent = self.treated.iter().filter(|t| **t).count();
+        (sent, self.treated.len() - sent)
+    }
+
+    /// Inverse-propensity-weighted churn held out minus sent.
+    fn average_reduction(&self) -> f64 {
+        let e = self.experiment();
+        let w = e.weights();
+        let (mut ws, mut wy) = ([0.0; 2], [0.0; 2]);
+        for i in 0..self.treated.len() {
+            ws[self.treated[i] as usize] += w[i];
+            wy[self.treated[i] as usize] += w[i] * self.outcome[i];
+        }
+        if ws[0] > 0.0 && ws[1] > 0.0 { wy[0] / ws[0] - wy[1] / ws[1] } else { 0.0 }
+    }
+
+    fn fittable(&self) -> bool {
+        let (sent, held) = self.arm_sizes();
+        sent >= uplift::MIN_ARM_ROWS && held >= uplift::MIN_ARM_ROWS
+    }
+}
+
+/// The encoded features with the channel appended as a categorical code (the last
+/// column): one model per message type learns from all its channels and still predicts
+/// per channel. The held-out arm's churn does not depend on the channel it would have
+/// used, so pooling gives each model three times the control data of a per-channel one.
+fn with_channel(x: &Array2<f64>, channel: impl Fn(usize) -> f64) -> Array2<f64> {
+    let (n, k) = x.dim();
+    Array2::from_shape_fn((n, k + 1), |(i, j)| if j < k { x[[i, j]] } else { channel(i) })
+}
+
+/// Per arm of one message type: its training and evaluation rows.
+struct TypeFit {
+    reports: Vec<ArmReport>,
+    /// Learners fitted on the training slice (for the evaluation), by [`Learner::ALL`] order.
+    evaluated: Option<Vec<UpliftModel>>,
+    /// Per arm, per learner (by [`Learner::ALL`] order): predicted benefit on the arm's
+    /// evaluation rows, for the bootstrap of the learners' Qini difference.
+    later: Vec<Vec<Vec<f64>>>,
+    curves: Vec<LearnerCurves>,
+}
+
+/// Fit both learners on a message type's training slice and score them, arm by arm, on
+/// its evaluation slice. `arms` are the type's arms with their rows.
+fn fit_type(arms: &[(&Arm, &ArmRows, &ArmRows)], train: &ArmRows, categorical: &[usize]) -> Result<TypeFit> {
+    let mut reports: Vec<ArmReport> = arms
+        .iter()
+        .map(|(arm, tr, ev)| {
+            let (sent, held_out) = tr.arm_sizes();
+            let (eval_sent, eval_held) = ev.arm_sizes();
+            ArmReport {
+                message_type: arm.message_type.clone(),
+                channel: arm.channel.clone(),
+                training_rows: tr.treated.len(),
+                evaluation_rows: ev.treated.len(),
+                sent: sent + eval_sent,
+                held_out: held_out + eval_held,
+                average_churn_reduction: tr.average_reduction(),
+                qini: BTreeMap::new(),
+                auuc: BTreeMap::new(),
+                used: false,
+            }
+        })
+        .collect();
+    let mut curves = vec![Vec::new(); arms.len()];
+    if !train.fittable() {
+        return Ok(TypeFit { reports, evaluated: None, later: Vec::new(), curves });
+    }
+    let mut models = Vec::new();
+    let mut later = vec![Vec::new(); arms.len()];
+    for learner in Learner::ALL {
+        let m = uplift::fit(learner, &train.experiment(), categorical, 1)?;
+        for (a, (_, _, ev)) in arms.iter().enumerate() {
+            let benefit: Vec<f64> = m.effect(&ev.x).into_iter().map(|e| -e).collect();
+            let (eval_sent, eval_held) = ev.arm_sizes();
+            if eval_sent >= 10 && eval_held >= 10 {
+                let q = uplift::qini(&benefit, &ev.experiment(), 20);
+                reports[a].qini.insert(learner.as_str(), q.qini);
+                reports[a].auuc.insert(learner.as_str(), q.auuc);
+                curves[a].push((learner.as_str(), q.curve));
+            }
+            later[a].push(benefit);
+        }
+        models.push(m);
+    }
+    Ok(TypeFit { reports, evaluated: Some(models), later, curves })
+}
+
+/// The DR-learner unless the T-learner's summed Qini beats it by two bootstrap standard
+/// errors. DR is the default because its effects are unbiased where effects are small and
+/// the arms differ in who they hold, which the difference of two separately regularised
+/// T-learner fits is not; a Qini gap within the noise of a few weeks of campaigns is no
+/// reason to give that up.
+fn choose_learner(total_qini: &BTreeMap<&'static str, f64>, difference_se: f64) -> Learner {
+    let q = |l: Learner| total_qini.get(l.as_str()).copied().unwrap_or(0.0);
+    if q(Learner::T) - q(Learner::Dr) > 2.0 * difference_se { Learner::T } else { Learner::Dr }
+}
+
+/// Bootstrap (resampling each arm's later rows) standard error of the summed Qini of the
+/// T-learner minus the DR-learner's, over the arms in `scored`.
+fn qini_difference_se(scored: &[usize], arm_rows: &[(ArmRows, ArmRows)], later: &[Vec<Vec<f64>>]) -> f64 {
+    use rand::{Rng, SeedableRng};
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(29);
+    let rounds = 100;
+    let mut diffs = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let mut d = 0.0;
+        for &a in scored {
+            let ev = &arm_rows[a].1;
+            let n = ev.treated.len();
+            let idx: Vec<usize> = (0..n).map(|_| r.random_range(0..n)).collect();
+            let pick = |v: &[f64]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+            let treated: Vec<bool> = idx.iter().map(|&i| ev.treated[i]).collect();
+            let (outcome, propensity) = (pick(&ev.outcome), pick(&ev.propensity));
+            let empty = Array2::zeros((0, 0));
+            let e = Experiment { x: &empty, treated: &treated, outcome: &outcome, propensity: &propensity };
+            d += uplift::qini(&pick(&later[a][0]), &e, 20).qini - uplift::qini(&pick(&later[a][1]), &e, 20).qini;
+        }
+        diffs.push(d);
+    }
+    let mean = diffs.iter().sum::<f64>() / rounds as f64;
+    (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (rounds - 1) as f64).sqrt()
+}
+
+/// Plan the intervention list for snapshot `s` (contract: `interventions`).
 pub fn plan(
     inputs: &Inputs,
     s: NaiveDate,
     scores: &DataFrame,
     features: &DataFrame,
-    effects: &[ArmEffect],
+    artifact: &ModelArtifact,
     settings: &Settings,
-) -> Result<DataFrame> {
+) -> Result<Outcome> {
     let cfg = &settings.interventions;
-    let pit = inputs.as_of(s);
-    let hours = good_hours(&pit, s)?;
-    let facts = scores
-        .clone()
-        .lazy()
-        .select([col("user_id"), col("churn_probability")])
-        .join(
-            features.clone().lazy().select([col("user_id"), col("open_dunning"), col("days_since_message")]),
-            [col("user_id")],
-            [col("user_id")],
-            JoinArgs::new(JoinType::Left),
-        )
-        .join(
-            pit.users.clone().select([col("user_id"), col("push_opt_in"), col("email_opt_in"), col("timezone")]),
-            [col("user_id")],
-            [col("user_id")],
-            JoinArgs::new(JoinType::Left),
-        )
-        .join(hours.0.lazy(), [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Left))
-        .sort(["user_id"], SortMultipleOptions::default())
-        .collect()
-        .ctx("gathering intervention candidates")?;
-    let get_str = |name: &str| -> Result<Vec<Option<String>>> {
-        Ok(facts.column(name).ctx(name)?.str().ctx(name)?.iter().map(|v| v.map(str::to_string)).collect())
+    let budget = budgets(settings);
+    let hist = history::load(inputs, s, settings.horizon_days)?;
+    let rows = &hist.rows;
+    let mut report = Report {
+        decisions: rows.height(),
+        evaluation_from: hist.evaluation_from,
+        arms: Vec::new(),
+        total_qini: BTreeMap::new(),
+        qini_difference_se: 0.0,
+        chosen_learner: Learner::Dr.as_str(),
+        evaluation: None,
+        planned: 0,
+        planned_by_channel: BTreeMap::new(),
+        expected_churn_reduction: 0.0,
+        qini_curves: Vec::new(),
     };
-    let ids = get_str("user_id")?;
-    let tzs = get_str("timezone")?;
-    let p = facts.column("churn_probability").ctx("scores")?.f64().ctx("scores")?.clone();
-    let push = facts.column("push_opt_in").ctx("users")?.bool().ctx("users")?.clone();
-    let email = facts.column("email_opt_in").ctx("users")?.bool().ctx("users")?.clone();
-    let dunning = facts.column("open_dunning").ctx("features")?.cast(&DataType::Int32).ctx("features")?;
-    let dunning = dunning.i32().ctx("features")?;
-    let since = facts.column("days_since_message").ctx("features")?.cast(&DataType::Int32).ctx("features")?;
-    let since = since.i32().ctx("features")?;
-    let hour = facts.column("good_hour").ctx("hours")?.cast(&DataType::Int32).ctx("hours")?;
-    let hour = hour.i32().ctx("hours")?;
-    let candidates: Vec<Candidate> = (0..facts.height())
-        .map(|i| Candidate {
-            user_id: ids[i].clone().unwrap_or_default(),
-            p: p.get(i).unwrap_or(0.0),
-            push_ok: push.get(i).unwrap_or(false),
-            email_ok: email.get(i).unwrap_or(false),
-            open_dunning: dunning.get(i).unwrap_or(0) == 1,
-            capped: since.get(i).is_some_and(|d| d < cfg.frequency_cap_days as i32),
-            timezone: tzs[i].clone(),
-            hour: hour.get(i).unwrap_or(hours.1 as i32) as u32,
-        })
-        .collect();
 
-    // Every allowed (user, action) with a positive expected effect, best first.
-    let mut options: Vec<(f64, usize, &ArmEffect)> = Vec::new();
-    for (u, c) in candidates.iter().enumerate() {
-        if c.capped {
-            continue;
-        }
-        for e in effects {
-            let allowed = match e.channel.as_str() {
-                "push" => c.push_ok,
-                "email" => c.email_ok,
-                _ => true,
-            };
-            let relevant = e.message_type != "payment_update_reminder" || c.open_dunning;
-            let uplift = c.p * e.relative_reduction;
-            if allowed && relevant && uplift > 0.0 {
-                options.push((uplift, u, e));
+    // Fitted production models per arm (None: too few decisions to learn from).
+    let mut arms: Vec<Arm> = Vec::new();
+    let production: Vec<Option<UpliftModel>>;
+    let supports: Vec<Option<Support>>;
+    let mut predictors: Vec<Option<ArmPredictor>> = Vec::new();
+    let mut encoder = None;
+    if rows.height() > 0 {
+        let enc = Encoder::fit(rows, Mode::Native)?;
+        let cats = enc.categorical_columns();
+        let x = enc.transform(rows)?;
+        let types = strings(rows, "message_type")?;
+        let channels = strings(rows, "channel")?;
+        let treated: Vec<bool> = floats(rows, "treated")?.into_iter().map(|t| t == 1.0).collect();
+        let churned = floats(rows, "churned")?;
+        let eval_from = crate::inputs::epoch_days(hist.evaluation_from) as f64;
+        let in_eval: Vec<bool> = floats(rows, "snapshot")?.into_iter().map(|d| d >= eval_from).collect();
+        let distinct: BTreeSet<Arm> = types
+            .iter()
+            .zip(&channels)
+            .map(|(t, c)| Arm { message_type: t.clone(), channel: c.clone() })
+            .filter(|a| a.channel_index().is_some())
+            .collect();
+        arms = distinct.into_iter().collect();
+        let channel_code: Vec<f64> =
+            channels.iter().map(|c| CHANNELS.iter().position(|k| k == c).unwrap_or(0) as f64).collect();
+        let xc = with_channel(&x, |i| channel_code[i]);
+        let mut cats_c = cats.clone();
+        cats_c.push(x.ncols());
+        let rows_of =
+            |keep: &dyn Fn(usize) -> bool| -> Vec<usize> { (0..rows.height()).filter(|&i| keep(i)).collect() };
+        let message_types: Vec<String> =
+            arms.iter().map(|a| a.message_type.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        // The probability of each decision's arm given its features, per message type.
+        let mut assignment = vec![0.5; rows.height()];
+        let per_type: Vec<(Vec<usize>, Vec<f64>)> = message_types
+            .par_iter()
+            .map(|t| {
+                let idx = rows_of(&|i| types[i] == *t);
+                let sent: Vec<bool> = idx.iter().map(|&i| treated[i]).collect();
+                Ok((idx.clone(), uplift::assignment_propensity(&xc.select(Axis(0), &idx), &sent, &cats_c, 1)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (idx, p) in per_type {
+            for (j, i) in idx.into_iter().enumerate() {
+                assignment[i] = p[j];
             }
         }
-    }
-    options.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut used: HashMap<&str, u64> = HashMap::new();
-    let mut taken = vec![false; candidates.len()];
-    let mut chosen = Vec::new();
-    for (uplift, u, e) in options {
-        let spent = used.entry(e.channel.as_str()).or_default();
-        if taken[u] || *spent >= cfg.budget.for_channel(&e.channel) {
-            continue;
+        let propensity = assignment;
+        // Per arm: its training and evaluation rows (for reports and Qini).
+        let arm_rows: Vec<(ArmRows, ArmRows)> = arms
+            .iter()
+            .map(|arm| {
+                let mine = |i: usize| types[i] == arm.message_type && channels[i] == arm.channel;
+                (
+                    ArmRows::new(&xc, &rows_of(&|i| mine(i) && !in_eval[i]), &treated, &churned, &propensity),
+                    ArmRows::new(&xc, &rows_of(&|i| mine(i) && in_eval[i]), &treated, &churned, &propensity),
+                )
+            })
+            .collect();
+        // Per message type: training rows, all rows, and (without the channel) the rows
+        // that define where the type was tried.
+        let type_rows: Vec<(ArmRows, ArmRows, Array2<f64>)> = message_types
+            .iter()
+            .map(|t| {
+                let all = rows_of(&|i| types[i] == *t);
+                let train = rows_of(&|i| types[i] == *t && !in_eval[i]);
+                (
+                    ArmRows::new(&xc, &train, &treated, &churned, &propensity),
+                    ArmRows::new(&xc, &all, &treated, &churned, &propensity),
+                    x.select(Axis(0), &all),
+                )
+            })
+            .collect();
+        let type_of: Vec<usize> =
+            arms.iter().map(|a| message_types.iter().position(|t| *t == a.message_type).expect("listed")).collect();
+        let fits: Vec<TypeFit> = message_types
+            .par_iter()
+            .enumerate()
+            .map(|(t, _)| {
+                let mine: Vec<(&Arm, &ArmRows, &ArmRows)> = (0..arms.len())
+                    .filter(|&a| type_of[a] == t)
+                    .map(|a| (&arms[a], &arm_rows[a].0, &arm_rows[a].1))
+                    .collect();
+                fit_type(&mine, &type_rows[t].0, &cats_c)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let x_background = enc.transform(&hist.background)?;
+        supports = type_rows
+            .par_iter()
+            .map(
+                |(_, all, tried)| {
+                    if all.fittable() { Support::fit(tried, &x_background, &cats, 1).map(Some) } else { Ok(None) }
+                },
+            )
+            .collect::<Result<Vec<_>>>()?;
+        let mut arm_reports: Vec<Option<ArmReport>> = vec![None; arms.len()];
+        let mut arm_curves: Vec<LearnerCurves> = vec![Vec::new(); arms.len()];
+        let mut arm_later: Vec<Vec<Vec<f64>>> = vec![Vec::new(); arms.len()];
+        for (t, f) in fits.iter().enumerate() {
+            let mine: Vec<usize> = (0..arms.len()).filter(|&a| type_of[a] == t).collect();
+            for (j, &a) in mine.iter().enumerate() {
+                arm_reports[a] = Some(f.reports[j].clone());
+                arm_curves[a] = f.curves[j].clone();
+                arm_later[a] = f.later.get(j).cloned().unwrap_or_default();
+            }
         }
-        *spent += 1;
-        taken[u] = true;
-        chosen.push((uplift, u, e));
+        let mut arm_reports: Vec<ArmReport> =
+            arm_reports.into_iter().map(|r| r.expect("every arm has a type")).collect();
+        // The learner: summed Qini over the arms where both were scored.
+        for learner in Learner::ALL {
+            let total: f64 = arm_reports
+                .iter()
+                .filter(|r| r.qini.len() == Learner::ALL.len())
+                .map(|r| r.qini[learner.as_str()])
+                .sum();
+            report.total_qini.insert(learner.as_str(), total);
+        }
+        let scored: Vec<usize> = (0..arms.len()).filter(|&a| arm_reports[a].qini.len() == Learner::ALL.len()).collect();
+        let difference_se = qini_difference_se(&scored, &arm_rows, &arm_later);
+        report.qini_difference_se = difference_se;
+        let chosen = choose_learner(&report.total_qini, difference_se);
+        report.chosen_learner = chosen.as_str();
+        let chosen_index = Learner::ALL.iter().position(|l| *l == chosen).expect("a learner");
+
+        // Replay the policy on the evaluation slice with models that never saw it.
+        let averages: Vec<f64> = arm_reports.iter().map(|r| r.average_churn_reduction).collect();
+        let evaluated: Vec<Option<ArmPredictor>> = (0..arms.len())
+            .map(|a| {
+                let t = type_of[a];
+                match (fits[t].evaluated.as_ref(), supports[t].as_ref()) {
+                    (Some(m), Some(support)) => Some(ArmPredictor::new(&arms[a], &m[chosen_index], support)),
+                    _ => None,
+                }
+            })
+            .collect();
+        report.evaluation =
+            evaluate_policies(&hist, &enc, &arms, &evaluated, &averages, artifact, settings, features.height())?;
+
+        production =
+            type_rows
+                .par_iter()
+                .map(|(_, all, _)| {
+                    if all.fittable() { uplift::fit(chosen, &all.experiment(), &cats_c, 1).map(Some) } else { Ok(None) }
+                })
+                .collect::<Result<Vec<_>>>()?;
+        for (a, r) in arm_reports.iter_mut().enumerate() {
+            r.used = production[type_of[a]].is_some();
+            report.qini_curves.push((arms[a].clone(), std::mem::take(&mut arm_curves[a])));
+        }
+        report.arms = arm_reports;
+        predictors = (0..arms.len())
+            .map(|a| {
+                let t = type_of[a];
+                match (production[t].as_ref(), supports[t].as_ref()) {
+                    (Some(m), Some(support)) => Some(ArmPredictor::new(&arms[a], m, support)),
+                    _ => None,
+                }
+            })
+            .collect();
+        encoder = Some(enc);
     }
 
-    let n = chosen.len();
-    let (
-        mut user_id,
-        mut action,
-        mut channel,
-        mut send_at,
-        mut uplift_col,
-        mut prob,
-        mut priority,
-        mut group,
-        mut reason,
-    ) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    for (rank, (uplift, u, e)) in chosen.iter().enumerate() {
-        let c = &candidates[*u];
-        user_id.push(c.user_id.clone());
-        action.push(e.message_type.clone());
-        channel.push(e.channel.clone());
-        send_at.push(send_time_utc(s, c.timezone.as_deref(), c.hour));
-        uplift_col.push(*uplift);
-        prob.push(c.p);
-        priority.push(rank as i32 + 1);
-        let held = holdout_draw(settings.seed, s, &c.user_id) < cfg.holdout_fraction;
-        group.push(if held { "holdout" } else { "treatment" });
-        reason.push(format!(
-            "{} by {}: past campaigns cut churn by {:.0}% relative ({} sent, {} held out); churn risk {:.2}",
-            e.message_type,
-            e.channel,
-            e.relative_reduction * 100.0,
-            e.treated,
-            e.held_out,
-            c.p
-        ));
+    // Tonight's plan.
+    let c = Candidates::from_features(features, cfg.frequency_cap_days)?;
+    let benefit: Vec<Vec<f64>> = match &encoder {
+        Some(enc) => {
+            let x = enc.transform(features)?;
+            benefits(&predictors, &x)
+        }
+        None => Vec::new(),
+    };
+    let actions = uplift_policy(&c, &arms, &benefit, &budget);
+    let table = assemble(inputs, s, scores, &c, &arms, &actions, settings, report.chosen_learner)?;
+    report.planned = actions.iter().flatten().count();
+    for (a, _) in actions.iter().flatten() {
+        *report.planned_by_channel.entry(arms[*a].channel.clone()).or_default() += 1;
     }
-    let send_at = Series::new("send_at".into(), send_at)
-        .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(polars::prelude::TimeZone::UTC)))
-        .ctx("send times")?;
-    let df = DataFrame::new(
-        n,
-        vec![
-            Column::new("user_id".into(), user_id),
-            Column::new("snapshot_date".into(), vec![s; n]),
-            Column::new("action".into(), action),
-            Column::new("channel".into(), channel),
-            send_at.into(),
-            Column::new("expected_uplift".into(), uplift_col),
-            Column::new("churn_probability".into(), prob),
-            Column::new("priority".into(), priority),
-            Column::new("group".into(), group),
-            Column::new("reason".into(), reason),
-        ],
-    )
-    .ctx("assembling interventions")?;
-    Ok(df)
+    report.expected_churn_reduction = actions.iter().flatten().map(|(_, v)| v).sum();
+    let html = report_html(&report, s);
+    Ok(Outcome { table, report, html })
 }
 
-/// Each user's good local hour: the most frequent `peak_hour` of the last 30 days when
-/// there are at least three, else the population's most frequent hour. Returns the
-/// per-user table (`user_id`, `good_hour`) and the population hour.
-fn good_hours(pit: &Inputs, s: NaiveDate) -> Result<(DataFrame, u32)> {
-    let recent = pit
-        .activity
-        .clone()
-        .filter(col("date").gt(date_lit(s - Duration::days(30))).and(col("peak_hour").is_not_null()))
-        .select([col("user_id"), col("peak_hour").cast(DataType::Int32)]);
-    let population = recent
-        .clone()
-        .group_by([col("peak_hour")])
-        .agg([len().alias("n")])
-        .sort_by_exprs(
-            [col("n"), col("peak_hour")],
-            SortMultipleOptions::default().with_order_descending_multi([true, false]),
-        )
-        .first()
+/// One arm's predictions: the message type's model with the arm's channel, and nothing
+/// outside the type's support.
+struct ArmPredictor<'a> {
+    model: &'a UpliftModel,
+    support: &'a Support,
+    channel: f64,
+}
+
+impl<'a> ArmPredictor<'a> {
+    fn new(arm: &Arm, model: &'a UpliftModel, support: &'a Support) -> Self {
+        ArmPredictor { model, support, channel: arm.channel_index().unwrap_or(0) as f64 }
+    }
+
+    fn x(&self, x: &Array2<f64>) -> Array2<f64> {
+        with_channel(x, |_| self.channel)
+    }
+
+    fn benefit(&self, x: &Array2<f64>) -> Vec<f64> {
+        self.model
+            .effect(&self.x(x))
+            .into_iter()
+            .zip(self.support.contains(x))
+            .map(|(e, inside)| if inside { -e } else { 0.0 })
+            .collect()
+    }
+}
+
+/// Each arm's predicted churn reduction for each row of `x` (zero for arms without a model).
+fn benefits(predictors: &[Option<ArmPredictor>], x: &Array2<f64>) -> Vec<Vec<f64>> {
+    predictors
+        .par_iter()
+        .map(|p| match p {
+            Some(p) => p.benefit(x),
+            None => vec![0.0; x.nrows()],
+        })
         .collect()
-        .ctx("population listening hour")?;
-    let pop_hour = population.column("peak_hour").ctx("hours")?.i32().ctx("hours")?.get(0).unwrap_or(19) as u32;
-    let per_user = recent
-        .group_by([col("user_id"), col("peak_hour")])
-        .agg([len().alias("n")])
-        .sort_by_exprs(
-            [col("user_id"), col("n"), col("peak_hour")],
-            SortMultipleOptions::default().with_order_descending_multi([false, true, false]),
-        )
-        .group_by([col("user_id")])
-        .agg([col("peak_hour").first().alias("mode"), col("n").sum().alias("observed")])
-        .select([
-            col("user_id"),
-            when(col("observed").gt_eq(lit(3))).then(col("mode")).otherwise(lit(pop_hour as i32)).alias("good_hour"),
-        ])
-        .collect()
-        .ctx("users' listening hours")?;
-    Ok((per_user, pop_hour))
+}
+
+/// Off-policy values of the uplift policy and of risk-ranked targeting on the evaluation
+/// slice's populations, with budgets scaled to each population's size.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_policies(
+    hist: &history::History,
+    encoder: &Encoder,
+    arms: &[Arm],
+    predictors: &[Option<ArmPredictor>],
+    averages: &[f64],
+    artifact: &ModelArtifact,
+    settings: &Settings,
+    population_now: usize,
+) -> Result<Option<evaluate::PolicyEvaluation>> {
+    if hist.populations.is_empty() || predictors.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let churn = artifact.target(Target::Churn)?.champion()?;
+    let rows = &hist.rows;
+    let row_snapshot = floats(rows, "snapshot")?;
+    let row_users = strings(rows, "user_id")?;
+    let row_types = strings(rows, "message_type")?;
+    let row_channels = strings(rows, "channel")?;
+    let row_treated = floats(rows, "treated")?;
+    let row_churned = floats(rows, "churned")?;
+    let row_propensity = floats(rows, "propensity")?;
+    let mut days = Vec::new();
+    for (sn, pop) in &hist.populations {
+        let c = Candidates::from_features(pop, settings.interventions.frequency_cap_days)?;
+        let x = encoder.transform(pop)?;
+        let scale = pop.height() as f64 / population_now.max(1) as f64;
+        let budget = budgets(settings).map(|b| (b as f64 * scale).round() as u64);
+        // Per arm: predicted churn without and with it, for every user of the day.
+        let outcome: Vec<Option<(Vec<f64>, Vec<f64>)>> = predictors
+            .par_iter()
+            .map(|p| {
+                p.as_ref().map(|p| {
+                    let xc = p.x(&x);
+                    (p.model.control.predict(&xc), p.model.treated.predict(&xc))
+                })
+            })
+            .collect();
+        let benefit = benefits(predictors, &x);
+        let predicted = |u: usize, a: usize| outcome[a].as_ref().map_or(0.0, |(c0, c1)| c0[u] - c1[u]);
+        let ours: Vec<Option<(usize, f64)>> = uplift_policy(&c, arms, &benefit, &budget)
+            .into_iter()
+            .enumerate()
+            .map(|(u, a)| a.map(|(a, _)| (a, predicted(u, a))))
+            .collect();
+        let (_, risk) = churn.predict(pop)?;
+        let conventional: Vec<Option<(usize, f64)>> = risk_policy(&c, arms, averages, &risk, &budget)
+            .into_iter()
+            .enumerate()
+            .map(|(u, a)| a.map(|a| (a, predicted(u, a))))
+            .collect();
+        let index: HashMap<&str, usize> = c.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        let day = crate::inputs::epoch_days(*sn) as f64;
+        let mut logged = Vec::new();
+        for i in 0..rows.height() {
+            if row_snapshot[i] != day {
+                continue;
+            }
+            let Some(&u) = index.get(row_users[i].as_str()) else { continue };
+            let Some(a) = arms.iter().position(|a| a.message_type == row_types[i] && a.channel == row_channels[i])
+            else {
+                continue;
+            };
+            let (control, sent) = outcome[a].as_ref().map_or((0.0, 0.0), |(c0, c1)| (c0[u], c1[u]));
+            logged.push(evaluate::Logged {
+                user: u,
+                arm: a,
+                treated: row_treated[i] == 1.0,
+                churned: row_churned[i],
+                propensity: row_propensity[i],
+                control,
+                sent,
+            });
+        }
+        days.push(evaluate::Day { population: pop.height(), logged, actions: vec![ours, conventional] });
+    }
+    let snapshots = hist.populations.iter().map(|(d, _)| *d).collect();
+    Ok(Some(evaluate::evaluate(&["uplift", "risk_ranked"], snapshots, &days)))
+}
+
+/// The contract's columns of the intervention list, row by row.
+#[derive(Default)]
+struct PlanColumns {
+    user_id: Vec<String>,
+    action: Vec<String>,
+    channel: Vec<String>,
+    send_at: Vec<i64>,
+    expected_uplift: Vec<f64>,
+    churn_probability: Vec<f64>,
+    priority: Vec<i32>,
+    group: Vec<&'static str>,
+    reason: Vec<String>,
+}
+
+/// The contract's table for the chosen actions, by priority.
+#[allow(clippy::too_many_arguments)]
+fn assemble(
+    inputs: &Inputs,
+    s: NaiveDate,
+    scores: &DataFrame,
+    c: &Candidates,
+    arms: &[Arm],
+    actions: &[Option<(usize, f64)>],
+    settings: &Settings,
+    learner: &str,
+) -> Result<DataFrame> {
+    let pit = inputs.as_of(s);
+    let (evidence, population) = send_time::hour_evidence(&pit, s)?;
+    let users = pit.users.clone().select([col("user_id"), col("timezone")]).collect().ctx("reading time zones")?;
+    let tz: HashMap<String, Option<String>> = strings(&users, "user_id")?
+        .into_iter()
+        .zip(users.column("timezone").ctx("users")?.str().ctx("users")?.iter().map(|t| t.map(str::to_string)))
+        .collect();
+    let risk: HashMap<String, f64> =
+        strings(scores, "user_id")?.into_iter().zip(floats(scores, "churn_probability")?).collect();
+    let mut chosen: Vec<(usize, usize, f64)> =
+        actions.iter().enumerate().filter_map(|(u, a)| a.map(|(a, v)| (u, a, v))).collect();
+    chosen.sort_by(|x, y| y.2.total_cmp(&x.2).then(c.ids[x.0].cmp(&c.ids[y.0])));
+    let n = chosen.len();
+    let mut out = PlanColumns::default();
+    for (rank, (u, a, v)) in chosen.into_iter().enumerate() {
+        let id = &c.ids[u];
+        let arm = &arms[a];
+        let p = risk.get(id).copied().unwrap_or(f64::NAN);
+        let hour = send_time::best_hour(evidence.get(id).unwrap_or(&[0.0; 24]), &population);
+        let zone = tz.get(id).cloned().flatten();
+        out.user_id.push(id.clone());
+        out.action.push(arm.message_type.clone());
+        out.channel.push(arm.channel.clone());
+        out.send_at.push(send_time_utc(s, zone.as_deref(), hour));
+        out.expected_uplift.push(v);
+        out.churn_probability.push(p);
+        out.priority.push(rank as i32 + 1);
+        let held = holdout_draw(settings.seed, s, id) < settings.interventions.holdout_fraction;
+        out.group.push(if held { "holdout" } else { "treatment" });
+        out.reason.push(format!(
+            "{} by {}: expected to cut this user's {}-day churn probability by {:.1} points ({}); churn risk {:.2}",
+            arm.message_type,
+            arm.channel,
+            settings.horizon_days,
+            v * 100.0,
+            learner.replace('_', "-"),
+            p
+        ));
+    }
+    let send_at = Series::new("send_at".into(), out.send_at)
+        .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(polars::prelude::TimeZone::UTC)))
+        .ctx("send times")?;
+    DataFrame::new(
+        n,
+        vec![
+            Column::new("user_id".into(), out.user_id),
+            Column::new("snapshot_date".into(), vec![s; n]),
+            Column::new("action".into(), out.action),
+            Column::new("channel".into(), out.channel),
+            send_at.into(),
+            Column::new("expected_uplift".into(), out.expected_uplift),
+            Column::new("churn_probability".into(), out.churn_probability),
+            Column::new("priority".into(), out.priority),
+            Column::new("group".into(), out.group),
+            Column::new("reason".into(), out.reason),
+        ],
+    )
+    .ctx("assembling interventions")
 }
 
 /// The UTC instant of local `hour` on the day after `s` in `timezone` (UTC when unknown).
@@ -329,6 +820,112 @@ pub fn send_time_utc(s: NaiveDate, timezone: Option<&str>, hour: u32) -> i64 {
         }
     }
     day.and_hms_opt(hour % 24, 0, 0).expect("valid hour").and_utc().timestamp_micros()
+}
+
+/// The human-readable summary: learners, their Qini on the later slice, the policy's
+/// off-policy value, and tonight's plan.
+fn report_html(r: &Report, s: NaiveDate) -> String {
+    use crate::report::{COLORS, Line, chart, esc, page};
+    use std::fmt::Write;
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<p>{} past decisions with closed labels; learners fitted on decisions before {} and scored on the later ones. \
+         Chosen learner: <b>{}</b> (summed Qini: T {:.4}, DR {:.4}).</p>",
+        r.decisions,
+        r.evaluation_from,
+        esc(r.chosen_learner),
+        r.total_qini.get("t_learner").copied().unwrap_or(0.0),
+        r.total_qini.get("dr_learner").copied().unwrap_or(0.0),
+    );
+    body.push_str(
+        "<h2>Arms</h2><table><tr><th>message</th><th>channel</th><th>training rows</th><th>later rows</th>\
+         <th>average churn cut</th><th>Qini T</th><th>Qini DR</th><th>AUUC T</th><th>AUUC DR</th><th>used</th></tr>",
+    );
+    let num = |v: Option<&f64>| v.map_or("–".to_string(), |v| format!("{v:.4}"));
+    for a in &r.arms {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&a.message_type),
+            esc(&a.channel),
+            a.training_rows,
+            a.evaluation_rows,
+            a.average_churn_reduction,
+            num(a.qini.get("t_learner")),
+            num(a.qini.get("dr_learner")),
+            num(a.auuc.get("t_learner")),
+            num(a.auuc.get("dr_learner")),
+            if a.used { "yes" } else { "no" }
+        );
+    }
+    body.push_str("</table>");
+    if let Some(e) = &r.evaluation {
+        let _ = write!(
+            body,
+            "<h2>Policy value on the later slice</h2><p>Replayed on {} premium users of {} snapshots ({} logged \
+             decisions) with models that never saw them; churn events prevented per 1,000 premium users against \
+             sending nothing, 95% intervals.</p><table><tr><th>policy</th><th>sends</th><th>IPS</th><th>DR</th></tr>",
+            e.premium_users,
+            e.snapshots.len(),
+            e.logged_decisions
+        );
+        for p in e.policies.iter().chain(std::iter::once(&e.difference)) {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{:.2} [{:.2}, {:.2}]</td><td>{:.2} [{:.2}, {:.2}]</td></tr>",
+                esc(&p.policy),
+                p.sends,
+                p.ips.per_1000,
+                p.ips.low,
+                p.ips.high,
+                p.dr.per_1000,
+                p.dr.low,
+                p.dr.high
+            );
+        }
+        body.push_str("</table>");
+    }
+    let _ = write!(
+        body,
+        "<h2>Tonight</h2><p>{} users chosen ({}), expected to prevent {:.1} churn events in total.</p>",
+        r.planned,
+        { r.planned_by_channel.iter().map(|(c, n)| format!("{c} {n}")).collect::<Vec<_>>().join(", ") },
+        r.expected_churn_reduction
+    );
+    body.push_str("<h2>Qini curves on the later slice</h2>");
+    for (arm, curves) in &r.qini_curves {
+        if curves.is_empty() {
+            continue;
+        }
+        let mut lines: Vec<Line> = curves
+            .iter()
+            .enumerate()
+            .map(|(i, (name, pts))| Line {
+                label: name.to_string(),
+                color: COLORS[i],
+                points: pts.clone(),
+                dashed: false,
+            })
+            .collect();
+        if let Some((_, pts)) = curves.first() {
+            let end = pts.last().map_or(0.0, |p| p.1);
+            lines.push(Line {
+                label: "random".into(),
+                color: "#999999",
+                points: vec![(0.0, 0.0), (1.0, end)],
+                dashed: true,
+            });
+        }
+        body.push_str(&chart(
+            &format!("{} by {}", arm.message_type, arm.channel),
+            "share of users targeted (best first)",
+            "churn prevented per user",
+            &lines,
+            &[],
+        ));
+    }
+    page(&format!("Interventions — snapshot {s}"), &body)
 }
 
 #[cfg(test)]

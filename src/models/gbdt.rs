@@ -85,7 +85,30 @@ impl Drop for Booster {
     }
 }
 
-fn dataset(x: &Array2<f64>, y: &[i32], params: &str, reference: Option<&Dataset>) -> Result<Dataset> {
+fn set_field(ds: &Dataset, name: &str, values: &[f32]) -> Result<()> {
+    let field = CString::new(name).map_err(Error::internal)?;
+    // SAFETY: `values` has one f32 per row of the dataset.
+    check(
+        unsafe {
+            sys::LGBM_DatasetSetField(
+                ds.0,
+                field.as_ptr(),
+                values.as_ptr() as *const c_void,
+                values.len() as i32,
+                sys::C_API_DTYPE_FLOAT32 as i32,
+            )
+        },
+        &format!("setting {name}"),
+    )
+}
+
+fn dataset(
+    x: &Array2<f64>,
+    y: &[f32],
+    weights: Option<&[f64]>,
+    params: &str,
+    reference: Option<&Dataset>,
+) -> Result<Dataset> {
     let x = x.as_standard_layout();
     let flat = x.as_slice().ok_or_else(|| Error::internal("design matrix is not contiguous"))?;
     let params = CString::new(params).map_err(Error::internal)?;
@@ -108,22 +131,27 @@ fn dataset(x: &Array2<f64>, y: &[i32], params: &str, reference: Option<&Dataset>
         "building a dataset",
     )?;
     let ds = Dataset(handle);
-    let labels: Vec<f32> = y.iter().map(|&v| v as f32).collect();
-    let field = CString::new("label").map_err(Error::internal)?;
-    // SAFETY: `labels` has one f32 per row of the dataset.
-    check(
-        unsafe {
-            sys::LGBM_DatasetSetField(
-                ds.0,
-                field.as_ptr(),
-                labels.as_ptr() as *const c_void,
-                labels.len() as i32,
-                sys::C_API_DTYPE_FLOAT32 as i32,
-            )
-        },
-        "setting labels",
-    )?;
+    set_field(&ds, "label", y)?;
+    if let Some(w) = weights {
+        let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+        set_field(&ds, "weight", &w)?;
+    }
     Ok(ds)
+}
+
+/// What a booster learns: a probability (binary log loss) or a mean (squared error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    Binary,
+    Regression,
+}
+
+/// Training rows for a fit: the design matrix, the targets (0/1 for [`Objective::Binary`])
+/// and optional per-row weights.
+pub struct Rows<'a> {
+    pub x: &'a Array2<f64>,
+    pub y: &'a [f64],
+    pub weights: Option<&'a [f64]>,
 }
 
 impl GbdtModel {
@@ -138,16 +166,42 @@ impl GbdtModel {
         params: &GbdtParams,
         threads: usize,
     ) -> Result<Self> {
+        let y: Vec<f64> = y.iter().map(|&v| f64::from(v)).collect();
+        let yv: Vec<f64> = y_valid.iter().map(|&v| f64::from(v)).collect();
+        Self::fit_rows(
+            Objective::Binary,
+            &Rows { x, y: &y, weights: None },
+            &Rows { x: x_valid, y: &yv, weights: None },
+            categorical,
+            params,
+            threads,
+        )
+    }
+
+    /// Fit `objective` on weighted rows, stopping early on the (weighted) validation loss.
+    pub fn fit_rows(
+        objective: Objective,
+        train: &Rows,
+        valid: &Rows,
+        categorical: &[usize],
+        params: &GbdtParams,
+        threads: usize,
+    ) -> Result<Self> {
         let cats = categorical.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
         let dataset_params = format!(
             "max_bin=255 verbosity=-1 seed={seed}{cat}",
             seed = params.seed,
             cat = if cats.is_empty() { String::new() } else { format!(" categorical_feature={cats}") }
         );
-        let train = dataset(x, y, &dataset_params, None)?;
-        let valid = dataset(x_valid, y_valid, &dataset_params, Some(&train))?;
+        let to_f32 = |v: &[f64]| v.iter().map(|&y| y as f32).collect::<Vec<f32>>();
+        let train_ds = dataset(train.x, &to_f32(train.y), train.weights, &dataset_params, None)?;
+        let valid_ds = dataset(valid.x, &to_f32(valid.y), valid.weights, &dataset_params, Some(&train_ds))?;
+        let (objective, metric) = match objective {
+            Objective::Binary => ("binary", "binary_logloss"),
+            Objective::Regression => ("regression", "l2"),
+        };
         let booster_params = format!(
-            "objective=binary metric=binary_logloss learning_rate={lr} num_leaves={leaves} \
+            "objective={objective} metric={metric} learning_rate={lr} num_leaves={leaves} \
              min_data_in_leaf={min_leaf} feature_fraction={ff} bagging_fraction={bf} bagging_freq=1 \
              lambda_l2={l2} num_threads={threads} seed={seed} deterministic=true force_col_wise=true \
              verbosity=-1",
@@ -162,11 +216,14 @@ impl GbdtModel {
         );
         let booster_params = CString::new(booster_params).map_err(Error::internal)?;
         let mut handle = std::ptr::null_mut();
-        // SAFETY: `train` is a live dataset; `handle` receives a new booster.
-        check(unsafe { sys::LGBM_BoosterCreate(train.0, booster_params.as_ptr(), &mut handle) }, "creating a booster")?;
+        // SAFETY: `train_ds` is a live dataset; `handle` receives a new booster.
+        check(
+            unsafe { sys::LGBM_BoosterCreate(train_ds.0, booster_params.as_ptr(), &mut handle) },
+            "creating a booster",
+        )?;
         let booster = Booster(handle);
-        // SAFETY: `valid` was built with `train` as reference and outlives the booster's use.
-        check(unsafe { sys::LGBM_BoosterAddValidData(booster.0, valid.0) }, "adding validation data")?;
+        // SAFETY: `valid_ds` was built with `train_ds` as reference and outlives the booster's use.
+        check(unsafe { sys::LGBM_BoosterAddValidData(booster.0, valid_ds.0) }, "adding validation data")?;
 
         let (mut best, mut best_loss, mut since_best) = (0u32, f64::INFINITY, 0u32);
         for iteration in 1..=params.num_rounds {

@@ -7,6 +7,7 @@ mod cli;
 mod emulators;
 mod features;
 mod grace;
+mod interventions;
 mod models;
 mod pipeline;
 mod storage;

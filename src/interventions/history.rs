@@ -1,0 +1,173 @@
+//! The randomised campaign history, labelled and with each user's features as of the
+//! decision: the training data of the uplift models and of their evaluation.
+//!
+//! A message decided on day d was decided on what was known at the end of d − 1, so its
+//! row carries the features of snapshot d − 1 and the contract's churn label of that
+//! snapshot (premium at the end of d − 1, not premium H days later), built by the same
+//! code as the churn model's training rows. Only decisions whose label has closed by S
+//! are used. When campaigns run on many different days, decisions are grouped onto a
+//! weekly grid of snapshots (the latest grid day before the decision) so that a run
+//! builds at most [`MAX_DECISION_SNAPSHOTS`] feature snapshots.
+//!
+//! The newest [`EVALUATION_DAYS`] of decisions are the later slice: the learners are
+//! chosen and the policy is evaluated on it without having seen it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{Duration, NaiveDate};
+use polars::prelude::*;
+
+use super::EFFECT_WINDOW_DAYS;
+use crate::error::{PolarsContext, Result};
+use crate::inputs::{Inputs, date_lit, epoch_days};
+use crate::train::labelled_snapshot;
+
+/// How many days of the newest decisions form the evaluation slice.
+pub const EVALUATION_DAYS: i64 = 28;
+/// The most feature snapshots a run builds for the history.
+pub const MAX_DECISION_SNAPSHOTS: usize = 24;
+
+/// Labelled decisions and the populations of the evaluation slice.
+pub struct History {
+    /// One row per past decision: `snapshot`, `message_type`, `channel`, `treated` (bool),
+    /// `propensity`, then the labelled snapshot's columns (user_id, features, `churned`).
+    pub rows: DataFrame,
+    /// Every premium user (features and label) of each evaluation-slice snapshot.
+    pub populations: Vec<(NaiveDate, DataFrame)>,
+    /// Snapshots on or after this day are the evaluation slice.
+    pub evaluation_from: NaiveDate,
+    /// Up to [`BACKGROUND_PER_SNAPSHOT`] premium users of each decision snapshot (chosen by
+    /// a hash of the user id, not by anything they did): who *could* have been messaged,
+    /// against whom each arm's support is learned.
+    pub background: DataFrame,
+}
+
+/// The most users per snapshot kept in [`History::background`].
+pub const BACKGROUND_PER_SNAPSHOT: usize = 5000;
+
+/// The snapshot each decision day is attributed to.
+pub fn decision_snapshots(days: &BTreeSet<NaiveDate>, last: NaiveDate) -> BTreeMap<NaiveDate, NaiveDate> {
+    let weekly = days.len() > MAX_DECISION_SNAPSHOTS;
+    days.iter()
+        .map(|&d| {
+            let before = d - Duration::days(1);
+            let snap = if weekly { last - Duration::days(((last - before).num_days() + 6) / 7 * 7) } else { before };
+            (d, snap)
+        })
+        .collect()
+}
+
+pub fn load(inputs: &Inputs, s: NaiveDate, horizon_days: u32) -> Result<History> {
+    let last = s - Duration::days(horizon_days as i64);
+    let first = last - Duration::days(EFFECT_WINDOW_DAYS - 1);
+    let evaluation_from = last - Duration::days(EVALUATION_DAYS - 1);
+    // A decision on day d belongs to snapshot d − 1, inside [first, last].
+    let msgs = inputs
+        .messages
+        .clone()
+        .with_column(col("ts").dt().date().alias("day"))
+        .filter(
+            col("day")
+                .gt(date_lit(first))
+                .and(col("day").lt_eq(date_lit(last + Duration::days(1))))
+                .and(col("propensity").gt(lit(0.0))),
+        )
+        .select([
+            col("user_id"),
+            col("day"),
+            col("message_type"),
+            col("channel"),
+            col("arm").eq(lit("treatment")).alias("treated"),
+            col("propensity"),
+        ])
+        .sort(["day", "user_id", "message_type", "channel"], SortMultipleOptions::default())
+        .collect()
+        .ctx("reading past campaign decisions")?;
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+    let days: BTreeSet<NaiveDate> = msgs
+        .column("day")
+        .ctx("messages")?
+        .date()
+        .ctx("messages")?
+        .physical()
+        .into_no_null_iter()
+        .map(|d| epoch + Duration::days(d as i64))
+        .collect();
+    let mapping = decision_snapshots(&days, last);
+    let day_col = msgs.column("day").ctx("messages")?.date().ctx("messages")?.physical().clone();
+    let snap: Vec<i32> =
+        day_col.iter().map(|d| epoch_days(mapping[&(epoch + Duration::days(d.unwrap_or_default() as i64))])).collect();
+    let msgs = msgs
+        .lazy()
+        .with_column(lit(Series::new("snapshot".into(), snap)).cast(DataType::Date).alias("snapshot"))
+        .drop(cols(["day"]))
+        .collect()
+        .ctx("attributing decisions to snapshots")?;
+
+    let snapshots: BTreeSet<NaiveDate> = mapping.values().copied().collect();
+    let mut rows = Vec::new();
+    let mut populations = Vec::new();
+    let mut background = Vec::new();
+    for sn in snapshots {
+        let population = labelled_snapshot(inputs, sn, horizon_days)?;
+        let decided = msgs
+            .clone()
+            .lazy()
+            .filter(col("snapshot").eq(date_lit(sn)))
+            .join(population.clone().lazy(), [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Inner))
+            .sort(["user_id", "message_type", "channel"], SortMultipleOptions::default().with_maintain_order(true))
+            .collect()
+            .ctx(format!("labelling the decisions of {sn}"))?;
+        rows.push(decided.lazy());
+        let hashes: Vec<u64> = population
+            .column("user_id")
+            .ctx("features")?
+            .str()
+            .ctx("features")?
+            .iter()
+            .map(|u| xxhash_rust::xxh3::xxh3_64(u.unwrap_or_default().as_bytes()))
+            .collect();
+        let cut = {
+            let mut h = hashes.clone();
+            h.sort_unstable();
+            h.get(BACKGROUND_PER_SNAPSHOT.saturating_sub(1)).copied().unwrap_or(u64::MAX)
+        };
+        let keep = BooleanChunked::from_iter_values("keep".into(), hashes.iter().map(|h| *h <= cut));
+        background.push(population.filter(&keep).ctx("sampling the background population")?.lazy());
+        if sn >= evaluation_from {
+            populations.push((sn, population));
+        }
+    }
+    let rows = if rows.is_empty() {
+        DataFrame::empty()
+    } else {
+        concat(rows, UnionArgs::default()).and_then(|l| l.collect()).ctx("combining past decisions")?
+    };
+    let background = if background.is_empty() {
+        DataFrame::empty()
+    } else {
+        concat(background, UnionArgs::default()).and_then(|l| l.collect()).ctx("combining the background")?
+    };
+    Ok(History { rows, populations, evaluation_from, background })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_belong_to_the_day_before_or_to_a_weekly_grid_when_there_are_many() {
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let last = d("2026-10-21");
+        let weekly: BTreeSet<NaiveDate> = [d("2026-10-01"), d("2026-10-08")].into();
+        let m = decision_snapshots(&weekly, last);
+        assert_eq!(m[&d("2026-10-08")], d("2026-10-07"));
+        let daily: BTreeSet<NaiveDate> = (0..40).map(|i| d("2026-09-10") + Duration::days(i)).collect();
+        let m = decision_snapshots(&daily, last);
+        // 2026-10-15's decision was made on the 14th: the grid day at or before it is the 14th.
+        assert_eq!(m[&d("2026-10-15")], d("2026-10-14"));
+        // The 16th's (made on the 15th) also belongs to the 14th; never to a later day.
+        assert_eq!(m[&d("2026-10-16")], d("2026-10-14"));
+        assert!(m.iter().all(|(day, snap)| snap < day && (last - *snap).num_days() % 7 == 0));
+    }
+}

@@ -1,0 +1,121 @@
+//! Each user's good local hour to receive a message.
+//!
+//! Evidence per user: the days' `peak_hour` (local hour with the most listening) over the
+//! last 90 days, and the local hours at which they opened earlier messages (stronger
+//! evidence: it is the behaviour we want, so an open counts as [`OPEN_WEIGHT`] days). A
+//! user with little history is shrunk toward the population: the population's hour
+//! distribution enters as [`PRIOR_DAYS`] pseudo-days. Hours are smoothed with their
+//! neighbours (an evening listener at 20:00 is also reachable at 19:00 and 21:00).
+
+use std::collections::HashMap;
+
+use chrono::{Duration, NaiveDate, TimeZone as _, Timelike};
+use polars::prelude::*;
+
+use crate::error::{PolarsContext, Result};
+use crate::inputs::{Inputs, date_lit, end_of_day_us, ts_lit_us};
+
+pub const OPEN_WEIGHT: f64 = 3.0;
+pub const PRIOR_DAYS: f64 = 5.0;
+const HISTORY_DAYS: i64 = 90;
+
+/// Hour counts of one user (or the population).
+pub type Hours = [f64; 24];
+
+/// The hour with the most smoothed evidence, the user's counts shrunk toward the
+/// population's shares. Ties go to the earlier hour.
+pub fn best_hour(user: &Hours, population: &Hours) -> u32 {
+    let total: f64 = population.iter().sum::<f64>().max(1e-12);
+    let mut score = [0.0; 24];
+    let mass = |j: usize| user[j] + PRIOR_DAYS * population[j] / total;
+    for (h, s) in score.iter_mut().enumerate() {
+        *s = mass(h) + 0.5 * (mass((h + 23) % 24) + mass((h + 1) % 24));
+    }
+    (0..24).max_by(|&a, &b| score[a].total_cmp(&score[b]).then(b.cmp(&a))).unwrap_or(19) as u32
+}
+
+/// Per-user hour evidence and the population's, as of the end of `s`.
+pub fn hour_evidence(pit: &Inputs, s: NaiveDate) -> Result<(HashMap<String, Hours>, Hours)> {
+    let since = s - Duration::days(HISTORY_DAYS);
+    let listening = pit
+        .activity
+        .clone()
+        .filter(col("date").gt(date_lit(since)).and(col("peak_hour").is_not_null()))
+        .group_by([col("user_id"), col("peak_hour").cast(DataType::Int32)])
+        .agg([len().cast(DataType::Float64).alias("n")])
+        .sort(["user_id", "peak_hour"], SortMultipleOptions::default())
+        .collect()
+        .ctx("users' listening hours")?;
+    let opens = pit
+        .messages
+        .clone()
+        .filter(
+            col("opened_at")
+                .is_not_null()
+                .and(col("opened_at").lt(ts_lit_us(end_of_day_us(s))))
+                .and(col("ts").gt_eq(ts_lit_us(end_of_day_us(since)))),
+        )
+        .select([col("user_id"), col("opened_at").dt().timestamp(TimeUnit::Microseconds).alias("opened_us")])
+        .join(
+            pit.users.clone().select([col("user_id"), col("timezone")]),
+            [col("user_id")],
+            [col("user_id")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .sort(["user_id", "opened_us"], SortMultipleOptions::default())
+        .collect()
+        .ctx("users' message-open hours")?;
+
+    let mut users: HashMap<String, Hours> = HashMap::new();
+    let mut population = [0.0; 24];
+    let ids = listening.column("user_id").ctx("activity")?.str().ctx("activity")?;
+    let hours = listening.column("peak_hour").ctx("activity")?.i32().ctx("activity")?;
+    let n = listening.column("n").ctx("activity")?.f64().ctx("activity")?;
+    for ((id, h), n) in ids.iter().zip(hours.iter()).zip(n.iter()) {
+        if let (Some(id), Some(h), Some(n)) = (id, h, n)
+            && (0..24).contains(&h)
+        {
+            users.entry(id.to_string()).or_insert([0.0; 24])[h as usize] += n;
+            population[h as usize] += n;
+        }
+    }
+    let ids = opens.column("user_id").ctx("messages")?.str().ctx("messages")?;
+    let at = opens.column("opened_us").ctx("messages")?.i64().ctx("messages")?;
+    let tz = opens.column("timezone").ctx("users")?.str().ctx("users")?;
+    let mut zones: HashMap<String, chrono_tz::Tz> = HashMap::new();
+    for ((id, at), tz) in ids.iter().zip(at.iter()).zip(tz.iter()) {
+        let (Some(id), Some(at)) = (id, at) else { continue };
+        let zone = *zones
+            .entry(tz.unwrap_or("UTC").to_string())
+            .or_insert_with(|| tz.and_then(|t| t.parse().ok()).unwrap_or(chrono_tz::UTC));
+        let Some(utc) = chrono::Utc.timestamp_micros(at).single() else { continue };
+        let h = utc.with_timezone(&zone).hour() as usize;
+        users.entry(id.to_string()).or_insert([0.0; 24])[h] += OPEN_WEIGHT;
+        population[h] += OPEN_WEIGHT;
+    }
+    Ok((users, population))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn little_history_is_shrunk_toward_the_population_and_much_is_not() {
+        let mut population = [0.0; 24];
+        population[20] = 1000.0;
+        population[8] = 300.0;
+        let mut user = [0.0; 24];
+        user[8] = 1.0;
+        assert_eq!(best_hour(&user, &population), 20, "one morning day is not enough");
+        user[8] = 12.0;
+        assert_eq!(best_hour(&user, &population), 8, "a habit is");
+        assert_eq!(best_hour(&[0.0; 24], &population), 20, "no history: the population's hour");
+        // Neighbours count: evenings spread over 21 and 22 beat five mornings at 8.
+        let mut split = [0.0; 24];
+        split[21] = 4.0;
+        split[22] = 4.0;
+        split[8] = 5.0;
+        assert_eq!(best_hour(&split, &[1.0; 24]), 21);
+    }
+}
