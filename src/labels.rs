@@ -104,9 +104,141 @@ pub fn dunning_episodes(billing: LazyFrame) -> LazyFrame {
         .sort(["user_id", "failure_ts"], SortMultipleOptions::default())
 }
 
+/// The contract's payment-recovery labels, per episode and per day since its failure:
+/// for every dunning episode opened before the end of `s` and every k = 1..=`max_days`
+/// whose k-th day has ended by the end of `s` (so the label is known at S),
+/// `recovered_within` = 1 when a `payment_recovered` closed the episode within k days.
+/// Columns: user_id, failure_ts, k (int32), recovered_within (int32). The grace models
+/// learn from the same episodes ([`dunning_episodes`]); this is their label, day by day.
+pub fn recovery_labels(billing: LazyFrame, s: NaiveDate, max_days: u32) -> LazyFrame {
+    let known = ts_lit_us(end_of_day_us(s));
+    let days = df!("k" => (1..=max_days as i32).collect::<Vec<i32>>()).expect("a column of days").lazy();
+    dunning_episodes(billing.filter(col("ts").lt(known.clone())))
+        .select([col("user_id"), col("failure_ts"), col("recovered"), col("days_to_end")])
+        .cross_join(days, None)
+        .filter(
+            (col("failure_ts").dt().timestamp(TimeUnit::Microseconds)
+                + col("k").cast(DataType::Int64) * lit(86_400_000_000i64))
+            .lt_eq(known.dt().timestamp(TimeUnit::Microseconds)),
+        )
+        .with_column(
+            (col("recovered").fill_null(lit(false)).and(col("days_to_end").lt_eq(col("k").cast(DataType::Float64))))
+                .cast(DataType::Int32)
+                .alias("recovered_within"),
+        )
+        .select([col("user_id"), col("failure_ts"), col("k"), col("recovered_within")])
+        .sort(["user_id", "failure_ts", "k"], SortMultipleOptions::default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hand-made billing events; each user's answer is worked out next to them.
+    fn billing() -> LazyFrame {
+        let rows: &[(&str, &str, &str, &str)] = &[
+            // a: subscribed, then expired between S and S + H: premium at S, churned.
+            ("a", "2026-01-01T09:00:00", "subscribe", ""),
+            ("a", "2026-02-20T00:00:00", "expire", ""),
+            // b: renews through the horizon: premium at S, stays.
+            ("b", "2026-01-01T09:00:00", "subscribe", ""),
+            ("b", "2026-01-31T09:00:00", "renew", ""),
+            ("b", "2026-03-02T09:00:00", "renew", ""),
+            // c: a trial that expired before S: not in the population.
+            ("c", "2026-02-01T09:00:00", "trial_start", ""),
+            ("c", "2026-02-05T09:00:00", "expire", ""),
+            // d: a failure recovered exactly 3 days later: premium throughout.
+            ("d", "2026-01-05T09:00:00", "subscribe", ""),
+            ("d", "2026-02-04T00:00:00", "payment_failed", "expired_card"),
+            ("d", "2026-02-07T00:00:00", "payment_recovered", ""),
+            // e: a failure and a retry, then expiry after S: premium at S, churned; the
+            // episode is still open at S.
+            ("e", "2026-01-08T09:00:00", "subscribe", ""),
+            ("e", "2026-02-07T00:00:00", "payment_failed", "insufficient_funds"),
+            ("e", "2026-02-09T00:00:00", "payment_failed", "insufficient_funds"),
+            ("e", "2026-02-14T00:00:00", "expire", ""),
+            // f: a failure the day before S, nothing since.
+            ("f", "2026-01-10T09:00:00", "subscribe", ""),
+            ("f", "2026-02-09T00:00:00", "payment_failed", "card_declined"),
+        ];
+        let us = |t: &str| {
+            chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").unwrap().and_utc().timestamp_micros()
+        };
+        let n = rows.len();
+        df!(
+            "event_id" => (0..n).map(|i| format!("e{i:02}")).collect::<Vec<_>>(),
+            "user_id" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            "ts" => rows.iter().map(|r| us(r.1)).collect::<Vec<_>>(),
+            "event_type" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+            "failure_reason" => rows.iter().map(|r| (!r.3.is_empty()).then_some(r.3)).collect::<Vec<_>>(),
+            "plan" => vec!["premium_individual"; n],
+            "amount" => vec![Some(9.99); n],
+            "payment_method" => vec![Some("card"); n],
+            "grace_days" => vec![Some(7i16); n],
+        )
+        .unwrap()
+        .lazy()
+        .with_column(col("ts").cast(DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))))
+    }
+
+    fn s() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 2, 10).unwrap()
+    }
+
+    #[test]
+    fn churn_labels_follow_the_status_rule_on_hand_made_events() {
+        let l = churn_labels(billing(), s(), 30).sort(["user_id"], Default::default()).collect().unwrap();
+        let ids: Vec<&str> = l.column("user_id").unwrap().str().unwrap().iter().flatten().collect();
+        let churned: Vec<i32> =
+            l.column("churned").unwrap().cast(&DataType::Int32).unwrap().i32().unwrap().into_no_null_iter().collect();
+        assert_eq!(ids, ["a", "b", "d", "e", "f"], "premium at the end of S (c's trial had expired)");
+        assert_eq!(churned, [1, 0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn dunning_episodes_and_recovery_labels_on_hand_made_events() {
+        let e = dunning_episodes(billing()).collect().unwrap();
+        let ids: Vec<&str> = e.column("user_id").unwrap().str().unwrap().iter().flatten().collect();
+        assert_eq!(ids, ["d", "e", "f"], "one episode each; e's retry is not a new episode");
+        let attempts: Vec<u32> =
+            e.column("attempts").unwrap().cast(&DataType::UInt32).unwrap().u32().unwrap().into_no_null_iter().collect();
+        assert_eq!(attempts, [1, 2, 1]);
+        let recovered: Vec<Option<bool>> = e.column("recovered").unwrap().bool().unwrap().iter().collect();
+        assert_eq!(recovered, [Some(true), Some(false), None], "f is still open");
+
+        // At S = 2026-02-10 (known until 2026-02-11T00:00), up to 5 days:
+        // d failed 02-04: days 1..5 are known; recovered after exactly 3 days.
+        // e failed 02-07: days 1..4 known; its expiry on 02-14 is after S, so not known, and
+        //   it is simply not recovered within 1..4 days.
+        // f failed 02-09: days 1..2 known.
+        let r = recovery_labels(billing(), s(), 5).collect().unwrap();
+        let got: Vec<(String, i32, i32)> = (0..r.height())
+            .map(|i| {
+                (
+                    r.column("user_id").unwrap().str().unwrap().get(i).unwrap().to_string(),
+                    r.column("k").unwrap().i32().unwrap().get(i).unwrap(),
+                    r.column("recovered_within").unwrap().i32().unwrap().get(i).unwrap(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, i32, i32)> = [
+            ("d", 1, 0),
+            ("d", 2, 0),
+            ("d", 3, 1),
+            ("d", 4, 1),
+            ("d", 5, 1),
+            ("e", 1, 0),
+            ("e", 2, 0),
+            ("e", 3, 0),
+            ("e", 4, 0),
+            ("f", 1, 0),
+            ("f", 2, 0),
+        ]
+        .iter()
+        .map(|(u, k, y)| (u.to_string(), *k, *y))
+        .collect();
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn training_label_windows_end_before_the_validation_window_starts() {
