@@ -26,12 +26,22 @@ pub struct Settings {
     pub horizon_days: u32,
     /// Seed for the holdout hash and model fitting.
     pub seed: u64,
+    /// How the input tables are read.
+    pub inputs: InputSettings,
     pub training: Training,
     pub interventions: Interventions,
     pub grace: Grace,
     /// Extra object_store settings (`aws_endpoint_url`, `aws_region`,
     /// `google_service_account_key`, …) applied over the `AWS_*` / `GOOGLE_*` environment.
     pub storage: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputSettings {
+    /// How many `dt=` partitions after a snapshot are read for rows that arrived late
+    /// (a row dated on or before S in a partition up to S + late_days is used for S).
+    pub late_days: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,11 +105,18 @@ impl Default for Settings {
             output: None,
             horizon_days: 30,
             seed: 20261120,
+            inputs: InputSettings::default(),
             training: Training::default(),
             interventions: Interventions::default(),
             grace: Grace::default(),
             storage: BTreeMap::new(),
         }
+    }
+}
+
+impl Default for InputSettings {
+    fn default() -> Self {
+        InputSettings { late_days: crate::inputs::DEFAULT_LATE_DAYS }
     }
 }
 
@@ -183,6 +200,9 @@ impl Settings {
         }
         if self.horizon_days == 0 || self.horizon_days > 365 {
             return Err(Error::config(format!("horizon_days must be in 1..=365, got {}", self.horizon_days)));
+        }
+        if self.inputs.late_days > 30 {
+            return Err(Error::config(format!("inputs.late_days must be in 0..=30, got {}", self.inputs.late_days)));
         }
         if self.training.snapshots < 2 {
             return Err(Error::config("training.snapshots must be at least 2 (one to train, one to validate)"));
@@ -281,12 +301,14 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(
             &path,
-            "input = \"s3://b/in\"\noutput = \"out\"\nhorizon_days = 14\n[interventions]\nholdout_fraction = 0.2\nbudget = { push = 5 }\n",
+            "input = \"s3://b/in\"\noutput = \"out\"\nhorizon_days = 14\n[inputs]\nlate_days = 5\n[interventions]\nholdout_fraction = 0.2\nbudget = { push = 5 }\n",
         )
         .unwrap();
         let mut a = args(Some(&path));
         let s = resolve(&a).unwrap();
         assert_eq!(s.horizon_days, 14);
+        assert_eq!(s.inputs.late_days, 5);
+        assert_eq!(Settings::default().inputs.late_days, 3);
         assert_eq!(s.interventions.budget.push, 5);
         assert_eq!(s.interventions.budget.email, 100_000, "unset keys keep their defaults");
         a.horizon_days = Some(7);
@@ -302,6 +324,8 @@ mod tests {
         std::fs::write(&path, "horizon_dayz = 3\n").unwrap();
         assert_eq!(resolve(&args(Some(&path))).unwrap_err().exit_code(), crate::error::ExitCode::Config);
         std::fs::write(&path, "[interventions]\nholdout_fraction = 1.5\n").unwrap();
+        assert_eq!(resolve(&args(Some(&path))).unwrap_err().exit_code(), crate::error::ExitCode::Config);
+        std::fs::write(&path, "[inputs]\nlate_days = 45\n").unwrap();
         assert_eq!(resolve(&args(Some(&path))).unwrap_err().exit_code(), crate::error::ExitCode::Config);
     }
 

@@ -3,27 +3,44 @@
 //! Why a separate step: every stage reads the same tables, and the two rules that keep
 //! the numbers honest belong in one place rather than in each stage:
 //! - partition pruning: only the `dt=` partitions a stage's longest window needs are
-//!   listed and read;
+//!   listed and read, plus the `late_days` partitions after the last snapshot, where rows
+//!   that arrived late may sit (see below);
 //! - the contract's physical variations (string encodings, wider integers, timestamp units)
-//!   are normalised to one schema per table, file by file, and a file that lacks a column
-//!   or carries an unusable type is rejected with the table, file and column named.
+//!   are normalised to one schema per table (each file's schema is checked; files that
+//!   agree are read by one scan), and a file that lacks a column or carries an unusable
+//!   type is rejected with the table, file and column named.
 //!
 //! The point-in-time cut ("nothing after the end of day S") is applied by
 //! [`Inputs::as_of`], which every feature and label computation goes through.
+//!
+//! Late rows: `dt` is normally the date of a row's own time, but a row can land in a
+//! later partition than its date (a late export). Rows are therefore kept by their own
+//! time, never by their partition: the partitions of `[first − lookback, last + late_days]`
+//! are read and the rows whose time is in `[first − lookback, end of last]` kept. A late
+//! row is then used for every snapshot from its time on that is built once its partition
+//! exists (a backfill, a rerun), and never for one before its time. A snapshot built
+//! before the row landed cannot see it; `late_days` bounds how far after a snapshot its
+//! rebuild still looks.
 
 use chrono::{Duration, NaiveDate};
 use polars::prelude::*;
 
-use crate::contract::{self, Table};
+use crate::contract::{self, Kind, Table};
 use crate::error::{Error, PolarsContext, Result};
 use crate::storage::Storage;
 
-/// How far back each table is read, in days before the earliest snapshot of a run.
+/// Partitions read after the last snapshot for rows that arrive late, unless configured
+/// (`inputs.late_days`).
+pub const DEFAULT_LATE_DAYS: u32 = 3;
+
+/// How far back each table is read, in days before the earliest snapshot of a run, and
+/// how many partitions after the last snapshot are read for late rows.
 #[derive(Debug, Clone, Copy)]
 pub struct Lookback {
     pub activity_days: u32,
     pub messages_days: u32,
     pub billing_days: u32,
+    pub late_days: u32,
 }
 
 impl Lookback {
@@ -34,7 +51,12 @@ impl Lookback {
         // look back a year, and premium status needs the latest status event, which for a
         // monthly subscriber is never more than a period plus a grace period old.
         let messages_days = (horizon_days as i64 + crate::interventions::EFFECT_WINDOW_DAYS).max(90) as u32;
-        Lookback { activity_days: 90, messages_days, billing_days: 400 }
+        Lookback { activity_days: 90, messages_days, billing_days: 400, late_days: DEFAULT_LATE_DAYS }
+    }
+
+    /// The same lookback, reading `days` partitions after the last snapshot for late rows.
+    pub fn with_late_days(self, days: u32) -> Self {
+        Lookback { late_days: days, ..self }
     }
 }
 
@@ -73,7 +95,8 @@ pub fn ts_lit_us(us: i64) -> Expr {
 }
 
 impl Inputs {
-    /// List and open what snapshots in `[first, last]` need.
+    /// List and open what snapshots in `[first, last]` need (see the module docs for which
+    /// partitions and rows).
     pub fn load(storage: &Storage, first: NaiveDate, last: NaiveDate, lookback: Lookback) -> Result<Self> {
         let mut files = Vec::new();
         let users_files: Vec<String> =
@@ -86,7 +109,8 @@ impl Inputs {
 
         let mut daily = |table: &Table, days: u32| -> Result<LazyFrame> {
             let from = first - Duration::days(days as i64);
-            let parts = storage.partition_files(table.name, from, last)?;
+            let to = last + Duration::days(lookback.late_days as i64);
+            let parts = storage.partition_files(table.name, from, to)?;
             let rels: Vec<String> = parts.into_iter().map(|p| p.rel).collect();
             let lf = if rels.is_empty() {
                 if storage.list_dirs(table.name)?.is_empty() {
@@ -102,7 +126,7 @@ impl Inputs {
                 scan_table(storage, table, &rels)?
             };
             files.extend(rels);
-            Ok(lf)
+            Ok(lf.filter(time_within(table, from, last)))
         };
         let activity = daily(&contract::ACTIVITY, lookback.activity_days)?;
         let billing = daily(&contract::BILLING, lookback.billing_days)?
@@ -138,26 +162,56 @@ impl Inputs {
     }
 }
 
+/// Rows of a daily table whose own time (not their partition) falls on days `from..=last`.
+fn time_within(table: &Table, from: NaiveDate, last: NaiveDate) -> Expr {
+    match table.layout {
+        contract::Layout::Daily { time_column } if table.column(time_column).map(|c| c.kind) == Some(Kind::Date) => {
+            col(time_column).gt_eq(date_lit(from)).and(col(time_column).lt_eq(date_lit(last)))
+        }
+        contract::Layout::Daily { time_column } => col(time_column)
+            .gt_eq(ts_lit_us(end_of_day_us(from - Duration::days(1))))
+            .and(col(time_column).lt(ts_lit_us(end_of_day_us(last)))),
+        contract::Layout::Whole => lit(true),
+    }
+}
+
 fn is_data(rel: &str) -> bool {
     let name = rel.rsplit('/').next().unwrap_or(rel);
     !name.starts_with('_') && !name.starts_with('.') && name.ends_with(".parquet")
 }
 
-/// Scan files of one table, each checked and normalised to the contract's schema, then
-/// concatenated (files may disagree on physical types the contract allows).
+/// Scan the files of one table as few scans as possible: each file's schema is read and
+/// checked, and every run of consecutive files with the same physical schema becomes one
+/// multi-file scan, normalised to the contract's types. One scan per table is the common
+/// case; files that differ in physical types the contract allows (string encodings, wider
+/// integers, timestamp units) start a new scan, concatenated in file order.
+///
+/// Why not one scan per file, each normalised, as before: a union of ninety daily scans is
+/// ninety sources, each planned, opened and read ahead on its own, where one scan reads
+/// its files in turn (reading the inputs of a 1M-user world went from 3.3 s to 2.4 s).
 pub fn scan_table(storage: &Storage, table: &Table, rels: &[String]) -> Result<LazyFrame> {
-    let mut frames = Vec::with_capacity(rels.len());
+    let mut runs: Vec<(Schema, Vec<String>)> = Vec::new();
     for rel in rels {
-        let mut lf = storage.scan_parquet(std::slice::from_ref(rel))?;
-        let schema = lf.collect_schema().ctx(format!("reading the schema of {}/{rel}", storage.uri()))?;
+        let schema = storage
+            .scan_parquet(std::slice::from_ref(rel))?
+            .collect_schema()
+            .ctx(format!("reading the schema of {}/{rel}", storage.uri()))?;
         check_schema(table, rel, &schema)?;
-        frames.push(table.normalize(lf));
+        match runs.last_mut() {
+            Some((same, files)) if *same == *schema => files.push(rel.clone()),
+            _ => runs.push((schema.as_ref().clone(), vec![rel.clone()])),
+        }
     }
-    if frames.is_empty() {
-        return Ok(DataFrame::empty_with_schema(&table.schema()).lazy());
+    let mut frames = Vec::with_capacity(runs.len());
+    for (_, files) in &runs {
+        frames.push(table.normalize(storage.scan_parquet(files)?));
     }
-    concat(frames, UnionArgs { parallel: true, rechunk: false, ..Default::default() })
-        .ctx(format!("combining the files of table `{}`", table.name))
+    match frames.len() {
+        0 => Ok(DataFrame::empty_with_schema(&table.schema()).lazy()),
+        1 => Ok(frames.pop().expect("one frame")),
+        _ => concat(frames, UnionArgs { parallel: true, rechunk: false, ..Default::default() })
+            .ctx(format!("combining the files of table `{}`", table.name)),
+    }
 }
 
 /// Every contract column present with a type the contract allows.
@@ -184,4 +238,40 @@ pub fn check_schema(table: &Table, rel: &str, schema: &Schema) -> Result<()> {
 /// `column IN (values…)` for a string column.
 pub fn in_set(column: &str, values: &[&str]) -> Expr {
     col(column).is_in(lit(Series::new("values".into(), values)).implode(false), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{StorageOptions, parquet_bytes};
+
+    #[test]
+    fn files_with_other_physical_types_are_scanned_apart_and_normalised_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path().to_str().unwrap(), &StorageOptions::default(), false).unwrap();
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let rows = |user: &str, d: u32| {
+            df!(
+                "user_id" => [user], "date" => [day(d)], "ms_played" => [1i64], "streams" => [2i32],
+                "skips" => [0i32], "unique_tracks" => [1i32], "sessions" => [1i32], "searches" => [0i32],
+                "saves" => [0i32], "podcast_ms" => [0i64], "platform" => ["ios"], "peak_hour" => [Some(9i8)]
+            )
+            .unwrap()
+        };
+        // Days 1 and 2 as the contract lists them; day 3 with integers wider than listed.
+        let mut rels = Vec::new();
+        for (d, user) in [(1, "a"), (2, "b"), (3, "c")] {
+            let mut df = rows(user, d);
+            if d == 3 {
+                df = df.lazy().with_columns([col("streams").cast(DataType::Int64)]).collect().unwrap();
+            }
+            let rel = format!("activity/dt={}/part-0.parquet", day(d));
+            storage.write_bytes(&rel, parquet_bytes(&mut df).unwrap().into()).unwrap();
+            rels.push(rel);
+        }
+        let df = scan_table(&storage, &contract::ACTIVITY, &rels).unwrap().collect().unwrap();
+        assert_eq!(df.schema().as_ref(), &contract::ACTIVITY.schema());
+        let users: Vec<_> = df.column("user_id").unwrap().str().unwrap().iter().flatten().collect();
+        assert_eq!(users, ["a", "b", "c"], "rows in file order");
+    }
 }

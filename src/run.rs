@@ -95,7 +95,7 @@ impl Context {
         let first = self.first_snapshot(with_history);
         let last = self.as_of;
         let input = self.input.clone();
-        let lookback = Lookback::new(self.settings.horizon_days);
+        let lookback = Lookback::new(self.settings.horizon_days).with_late_days(self.settings.inputs.late_days);
         self.timed("read inputs", |_| Inputs::load(&input, first, last, lookback))
     }
 

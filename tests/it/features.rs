@@ -1,5 +1,6 @@
 //! Point-in-time correctness of the features: a snapshot's features depend only on rows
-//! up to the end of its day.
+//! up to the end of its day, and a row that arrives late (in a later `dt=` partition than
+//! its own date) still counts from its own time on.
 
 use std::path::Path;
 
@@ -62,6 +63,100 @@ fn world_as_of(cut: NaiveDate, to: &Path) {
 fn features_at(root: &Path, s: NaiveDate, last: NaiveDate) -> DataFrame {
     let inputs = Inputs::load(&open(root), s, last, Lookback::new(30)).unwrap();
     features::build(&inputs, s).unwrap()
+}
+
+/// Features at `s` from inputs loaded for `[first, last]`, reading `late_days` partitions
+/// after `last` for late rows.
+fn features_late(root: &Path, first: NaiveDate, last: NaiveDate, late_days: u32, s: NaiveDate) -> DataFrame {
+    let inputs = Inputs::load(&open(root), first, last, Lookback::new(30).with_late_days(late_days)).unwrap();
+    features::build(&inputs, s).unwrap()
+}
+
+/// A copy of the sample world's input tables.
+fn copy_sample(to: &Path) {
+    let src = sample_data();
+    for table in ["users", "activity", "billing", "messages"] {
+        for entry in walk(&src.join(table)) {
+            let dest = to.join(entry.strip_prefix(&src).unwrap());
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::copy(&entry, dest).unwrap();
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+    }
+    files
+}
+
+/// Take the first row of `table`'s partition `day` that `pick` selects out of its file:
+/// rewrite the file without it and return it (as a one-row frame with the file's schema).
+fn take_row(root: &Path, table: &str, day: NaiveDate, pick: Expr) -> DataFrame {
+    let store = open(root);
+    let files = store.list_files(&format!("{table}/dt={day}")).unwrap();
+    assert_eq!(files.len(), 1, "{table}/dt={day} has one file in the sample");
+    let rel = &files[0].rel;
+    let df = store.read_parquet(rel).unwrap().with_row_index("row".into(), None).unwrap();
+    let row = df.clone().lazy().filter(pick).first().collect().unwrap();
+    assert_eq!(row.height(), 1, "{table}/dt={day} has a row to move");
+    let index = row.column("row").unwrap().idx().unwrap().get(0).unwrap();
+    let mut rest = df.lazy().filter(col("row").neq(lit(index))).drop(cols(["row"])).collect().unwrap();
+    store.write_bytes(rel, retain::storage::parquet_bytes(&mut rest).unwrap().into()).unwrap();
+    row.drop("row").unwrap()
+}
+
+/// The row of `user` in a features table.
+fn user_row(features: &DataFrame, user: &str) -> DataFrame {
+    features.clone().lazy().filter(col("user_id").eq(lit(user))).collect().unwrap()
+}
+
+#[test]
+fn a_late_row_counts_for_snapshots_from_its_own_time_once_its_partition_is_read() {
+    // A payment failure and a day of listening on D = S − 1 that were exported a day late,
+    // into the partition of S + 1, within the default three late days.
+    let s: NaiveDate = "2026-11-10".parse().unwrap();
+    let (day, late) = (s - Duration::days(1), s + Duration::days(1));
+    let original = features_late(&sample_data(), s, s, 3, s);
+    let premium: Vec<String> = strings(&original, "user_id");
+    let in_population = || col("user_id").is_in(lit(Series::new("p".into(), &premium)).implode(false), false);
+
+    let moved = tempfile::tempdir().unwrap();
+    let deleted = tempfile::tempdir().unwrap();
+    copy_sample(moved.path());
+    copy_sample(deleted.path());
+    let mut users = Vec::new();
+    for (table, pick) in
+        [("billing", col("event_type").eq(lit("payment_failed")).and(in_population())), ("activity", in_population())]
+    {
+        let mut row = take_row(moved.path(), table, day, pick.clone());
+        take_row(deleted.path(), table, day, pick);
+        users.push(strings(&row, "user_id")[0].clone());
+        let dir = moved.path().join(format!("{table}/dt={late}"));
+        assert!(dir.is_dir(), "the later partition exists in the sample");
+        std::fs::write(dir.join("late-0000.parquet"), retain::storage::parquet_bytes(&mut row).unwrap()).unwrap();
+    }
+    let without = features_late(deleted.path(), s, s, 3, s);
+    for user in &users {
+        assert_ne!(user_row(&original, user), user_row(&without, user), "the moved row of {user} matters at {s}");
+    }
+
+    // Used for S when its partition is read, as if it had arrived on time.
+    assert_eq!(features_late(moved.path(), s, s, 3, s), original, "late row used for {s}");
+    let inputs = Inputs::load(&open(moved.path()), s, s, Lookback::new(30)).unwrap();
+    assert!(inputs.files.contains(&format!("billing/dt={late}/late-0000.parquet")), "the late file is read");
+    // Not when its partition is beyond late_days.
+    assert_eq!(features_late(moved.path(), s, s, 0, s), without, "partition after S + late_days not read");
+    // Never before its own time, though its partition is read (within late days of S − 2,
+    // and when training loads [S − 2, S]).
+    let before = s - Duration::days(2);
+    let expected = features_late(deleted.path(), before, before, 3, before);
+    assert_eq!(features_late(moved.path(), before, before, 3, before), expected, "not used at {before}");
+    assert_eq!(features_late(moved.path(), before, s, 3, before), expected, "not used at {before} in a range");
+    assert_eq!(features_late(moved.path(), before, s, 3, s), original, "used at {s} in a range");
 }
 
 proptest! {
