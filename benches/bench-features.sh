@@ -2,7 +2,8 @@
 # Benchmark of `retain features` against the same features computed by a plain Python
 # Polars script (benches/features_peer.py), on a world of USERS users × DAYS days from
 # `retain synth`. Records wall time and peak RSS of both, checks that they computed the
-# same table, and prints a Markdown row for BENCHMARKS.md.
+# same table, and prints Markdown rows for BENCHMARKS.md. CPU time (user + system, both
+# cores) is recorded next to wall time: on a shared machine it is the steadier figure.
 #
 #   make bench-features                  # 1M users × 180 days
 #   USERS=100000 make bench-features     # smaller
@@ -31,18 +32,19 @@ if [[ ! -d "$world/users" ]]; then
     "$retain" synth --users "$users" --days "$days" --seed 3 --start "$start" --output "$world" >&2
 fi
 
-measure() { # label, command…: prints "seconds max_rss_kb"
+measure() { # label, command…: prints "wall_seconds cpu_seconds max_rss_kb"
     local log="$work/$1.time"
     /usr/bin/time -v -o "$log" "${@:2}" >/dev/null 2>"$work/$1.stderr"
-    local wall rss
+    local wall cpu rss
     wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
+    cpu=$(awk -F': ' '/(User|System) time \(seconds\)/ {s += $2} END {print s}' "$log")
     rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
-    echo "$wall $rss"
+    echo "$wall $cpu $rss"
 }
 
 rm -rf "$work/out"
-read -r r_wall r_rss < <(measure retain env OMP_WAIT_POLICY=passive RETAIN_LOG=warn "$retain" features --as-of "$as_of" --input "$world" --output "$work/out")
-read -r p_wall p_rss < <(measure python "$venv/bin/python" "$root/benches/features_peer.py" "$world" "$as_of" "$work/peer.parquet")
+read -r r_wall r_cpu r_rss < <(measure retain env OMP_WAIT_POLICY=passive RETAIN_LOG=warn "$retain" features --as-of "$as_of" --input "$world" --output "$work/out")
+read -r p_wall p_cpu p_rss < <(measure python "$venv/bin/python" "$root/benches/features_peer.py" "$world" "$as_of" "$work/peer.parquet")
 
 "$venv/bin/python" - "$work/out/features/snapshot=$as_of" "$work/peer.parquet" <<'PY'
 import sys, polars as pl
@@ -63,5 +65,5 @@ assert not bad, bad
 print(f"bench: the two feature tables agree ({a.height} rows, {len(b.columns) - 1} features)", file=sys.stderr)
 PY
 
-printf '| %s | %s users × %s days | retain features (release) | %.1f s | %.2f GB |\n' "$(date -u +%F)" "$users" "$days" "$r_wall" "$(echo "$r_rss / 1048576" | bc -l)"
-printf '| %s | %s users × %s days | Python Polars 2.1.0 peer | %.1f s | %.2f GB |\n' "$(date -u +%F)" "$users" "$days" "$p_wall" "$(echo "$p_rss / 1048576" | bc -l)"
+printf '| %s | %s users × %s days | retain features (release) | %.1f s | %.1f s | %.2f GB |\n' "$(date -u +%F)" "$users" "$days" "$r_wall" "$r_cpu" "$(echo "$r_rss / 1048576" | bc -l)"
+printf '| %s | %s users × %s days | Python Polars 2.1.0 peer | %.1f s | %.1f s | %.2f GB |\n' "$(date -u +%F)" "$users" "$days" "$p_wall" "$p_cpu" "$(echo "$p_rss / 1048576" | bc -l)"
