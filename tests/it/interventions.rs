@@ -3,7 +3,6 @@
 //! generator knows every user's true message effect.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -56,11 +55,6 @@ fn hillstrom_like(n: usize, seed: u64) -> DataFrame {
         "visit" => visit, "conversion" => conversion
     )
     .unwrap()
-}
-
-fn write_csv(df: &mut DataFrame, path: &Path) {
-    let mut f = std::fs::File::create(path).unwrap();
-    CsvWriter::new(&mut f).finish(df).unwrap();
 }
 
 #[test]

@@ -86,11 +86,6 @@ fn flat_table(n: usize, offset: usize) -> DataFrame {
         .unwrap()
 }
 
-fn write_csv(df: &mut DataFrame, path: &Path) {
-    let mut f = std::fs::File::create(path).unwrap();
-    CsvWriter::new(&mut f).finish(df).unwrap();
-}
-
 #[test]
 fn table_train_predicts_each_row_of_b_in_order_from_a_csv() {
     let dir = tempfile::tempdir().unwrap();

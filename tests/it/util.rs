@@ -92,3 +92,9 @@ pub fn strings(df: &DataFrame, column: &str) -> Vec<String> {
 pub fn floats(df: &DataFrame, column: &str) -> Vec<f64> {
     df.column(column).unwrap().cast(&DataType::Float64).unwrap().f64().unwrap().iter().map(|v| v.unwrap()).collect()
 }
+
+/// Write a table as CSV (the analysts' flat-table format).
+pub fn write_csv(df: &mut DataFrame, path: &Path) {
+    let mut f = std::fs::File::create(path).unwrap();
+    CsvWriter::new(&mut f).finish(df).unwrap();
+}
