@@ -618,22 +618,29 @@ impl<'a> ArmPredictor<'a> {
         with_channel(x, |_| self.channel)
     }
 
-    fn benefit(&self, x: &Array2<f64>) -> Vec<f64> {
-        self.model
-            .effect(&self.x(x))
-            .into_iter()
-            .zip(self.support.contains(x))
-            .map(|(e, inside)| if inside { -e } else { 0.0 })
-            .collect()
+    /// Predicted churn reduction per row; `inside` is the type's support for the rows.
+    fn benefit(&self, x: &Array2<f64>, inside: &[bool]) -> Vec<f64> {
+        self.model.effect(&self.x(x)).into_iter().zip(inside).map(|(e, &i)| if i { -e } else { 0.0 }).collect()
     }
 }
 
 /// Each arm's predicted churn reduction for each row of `x` (zero for arms without a model).
+/// The arms of one message type share its support model, which is evaluated once.
 fn benefits(predictors: &[Option<ArmPredictor>], x: &Array2<f64>) -> Vec<Vec<f64>> {
+    let mut supports: Vec<&Support> = Vec::new();
+    for p in predictors.iter().flatten() {
+        if !supports.iter().any(|s| std::ptr::eq(*s, p.support)) {
+            supports.push(p.support);
+        }
+    }
+    let inside: Vec<Vec<bool>> = supports.par_iter().map(|s| s.contains(x)).collect();
     predictors
         .par_iter()
         .map(|p| match p {
-            Some(p) => p.benefit(x),
+            Some(p) => {
+                let k = supports.iter().position(|s| std::ptr::eq(*s, p.support)).expect("collected above");
+                p.benefit(x, &inside[k])
+            }
             None => vec![0.0; x.nrows()],
         })
         .collect()
