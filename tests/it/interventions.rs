@@ -110,10 +110,15 @@ fn table_uplift_says_which_arm_is_missing() {
 
 /// On a synthetic world whose generator knows every premium user's true effect of each
 /// message at S, the planned list (treatment and holdout alike: the holdout is the same
-/// policy, withheld) captures most of the churn reduction the best possible plan under
-/// the same budgets, opt-ins and frequency cap would, and far more than risk-ranked
-/// targeting (highest churn score first, each given the message with the best true
-/// average effect — generous to it).
+/// policy, withheld) is compared with three plans under the same budgets, opt-ins and
+/// frequency cap:
+/// - the best possible plan, from every user's true effects (no model can see the
+///   traits much of that depends on);
+/// - the best plan from the true *average* effect of each message in each segment the
+///   tables show (in dunning, cancelled, new, fading, other): what a perfect learner of
+///   observable differences would be near;
+/// - risk-ranked targeting: highest churn score first, each given the message with the
+///   best true average effect (generous to it).
 #[test]
 fn the_plan_captures_most_of_the_achievable_churn_reduction_where_the_truth_is_known() {
     use retain::interventions::{Arm, CHANNELS, Candidates, allocate, risk_policy};
@@ -179,6 +184,54 @@ fn the_plan_captures_most_of_the_achievable_churn_reduction_where_the_truth_is_k
         .collect();
     let best = allocate::plan_value(&values, &allocate::allocate(&values, &budgets));
 
+    // Segments as the tables show them, and each arm's true mean effect in each, over the
+    // users it may be sent to.
+    let flag = |name: &str| floats(&features, name).into_iter().map(|v| v == 1.0).collect::<Vec<bool>>();
+    let (dunning, cancelled, trial) = (flag("open_dunning"), flag("cancel_pending"), flag("is_trial"));
+    let tenure = floats(&features, "tenure_days");
+    let trend: Vec<Option<f64>> = features
+        .column("listening_trend_14_60")
+        .unwrap()
+        .cast(&DataType::Float64)
+        .unwrap()
+        .f64()
+        .unwrap()
+        .iter()
+        .collect();
+    let segment: Vec<usize> = (0..c.len())
+        .map(|u| match () {
+            _ if dunning[u] => 0,
+            _ if cancelled[u] => 1,
+            _ if trial[u] || tenure[u] < 45.0 => 2,
+            _ if trend[u].is_some_and(|t| t < 0.7) => 3,
+            _ => 4,
+        })
+        .collect();
+    let segment_mean: Vec<[f64; 5]> = arms
+        .iter()
+        .map(|a| {
+            let (mut sum, mut n) = ([0.0; 5], [0usize; 5]);
+            for u in (0..c.len()).filter(|&u| c.allows(u, a)) {
+                sum[segment[u]] += true_benefit(u, a);
+                n[segment[u]] += 1;
+            }
+            std::array::from_fn(|k| sum[k] / n[k].max(1) as f64)
+        })
+        .collect();
+    let best_arm = |u: usize, ch: usize| {
+        (0..arms.len())
+            .filter(|&a| arms[a].channel == CHANNELS[ch] && c.allows(u, &arms[a]))
+            .max_by(|&a, &b| segment_mean[a][segment[u]].total_cmp(&segment_mean[b][segment[u]]))
+    };
+    let seg_values: Vec<Vec<Option<f64>>> = (0..c.len())
+        .map(|u| (0..CHANNELS.len()).map(|ch| best_arm(u, ch).map(|a| segment_mean[a][segment[u]])).collect())
+        .collect();
+    let by_segments: f64 = allocate::allocate(&seg_values, &budgets)
+        .iter()
+        .enumerate()
+        .filter_map(|(u, ch)| best_arm(u, (*ch)?).map(|a| true_benefit(u, &arms[a])))
+        .sum();
+
     let average: Vec<f64> =
         arms.iter().map(|a| (0..c.len()).map(|u| true_benefit(u, a)).sum::<f64>() / c.len() as f64).collect();
     let risk_of: HashMap<String, f64> =
@@ -190,12 +243,17 @@ fn the_plan_captures_most_of_the_achievable_churn_reduction_where_the_truth_is_k
         .filter_map(|(u, a)| a.map(|a| true_benefit(u, &arms[a])))
         .sum();
     eprintln!(
-        "churn prevented: plan {ours:.2}, best possible {best:.2} ({:.0}%), risk-ranked {conventional:.2}",
-        100.0 * ours / best
+        "churn prevented: plan {ours:.2}, best possible {best:.2} ({:.0}%), best from segment averages \
+         {by_segments:.2} ({:.0}%), risk-ranked {conventional:.2} ({:.2}x)",
+        100.0 * ours / best,
+        100.0 * ours / by_segments,
+        ours / conventional
     );
-    // Measured on this world: 38% of the best possible plan and 1.5 times risk-ranked
-    // targeting. Much of the rest depends on traits no table shows (how responsive and
-    // price-sensitive a user is) or on messages never tried on users like them.
+    // Measured on this world: 39% of the best possible plan, 73% of the segment-average
+    // plan and 1.6 times risk-ranked targeting. The best possible plan leans on traits no
+    // table shows (how responsive and price-sensitive a user is) and on win-back offers
+    // to stable users, which no campaign in the history tried.
     assert!(ours > 0.33 * best, "a substantial share of the achievable: {ours} of {best}");
+    assert!(ours > 0.6 * by_segments, "most of what observable differences allow: {ours} of {by_segments}");
     assert!(ours > 1.3 * conventional, "more than risk-ranked targeting: {ours} vs {conventional}");
 }
