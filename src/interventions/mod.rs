@@ -356,40 +356,14 @@ fn fit_type(arms: &[(&Arm, &ArmRows, &ArmRows)], train: &ArmRows, categorical: &
     Ok(TypeFit { reports, evaluated: Some(models), later, curves })
 }
 
-/// The DR-learner unless the T-learner's summed Qini beats it by two bootstrap standard
-/// errors. DR is the default because its effects are unbiased where effects are small and
-/// the arms differ in who they hold, which the difference of two separately regularised
-/// T-learner fits is not; a Qini gap within the noise of a few weeks of campaigns is no
-/// reason to give that up.
-fn choose_learner(total_qini: &BTreeMap<&'static str, f64>, difference_se: f64) -> Learner {
-    let q = |l: Learner| total_qini.get(l.as_str()).copied().unwrap_or(0.0);
-    if q(Learner::T) - q(Learner::Dr) > 2.0 * difference_se { Learner::T } else { Learner::Dr }
-}
-
-/// Bootstrap (resampling each arm's later rows) standard error of the summed Qini of the
-/// T-learner minus the DR-learner's, over the arms in `scored`.
-fn qini_difference_se(scored: &[usize], arm_rows: &[(ArmRows, ArmRows)], later: &[Vec<Vec<f64>>]) -> f64 {
-    use rand::{Rng, SeedableRng};
-    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(29);
-    let rounds = 100;
-    let mut diffs = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let mut d = 0.0;
-        for &a in scored {
-            let ev = &arm_rows[a].1;
-            let n = ev.treated.len();
-            let idx: Vec<usize> = (0..n).map(|_| r.random_range(0..n)).collect();
-            let pick = |v: &[f64]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
-            let treated: Vec<bool> = idx.iter().map(|&i| ev.treated[i]).collect();
-            let (outcome, propensity) = (pick(&ev.outcome), pick(&ev.propensity));
-            let empty = Array2::zeros((0, 0));
-            let e = Experiment { x: &empty, treated: &treated, outcome: &outcome, propensity: &propensity };
-            d += uplift::qini(&pick(&later[a][0]), &e, 20).qini - uplift::qini(&pick(&later[a][1]), &e, 20).qini;
-        }
-        diffs.push(d);
-    }
-    let mean = diffs.iter().sum::<f64>() / rounds as f64;
-    (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (rounds - 1) as f64).sqrt()
+/// Each scored arm's later rows with the T- and DR-learners' predicted benefits on them,
+/// for [`uplift::qini_difference_se`].
+fn later_evaluations<'a>(
+    scored: &[usize],
+    arm_rows: &'a [(ArmRows, ArmRows)],
+    later: &'a [Vec<Vec<f64>>],
+) -> Vec<(Experiment<'a>, [&'a [f64]; 2])> {
+    scored.iter().map(|&a| (arm_rows[a].1.experiment(), [later[a][0].as_slice(), later[a][1].as_slice()])).collect()
 }
 
 /// Plan the intervention list for snapshot `s` (contract: `interventions`).
@@ -537,9 +511,10 @@ pub fn plan(
             report.total_qini.insert(learner.as_str(), total);
         }
         let scored: Vec<usize> = (0..arms.len()).filter(|&a| arm_reports[a].qini.len() == Learner::ALL.len()).collect();
-        let difference_se = qini_difference_se(&scored, &arm_rows, &arm_later);
+        let difference_se = uplift::qini_difference_se(&later_evaluations(&scored, &arm_rows, &arm_later));
         report.qini_difference_se = difference_se;
-        let chosen = choose_learner(&report.total_qini, difference_se);
+        let q = |l: Learner| report.total_qini.get(l.as_str()).copied().unwrap_or(0.0);
+        let chosen = uplift::choose_learner(q(Learner::T), q(Learner::Dr), difference_se);
         report.chosen_learner = chosen.as_str();
         let chosen_index = Learner::ALL.iter().position(|l| *l == chosen).expect("a learner");
 

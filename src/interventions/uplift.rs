@@ -267,6 +267,40 @@ fn fit_dr(e: &Experiment, w: &[f64], categorical: &[usize], threads: usize) -> R
     fit_on(Objective::Regression, e.x, &pseudo, None, &all, categorical, threads)
 }
 
+/// The DR-learner unless the T-learner's Qini beats it by two bootstrap standard errors.
+/// DR is the default because its effects are unbiased where effects are small and the
+/// arms differ in who they hold, which the difference of two separately regularised
+/// T-learner fits is not; a Qini gap within the noise of the evaluation rows is no reason
+/// to give that up.
+pub fn choose_learner(qini_t: f64, qini_dr: f64, difference_se: f64) -> Learner {
+    if qini_t - qini_dr > 2.0 * difference_se { Learner::T } else { Learner::Dr }
+}
+
+/// Bootstrap standard error (rows resampled within each experiment) of the summed Qini of
+/// the T-learner minus the DR-learner's, over experiments given with each learner's
+/// predicted benefit on their rows (in [`Learner::ALL`] order).
+pub fn qini_difference_se(evaluations: &[(Experiment, [&[f64]; 2])]) -> f64 {
+    use rand::{Rng, SeedableRng};
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(29);
+    let rounds = 100;
+    let mut diffs = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let mut d = 0.0;
+        for (e, [t, dr]) in evaluations {
+            let n = e.len();
+            let idx: Vec<usize> = (0..n).map(|_| r.random_range(0..n)).collect();
+            let pick = |v: &[f64]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+            let treated: Vec<bool> = idx.iter().map(|&i| e.treated[i]).collect();
+            let (outcome, propensity) = (pick(e.outcome), pick(e.propensity));
+            let resampled = Experiment { x: e.x, treated: &treated, outcome: &outcome, propensity: &propensity };
+            d += qini(&pick(t), &resampled, 20).qini - qini(&pick(dr), &resampled, 20).qini;
+        }
+        diffs.push(d);
+    }
+    let mean = diffs.iter().sum::<f64>() / rounds as f64;
+    (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (rounds - 1) as f64).sqrt()
+}
+
 /// A Qini curve: the estimated churn events prevented among the top share of users ranked
 /// by predicted benefit, per user of the experiment's (weighted) population.
 #[derive(Debug, Clone, Serialize)]
