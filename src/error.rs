@@ -102,6 +102,9 @@ impl Error {
     pub fn from_store(context: impl fmt::Display, source: object_store::Error) -> Self {
         use object_store::Error as E;
         let context = context.to_string();
+        if names_a_missing_bucket(&source) {
+            return Error::Config(format!("{context}: the bucket does not exist ({source})"));
+        }
         match source {
             E::NotFound { .. } => Error::Data(format!("{context}: {source}")),
             E::PermissionDenied { .. } | E::Unauthenticated { .. } | E::UnknownConfigurationKey { .. } => {
@@ -127,6 +130,9 @@ impl Error {
                 let store =
                     error.get_ref().and_then(|e| e.source()).and_then(|s| s.downcast_ref::<object_store::Error>());
                 match store {
+                    Some(e) if names_a_missing_bucket(e) => {
+                        Error::Config(format!("{context}: the bucket does not exist ({source})"))
+                    }
                     Some(object_store::Error::NotFound { .. }) => Error::Data(format!("{context}: {source}")),
                     Some(
                         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. },
@@ -163,6 +169,21 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// S3 and GCS answer a request to a bucket that does not exist with the error code
+/// `NoSuchBucket`. object_store reports it as a generic failure (listing) or as a missing
+/// object (reading), and keeps the status in a type it does not export, so the code is
+/// found in the message chain.
+fn names_a_missing_bucket(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.to_string().contains("<Code>NoSuchBucket</Code>") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Attach stage context to polars results.

@@ -373,6 +373,21 @@ mod checks {
         assert_eq!(seen, want);
     }
 
+    /// A bucket that does not exist is a configuration error (78), not a temporary
+    /// failure: retrying cannot help. (S3 only: fake-gcs-server answers a missing bucket
+    /// with a 500 rather than GCS's 404 `NoSuchBucket`.)
+    pub(super) fn a_missing_bucket_is_a_configuration_error(f: &Fixture) {
+        let kind = f.kind().expect("remote backends only");
+        let scheme = if kind == Kind::S3 { "s3" } else { "gs" };
+        let Place::Remote(root) = &f.place else { unreachable!("remote backends only") };
+        let options = emulators::options_for(kind, &root.server().url());
+        let st = Storage::open(&format!("{scheme}://no-such-bucket/x"), &options, false).unwrap();
+        for err in [st.list_files("t").unwrap_err(), st.read_bytes("t/a.txt").unwrap_err()] {
+            assert_eq!(err.exit_code(), ExitCode::Config, "{err}");
+            assert!(err.to_string().contains("no-such-bucket"), "names the bucket: {err}");
+        }
+    }
+
     /// A server that does not answer is a temporary failure (75), after object_store's
     /// retries: listing, reading and the commit marker alike.
     pub(super) fn an_unreachable_server_is_a_temporary_failure(f: &Fixture) {
@@ -451,6 +466,7 @@ suite!(local:
 );
 
 suite!(s3:
+    a_missing_bucket_is_a_configuration_error,
     list_files_is_recursive_sorted_and_relative,
     listing_an_absent_folder_is_empty,
     partition_files_prune_by_date_and_skip_non_data,
