@@ -111,7 +111,7 @@ fn main() -> Res<()> {
             settings: settings.clone(),
         };
         let mut ctx = Context::open(stage, 1)?;
-        let inputs = ctx.load_inputs(true)?;
+        let inputs = ctx.load_inputs(retain::run::Reads { history: true, grace: false })?;
         let data = train::training_data(&ctx, &inputs)?;
         drop(inputs);
         eprintln!(

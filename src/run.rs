@@ -42,6 +42,15 @@ pub struct Context {
     bar: indicatif::ProgressBar,
 }
 
+/// What a command reads besides the inputs of S itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Reads {
+    /// The labelled snapshots of training and the campaign history.
+    pub history: bool,
+    /// The dunning episodes of the grace stage.
+    pub grace: bool,
+}
+
 impl Context {
     /// Open the roots for a command of `steps` timed stages (for the progress bar).
     pub fn open(stage: StageSettings, steps: u64) -> Result<Self> {
@@ -89,13 +98,16 @@ impl Context {
         }
     }
 
-    /// Read the inputs for S, and with `with_history` for the labelled snapshots the
-    /// models learn from.
-    pub fn load_inputs(&mut self, with_history: bool) -> Result<Inputs> {
-        let first = self.first_snapshot(with_history);
+    /// Read the inputs for S: with `reads.history` for the labelled snapshots the models
+    /// learn from, with `reads.grace` as far back as the grace stage's episodes reach.
+    pub fn load_inputs(&mut self, reads: Reads) -> Result<Inputs> {
+        let first = self.first_snapshot(reads.history);
         let last = self.as_of;
         let input = self.input.clone();
-        let lookback = Lookback::new(self.settings.horizon_days).with_late_days(self.settings.inputs.late_days);
+        let mut lookback = Lookback::new(self.settings.horizon_days).with_late_days(self.settings.inputs.late_days);
+        if reads.grace {
+            lookback = grace::lookback(lookback, &self.settings.grace, first, last);
+        }
         self.timed("read inputs", |_| Inputs::load(&input, first, last, lookback))
     }
 
@@ -152,7 +164,7 @@ struct Night {
 /// `retain run`: the whole nightly pipeline.
 pub fn run_all(stage: StageSettings) -> Result<()> {
     let mut ctx = Context::open(stage, 6)?;
-    let inputs = ctx.load_inputs(true)?;
+    let inputs = ctx.load_inputs(Reads { history: true, grace: true })?;
     let night = compute_night(&mut ctx, &inputs)?;
     let mut tables = serde_json::Map::new();
     train::save(&ctx, &night.artifact)?;
@@ -191,7 +203,7 @@ fn compute_night(ctx: &mut Context, inputs: &Inputs) -> Result<Night> {
     let scores = ctx.timed("score", |_| score::score(&features, &artifact, top_k))?;
     let interventions =
         ctx.timed("interventions", |c| interventions::plan(inputs, s, &scores, &features, &artifact, &c.settings))?;
-    let grace = ctx.timed("grace", |c| grace::recommend_all(inputs, &c.input, s, &c.settings.grace))?;
+    let grace = ctx.timed("grace", |c| grace::recommend_all(inputs, s, &c.settings.grace))?;
     Ok(Night { features, artifact, scores, interventions, grace })
 }
 
@@ -216,7 +228,7 @@ fn intervention_summary(df: &DataFrame) -> Result<Value> {
 /// `retain features`.
 pub fn features_only(stage: StageSettings) -> Result<()> {
     let mut ctx = Context::open(stage, 2)?;
-    let inputs = ctx.load_inputs(false)?;
+    let inputs = ctx.load_inputs(Reads { history: false, grace: false })?;
     let s = ctx.as_of;
     let df = ctx.timed("features", |_| features::build(&inputs, s))?;
     let c = ctx.publish("features", &df)?;
@@ -226,7 +238,7 @@ pub fn features_only(stage: StageSettings) -> Result<()> {
 /// `retain train`.
 pub fn train_only(stage: StageSettings) -> Result<()> {
     let mut ctx = Context::open(stage, 2)?;
-    let inputs = ctx.load_inputs(true)?;
+    let inputs = ctx.load_inputs(Reads { history: true, grace: false })?;
     let retrain = ctx.retrain;
     let artifact = ctx.timed("train", |c| train::train_or_reuse(c, &inputs, retrain))?;
     train::save(&ctx, &artifact)?;
@@ -252,7 +264,7 @@ pub fn interventions_only(stage: StageSettings) -> Result<()> {
     let features = ctx.output.read_committed("features", s)?;
     let scores = ctx.output.read_committed(contract::SCORES.name, s)?;
     let artifact = train::load(&ctx, s)?;
-    let inputs = ctx.load_inputs(true)?;
+    let inputs = ctx.load_inputs(Reads { history: true, grace: false })?;
     let out =
         ctx.timed("interventions", |c| interventions::plan(&inputs, s, &scores, &features, &artifact, &c.settings))?;
     let c = ctx.publish(contract::INTERVENTIONS.name, &out.table)?;
@@ -268,9 +280,9 @@ pub fn interventions_only(stage: StageSettings) -> Result<()> {
 /// `retain grace`.
 pub fn grace_only(stage: StageSettings) -> Result<()> {
     let mut ctx = Context::open(stage, 2)?;
-    let inputs = ctx.load_inputs(false)?;
+    let inputs = ctx.load_inputs(Reads { history: false, grace: true })?;
     let s = ctx.as_of;
-    let out = ctx.timed("grace", |c| grace::recommend_all(&inputs, &c.input, s, &c.settings.grace))?;
+    let out = ctx.timed("grace", |c| grace::recommend_all(&inputs, s, &c.settings.grace))?;
     let c = ctx.publish(contract::GRACE.name, &out.table)?;
     write_grace_report(&ctx, &out)?;
     ctx.write_manifest("grace", Some(&inputs), json!({ "grace": table_summary(&c) }), json!({ "grace": out.report }))

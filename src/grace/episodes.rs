@@ -7,10 +7,10 @@
 //! built at S gives exactly what a run at T would have seen, which is what the rolling
 //! back-test needs. Features at the failure only use rows before the failure's day.
 //!
-//! Activity and reminders are read here for the grace window itself rather than taken
-//! from the run's inputs, because the run's activity and message lookbacks depend on
-//! which command runs (`run` reads more history than `grace`); reading the same window
-//! in both keeps `retain grace` and `retain run` identical.
+//! Activity and reminders come from the run's inputs, cut to the grace window itself:
+//! `run` reads more history than `grace`, and cutting the same window from both keeps
+//! `retain grace` and `retain run` identical. [`lookback`] says how far back the inputs
+//! must reach for it; late rows count by their own time, as everywhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,11 +18,10 @@ use chrono::{Datelike, Duration, NaiveDate};
 use polars::prelude::*;
 
 use crate::config::Grace as GraceConfig;
-use crate::contract::{self, FAILURE_REASONS, PAYMENT_METHODS, PLANS};
+use crate::contract::{FAILURE_REASONS, PAYMENT_METHODS, PLANS};
 use crate::error::{PolarsContext, Result};
-use crate::inputs::{Inputs, date_lit, end_of_day_us, epoch_days, in_set, scan_table, ts_lit_us};
+use crate::inputs::{Inputs, Lookback, date_lit, epoch_days, in_set, ts_lit_us};
 use crate::labels;
-use crate::storage::Storage;
 
 pub(crate) const US_PER_DAY: i64 = 86_400_000_000;
 /// Days before the failure whose listening describes the user's engagement.
@@ -104,9 +103,21 @@ pub(crate) fn day_of_month(day: i32) -> u32 {
     date_of(day).day()
 }
 
+/// `base` extended so that inputs whose first snapshot is `first` reach back to what the
+/// episodes of snapshot `s` read: reminders from the oldest failure in the history and
+/// listening from [`ENGAGEMENT_DAYS`] before it.
+pub fn lookback(base: Lookback, cfg: &GraceConfig, first: NaiveDate, s: NaiveDate) -> Lookback {
+    let before_first = |days: i64| (days - (s - first).num_days()).max(0) as u32;
+    Lookback {
+        activity_days: base.activity_days.max(before_first(cfg.history_days as i64 + ENGAGEMENT_DAYS as i64)),
+        messages_days: base.messages_days.max(before_first(cfg.history_days as i64)),
+        ..base
+    }
+}
+
 /// Every episode whose failure is at most `cfg.history_days` before `s`, as known at the
 /// end of `s`, sorted by (user, failure time).
-pub(crate) fn load(inputs: &Inputs, storage: &Storage, s: NaiveDate, cfg: &GraceConfig) -> Result<Vec<Episode>> {
+pub(crate) fn load(inputs: &Inputs, s: NaiveDate, cfg: &GraceConfig) -> Result<Vec<Episode>> {
     let now = inputs.as_of(s);
     let s_day = epoch_days(s);
     let first_day = s_day - cfg.history_days as i32;
@@ -164,8 +175,8 @@ pub(crate) fn load(inputs: &Inputs, storage: &Storage, s: NaiveDate, cfg: &Grace
     let ends_us: Vec<Option<i64>> = (0..df.height()).map(|i| end.get(i)).collect();
 
     attach_billing(&mut eps, &ends_us, &now, &user_refs)?;
-    attach_reminders(&mut eps, &ends_us, storage, s, min_fail, &user_refs)?;
-    attach_activity(&mut eps, storage, s, min_fail, &user_refs)?;
+    attach_reminders(&mut eps, &ends_us, &now, min_fail, &user_refs)?;
+    attach_activity(&mut eps, &now, min_fail, &user_refs)?;
     attach_tenure(&mut eps, &now, &user_refs)?;
     Ok(eps)
 }
@@ -217,20 +228,16 @@ fn attach_billing(eps: &mut [Episode], ends_us: &[Option<i64>], now: &Inputs, us
 fn attach_reminders(
     eps: &mut [Episode],
     ends_us: &[Option<i64>],
-    storage: &Storage,
-    s: NaiveDate,
+    now: &Inputs,
     min_fail: i32,
     users: &[&str],
 ) -> Result<()> {
-    let parts = storage.partition_files(contract::MESSAGES.name, date_of(min_fail), s)?;
-    let rels: Vec<String> = parts.into_iter().map(|p| p.rel).collect();
-    if rels.is_empty() {
-        return Ok(());
-    }
-    let df = scan_table(storage, &contract::MESSAGES, &rels)?
+    let df = now
+        .messages
+        .clone()
         .filter(
             col("ts")
-                .lt(ts_lit_us(end_of_day_us(s)))
+                .gt_eq(ts_lit_us(min_fail as i64 * US_PER_DAY))
                 .and(col("message_type").eq(lit("payment_update_reminder")))
                 .and(col("arm").eq(lit("treatment")))
                 .and(col("delivered"))
@@ -252,15 +259,12 @@ fn attach_reminders(
 }
 
 /// Hours played and active days in the 30 days before the failure's day.
-fn attach_activity(eps: &mut [Episode], storage: &Storage, s: NaiveDate, min_fail: i32, users: &[&str]) -> Result<()> {
+fn attach_activity(eps: &mut [Episode], now: &Inputs, min_fail: i32, users: &[&str]) -> Result<()> {
     let from = date_of(min_fail - ENGAGEMENT_DAYS);
-    let parts = storage.partition_files(contract::ACTIVITY.name, from, s)?;
-    let rels: Vec<String> = parts.into_iter().map(|p| p.rel).collect();
-    if rels.is_empty() {
-        return Ok(());
-    }
-    let df = scan_table(storage, &contract::ACTIVITY, &rels)?
-        .filter(col("date").lt_eq(date_lit(s)).and(col("date").gt_eq(date_lit(from))).and(in_set("user_id", users)))
+    let df = now
+        .activity
+        .clone()
+        .filter(col("date").gt_eq(date_lit(from)).and(in_set("user_id", users)))
         .select([col("user_id"), col("date").cast(DataType::Int32).alias("day"), col("ms_played")])
         .sort(["user_id", "day"], SortMultipleOptions::default())
         .collect()

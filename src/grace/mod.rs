@@ -30,6 +30,7 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 use serde::Serialize;
 
+pub use episodes::lookback;
 pub use evaluate::{ArmComparison, Decision, Estimate, Evaluation};
 pub use model::FitSummary;
 
@@ -37,7 +38,6 @@ use crate::config::Grace as GraceConfig;
 use crate::contract::FAILURE_REASONS;
 use crate::error::{PolarsContext, Result};
 use crate::inputs::{Inputs, epoch_days};
-use crate::storage::Storage;
 use episodes::Episode;
 use model::{COMEBACK_DAYS, Models};
 
@@ -90,11 +90,11 @@ fn model_days(cfg: &GraceConfig) -> usize {
     (cfg.max_days as usize).max(CURVE_DAYS)
 }
 
-/// Recommend a grace length for every episode open at the end of `s`. `storage` is the
-/// input root (activity and reminders are read from it for the grace window).
-pub fn recommend_all(inputs: &Inputs, storage: &Storage, s: NaiveDate, cfg: &GraceConfig) -> Result<GraceOutput> {
+/// Recommend a grace length for every episode open at the end of `s`. The inputs must
+/// reach back as far as [`lookback`] says.
+pub fn recommend_all(inputs: &Inputs, s: NaiveDate, cfg: &GraceConfig) -> Result<GraceOutput> {
     let s_day = epoch_days(s);
-    let eps = episodes::load(inputs, storage, s, cfg)?;
+    let eps = episodes::load(inputs, s, cfg)?;
     let days = model_days(cfg);
     let models = model::fit(&eps, s_day, cfg.history_days as i32, days);
     if models.is_none() {
@@ -241,13 +241,12 @@ fn grace_frame(
 /// (for back-tests and for checking against a synthetic world's truth).
 pub fn backtest(
     inputs: &Inputs,
-    storage: &Storage,
     s: NaiveDate,
     cfg: &GraceConfig,
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<Vec<Decision>> {
-    let eps = episodes::load(inputs, storage, s, cfg)?;
+    let eps = episodes::load(inputs, s, cfg)?;
     let (d, _) = evaluate::backtest(&eps, epoch_days(from), epoch_days(to), cfg, model_days(cfg));
     Ok(d)
 }

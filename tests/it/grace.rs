@@ -146,7 +146,8 @@ fn recommendations_capture_most_of_the_oracle_gain_over_a_fixed_week() {
     let days = 180;
     generate(&SynthConfig { users: 8000, days, seed: 2027, start }, &store).unwrap();
     let s = start + Duration::days(days as i64 - 1);
-    let inputs = Inputs::load(&store, s, s, Lookback::new(30)).unwrap();
+    let lookback = retain::grace::lookback(Lookback::new(30), &Grace::default(), s, s);
+    let inputs = Inputs::load(&store, s, s, lookback).unwrap();
     let truth = read_truth(&store, s);
     // Decisions at the failure for the last 100 days, each by models fitted on the data
     // known before its fortnight.
@@ -155,7 +156,7 @@ fn recommendations_capture_most_of_the_oracle_gain_over_a_fixed_week() {
     // The configured economics: a recovery is worth six months, so nearly every reason
     // but fraud is worth a long grace and the oracle is close to "30 days for all".
     let cfg = Grace::default();
-    let decisions = retain::grace::backtest(&inputs, &store, s, &cfg, from, s).unwrap();
+    let decisions = retain::grace::backtest(&inputs, s, &cfg, from, s).unwrap();
     let card = score(&decisions, &truth, &cfg, "value 6 months, cost 0.7");
     assert!(card.episodes >= 500, "enough episodes to judge: {}", card.episodes);
     assert!(card.captured_over(7) > 0.9, "most of the oracle's gain over 7 days: {:.3}", card.captured_over(7));
@@ -164,7 +165,7 @@ fn recommendations_capture_most_of_the_oracle_gain_over_a_fixed_week() {
     // Tighter economics, where the break-even hazard (1/45 a day) falls inside the range
     // of the true hazards: the length has to follow the episode.
     let tight = Grace { value_months: 1.5, cost_fraction: 1.0, ..Grace::default() };
-    let decisions = retain::grace::backtest(&inputs, &store, s, &tight, from, s).unwrap();
+    let decisions = retain::grace::backtest(&inputs, s, &tight, from, s).unwrap();
     let card = score(&decisions, &truth, &tight, "value 1.5 months, cost 1.0");
     assert!(card.captured_over(7) > 0.6, "most of the oracle's gain over 7 days: {:.3}", card.captured_over(7));
     let best_fixed = card.fixed.values().cloned().fold(f64::MIN, f64::max);

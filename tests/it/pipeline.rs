@@ -179,4 +179,19 @@ fn stages_run_one_at_a_time_give_the_same_tables_as_run() {
     for table in ["features", "scores", "interventions", "grace"] {
         assert_eq!(read_table(whole, table), read_table(dir.path(), table), "{table}");
     }
+    // The grace stage's manifest lists the listening it read: from 30 days before the
+    // oldest failure of its 180-day history, beyond the 90 days the features read (here,
+    // the sample's first day, 179 days before S).
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(format!("runs/snapshot={SAMPLE_AS_OF}/grace.json"))).unwrap(),
+    )
+    .unwrap();
+    let oldest = manifest["input"]["file_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str()?.strip_prefix("activity/dt=")?.get(..10)?.parse::<chrono::NaiveDate>().ok())
+        .min()
+        .unwrap();
+    assert_eq!(oldest, sample_as_of() - chrono::Duration::days(179), "grace read all the sample's activity");
 }
