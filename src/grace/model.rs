@@ -1,8 +1,8 @@
 //! The two discrete-time hazard models of a dunning episode, fitted on episode-day rows.
 //!
 //! - Recovery: on day k after the failure (k ≥ 1, while in grace), the chance that the
-//!   payment is recovered that day. logit h = intercept + reason + day k + reason × day k
-//!   + day-of-month bucket of the calendar day (+ × reason: paydays) + payment reminder
+//!   payment is recovered that day. logit h = intercept + reason + day k + reason × day k +
+//!   day-of-month bucket of the calendar day (+ × reason: paydays) + payment reminder
 //!   received by day k (+ × reason) + payment method + plan + log price + listening in the
 //!   30 days before the failure (hours, active days) + log tenure + log attempts so far.
 //! - Come-back: on day j after an expiry (1 ≤ j ≤ 60), the chance that the lapsed user is

@@ -75,7 +75,7 @@ impl Stream {
 
     /// Poisson: inversion by multiplication for small means, a rounded normal for large.
     pub(crate) fn poisson(&mut self, lambda: f64) -> u32 {
-        if !(lambda > 0.0) {
+        if lambda.is_nan() || lambda <= 0.0 {
             return 0;
         }
         if lambda < 30.0 {
