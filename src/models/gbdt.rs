@@ -188,9 +188,14 @@ impl GbdtModel {
         threads: usize,
     ) -> Result<Self> {
         let cats = categorical.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+        // LightGBM keeps the thread count of its latest call in a process-wide variable and
+        // sizes a dataset's per-thread buffers by it: concurrent fits (training's candidates,
+        // the uplift models) must all give the same count, or one's rows are pushed by more
+        // threads than the buffers another's call left room for (a segfault in SparseBin::Push).
         let dataset_params = format!(
-            "max_bin=255 verbosity=-1 seed={seed}{cat}",
+            "max_bin=255 verbosity=-1 seed={seed} num_threads={threads}{cat}",
             seed = params.seed,
+            threads = threads.max(1),
             cat = if cats.is_empty() { String::new() } else { format!(" categorical_feature={cats}") }
         );
         let to_f32 = |v: &[f64]| v.iter().map(|&y| y as f32).collect::<Vec<f32>>();
