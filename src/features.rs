@@ -149,13 +149,37 @@ const USERS_PER_PASS: usize = 200_000;
 /// built it; it is returned as one chunk, so the Parquet row groups written from it do
 /// not either.
 pub fn build(inputs: &Inputs, s: NaiveDate) -> Result<DataFrame> {
-    build_in_passes(inputs, s, USERS_PER_PASS)
+    build_in_passes(inputs, s, None, USERS_PER_PASS)
 }
 
-fn build_in_passes(inputs: &Inputs, s: NaiveDate, users_per_pass: usize) -> Result<DataFrame> {
+/// The rows of [`build`] for the users in `users` (a frame with a `user_id` column; those
+/// not premium at the end of S have no row), computed from those users' rows only. A
+/// user's features depend only on that user's rows, so each row is the one [`build`]
+/// gives; callers that need a few users of many snapshots (the campaign history) skip the
+/// rest of each population.
+pub fn build_of(inputs: &Inputs, s: NaiveDate, users: &DataFrame) -> Result<DataFrame> {
+    build_in_passes(inputs, s, Some(users), USERS_PER_PASS)
+}
+
+fn build_in_passes(
+    inputs: &Inputs,
+    s: NaiveDate,
+    users: Option<&DataFrame>,
+    users_per_pass: usize,
+) -> Result<DataFrame> {
     let pit = inputs.as_of(s);
-    let population = collect_streaming(labels::premium_at(pit.billing.clone(), s))
-        .ctx(format!("finding the premium users at {s}"))?;
+    let mut premium = labels::premium_at(pit.billing.clone(), s);
+    if let Some(users) = users {
+        premium = premium
+            .join(
+                users.clone().lazy().select([col("user_id")]),
+                [col("user_id")],
+                [col("user_id")],
+                JoinArgs::new(JoinType::Semi),
+            )
+            .sort(["user_id"], SortMultipleOptions::default());
+    }
+    let population = collect_streaming(premium).ctx(format!("finding the premium users at {s}"))?;
     let passes = population.height().div_ceil(users_per_pass).max(1);
     let per_pass = population.height().div_ceil(passes).max(1);
     let mut activity: Option<DataFrame> = None;
@@ -195,15 +219,6 @@ fn build_in_passes(inputs: &Inputs, s: NaiveDate, users_per_pass: usize) -> Resu
         .ctx(format!("computing features for snapshot {s}"))?;
     table.rechunk_mut_par();
     Ok(table)
-}
-
-/// The features of snapshot `s` as one lazy query over the whole population (for callers
-/// that join them with labels in the same query).
-pub fn build_lazy(inputs: &Inputs, s: NaiveDate) -> Result<LazyFrame> {
-    let pit = inputs.as_of(s);
-    let population = labels::premium_at(pit.billing.clone(), s);
-    let activity = activity_models(pit.activity.clone(), s)?;
-    features_of(&pit, population, activity, s)
 }
 
 fn collect_streaming(lf: LazyFrame) -> PolarsResult<DataFrame> {
@@ -363,16 +378,28 @@ mod tests {
         let storage = Storage::open(root, &StorageOptions::default(), false).unwrap();
         let s = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
         let inputs = Inputs::load(&storage, s, s, Lookback::new(30)).unwrap();
-        let whole = build_in_passes(&inputs, s, usize::MAX).unwrap();
+        let whole = build_in_passes(&inputs, s, None, usize::MAX).unwrap();
         assert!(whole.height() > 300, "a real population");
         let mut bytes = Vec::new();
         for users_per_pass in [whole.height(), 301, 100] {
-            let mut table = build_in_passes(&inputs, s, users_per_pass).unwrap();
+            let mut table = build_in_passes(&inputs, s, None, users_per_pass).unwrap();
             assert_eq!(table, whole, "{users_per_pass} users per pass");
             bytes.push(crate::storage::parquet_bytes(&mut table).unwrap());
         }
         assert!(bytes.windows(2).all(|w| w[0] == w[1]), "the same Parquet bytes");
-        assert_eq!(build_lazy(&inputs, s).unwrap().sort(["user_id"], Default::default()).collect().unwrap(), whole);
+
+        // Some users' rows, whichever passes build them; ids of users not premium at S
+        // (or unknown) have none.
+        let ids: Vec<String> =
+            whole.column("user_id").unwrap().str().unwrap().iter().flatten().map(String::from).collect();
+        let mut some: Vec<String> = ids.iter().step_by(3).cloned().collect();
+        some.push("nobody".into());
+        let users = df!("user_id" => &some).unwrap();
+        for users_per_pass in [usize::MAX, 50] {
+            let table = build_in_passes(&inputs, s, Some(&users), users_per_pass).unwrap();
+            let keep: BooleanChunked = ids.iter().map(|id| some.contains(id)).collect();
+            assert_eq!(table, whole.filter(&keep).unwrap(), "{users_per_pass} users per pass");
+        }
 
         // Before the sample's first day nobody is premium: an empty table with every column.
         let early = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();

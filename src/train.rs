@@ -40,11 +40,37 @@ pub fn cores() -> usize {
 
 /// Features joined with every target's label for one snapshot, sorted by user id.
 pub fn labelled_snapshot(inputs: &Inputs, s: NaiveDate, horizon_days: u32) -> Result<DataFrame> {
+    labelled_snapshot_of(inputs, s, horizon_days, None)
+}
+
+/// The rows of [`labelled_snapshot`] for the users in `users` only (all premium users
+/// when None). Features and labels are per user, so each row is the one the whole
+/// snapshot has; the work and memory are those of the users asked for. The features are
+/// built in passes ([`features::build`]), which bounds the memory of a whole snapshot.
+pub fn labelled_snapshot_of(
+    inputs: &Inputs,
+    s: NaiveDate,
+    horizon_days: u32,
+    users: Option<&DataFrame>,
+) -> Result<DataFrame> {
     let until = s + Duration::days(horizon_days as i64);
-    let feats = features::build_lazy(inputs, s)?;
-    let churn = labels::churn_labels(inputs.billing_until(until), s, horizon_days);
-    let failures = inputs
-        .billing_until(until)
+    let (feats, billing) = match users {
+        None => (features::build(inputs, s)?, inputs.billing_until(until)),
+        Some(users) => {
+            // Other users' billing would only be dropped by the joins on the features.
+            let ids = users.clone().lazy().select([col("user_id")]);
+            let billing = inputs.billing_until(until).join(
+                ids,
+                [col("user_id")],
+                [col("user_id")],
+                JoinArgs::new(JoinType::Semi),
+            );
+            (features::build_of(inputs, s, users)?, billing)
+        }
+    };
+    let feats = feats.lazy();
+    let churn = labels::churn_labels(billing.clone(), s, horizon_days);
+    let failures = billing
         .filter(col("ts").gt_eq(ts_lit_us(end_of_day_us(s))).and(col("event_type").eq(lit("payment_failed"))))
         .select([col("user_id")])
         .unique(None, UniqueKeepStrategy::Any)
@@ -311,4 +337,30 @@ pub fn load(ctx: &Context, s: NaiveDate) -> Result<ModelArtifact> {
         )));
     }
     load_models(ctx, artifact)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inputs::Lookback;
+    use crate::storage::{Storage, StorageOptions};
+
+    #[test]
+    fn a_labelled_snapshot_of_some_users_is_their_rows_of_the_whole_snapshot() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/data-samples");
+        let storage = Storage::open(root, &StorageOptions::default(), false).unwrap();
+        let s = NaiveDate::from_ymd_opt(2026, 10, 21).unwrap();
+        let h = 30;
+        let inputs = Inputs::load(&storage, s, s + Duration::days(h as i64), Lookback::new(h)).unwrap();
+        let whole = labelled_snapshot(&inputs, s, h).unwrap();
+        let churned = whole.column("churned").unwrap().cast(&DataType::Int32).unwrap();
+        assert!(churned.i32().unwrap().into_no_null_iter().any(|c| c == 1), "some users churned");
+        let ids: Vec<&str> = whole.column("user_id").unwrap().str().unwrap().iter().flatten().collect();
+        let some: Vec<&str> = ids.iter().copied().skip(1).step_by(4).chain(["nobody"]).collect();
+        let users = df!("user_id" => &some).unwrap();
+        let table = labelled_snapshot_of(&inputs, s, h, Some(&users)).unwrap();
+        let keep: BooleanChunked = ids.iter().map(|id| some.contains(id)).collect();
+        assert_eq!(table, whole.filter(&keep).unwrap());
+        assert!(table.height() > 10 && table.height() < whole.height());
+    }
 }

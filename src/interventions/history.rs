@@ -20,7 +20,8 @@ use polars::prelude::*;
 use super::EFFECT_WINDOW_DAYS;
 use crate::error::{PolarsContext, Result};
 use crate::inputs::{Inputs, date_lit, epoch_days};
-use crate::train::labelled_snapshot;
+use crate::labels;
+use crate::train::labelled_snapshot_of;
 
 /// How many days of the newest decisions form the evaluation slice.
 pub const EVALUATION_DAYS: i64 = 28;
@@ -58,6 +59,15 @@ pub fn decision_snapshots(days: &BTreeSet<NaiveDate>, last: NaiveDate) -> BTreeM
 }
 
 pub fn load(inputs: &Inputs, s: NaiveDate, horizon_days: u32) -> Result<History> {
+    load_with(inputs, s, horizon_days, BACKGROUND_PER_SNAPSHOT)
+}
+
+/// [`load`] with `background_size` users per snapshot in [`History::background`].
+///
+/// Before the evaluation slice only the decided users and the background are labelled:
+/// features and labels are per user, so their rows are those of the whole snapshot, and
+/// at 1M users the decided are about a quarter of it.
+fn load_with(inputs: &Inputs, s: NaiveDate, horizon_days: u32, background_size: usize) -> Result<History> {
     let last = s - Duration::days(horizon_days as i64);
     let first = last - Duration::days(EFFECT_WINDOW_DAYS - 1);
     let evaluation_from = last - Duration::days(EVALUATION_DAYS - 1);
@@ -109,30 +119,33 @@ pub fn load(inputs: &Inputs, s: NaiveDate, horizon_days: u32) -> Result<History>
     let mut populations = Vec::new();
     let mut background = Vec::new();
     for sn in snapshots {
-        let population = labelled_snapshot(inputs, sn, horizon_days)?;
-        let decided = msgs
-            .clone()
-            .lazy()
-            .filter(col("snapshot").eq(date_lit(sn)))
+        let decisions = msgs.clone().lazy().filter(col("snapshot").eq(date_lit(sn)));
+        // The background is drawn from everyone premium at sn; its rows, and the decided
+        // users', are all the features needed, except on the evaluation slice, where the
+        // policy is replayed on the whole population.
+        let premium = labels::premium_at(inputs.as_of(sn).billing, sn)
+            .collect()
+            .ctx(format!("finding the premium users at {sn}"))?;
+        let cut = background_cut(&premium, background_size)?;
+        let population = if sn >= evaluation_from {
+            labelled_snapshot_of(inputs, sn, horizon_days, None)?
+        } else {
+            let sampled = premium.filter(&in_background(&premium, cut)?).ctx("sampling the background population")?;
+            let needed = concat(
+                [decisions.clone().select([col("user_id")]), sampled.lazy()],
+                UnionArgs { rechunk: false, ..Default::default() },
+            )
+            .and_then(|l| l.unique(None, UniqueKeepStrategy::Any).collect())
+            .ctx(format!("listing the users of the decisions of {sn}"))?;
+            labelled_snapshot_of(inputs, sn, horizon_days, Some(&needed))?
+        };
+        let decided = decisions
             .join(population.clone().lazy(), [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Inner))
             .sort(["user_id", "message_type", "channel"], SortMultipleOptions::default().with_maintain_order(true))
             .collect()
             .ctx(format!("labelling the decisions of {sn}"))?;
         rows.push(decided.lazy());
-        let hashes: Vec<u64> = population
-            .column("user_id")
-            .ctx("features")?
-            .str()
-            .ctx("features")?
-            .iter()
-            .map(|u| xxhash_rust::xxh3::xxh3_64(u.unwrap_or_default().as_bytes()))
-            .collect();
-        let cut = {
-            let mut h = hashes.clone();
-            h.sort_unstable();
-            h.get(BACKGROUND_PER_SNAPSHOT.saturating_sub(1)).copied().unwrap_or(u64::MAX)
-        };
-        let keep = BooleanChunked::from_iter_values("keep".into(), hashes.iter().map(|h| *h <= cut));
+        let keep = in_background(&population, cut)?;
         background.push(population.filter(&keep).ctx("sampling the background population")?.lazy());
         if sn >= evaluation_from {
             populations.push((sn, population));
@@ -151,9 +164,87 @@ pub fn load(inputs: &Inputs, s: NaiveDate, horizon_days: u32) -> Result<History>
     Ok(History { rows, populations, evaluation_from, background })
 }
 
+fn user_hashes(users: &DataFrame) -> Result<Vec<u64>> {
+    Ok(users
+        .column("user_id")
+        .ctx("user ids")?
+        .str()
+        .ctx("user ids")?
+        .iter()
+        .map(|u| xxhash_rust::xxh3::xxh3_64(u.unwrap_or_default().as_bytes()))
+        .collect())
+}
+
+/// The largest user hash of a snapshot's background: the `size`-th smallest hash among
+/// the users premium at it (`premium`, one row per user).
+fn background_cut(premium: &DataFrame, size: usize) -> Result<u64> {
+    let mut h = user_hashes(premium)?;
+    h.sort_unstable();
+    Ok(h.get(size.saturating_sub(1)).copied().unwrap_or(u64::MAX))
+}
+
+/// Which rows of `users` belong to the background whose largest hash is `cut`.
+fn in_background(users: &DataFrame, cut: u64) -> Result<BooleanChunked> {
+    Ok(BooleanChunked::from_iter_values("keep".into(), user_hashes(users)?.into_iter().map(|h| h <= cut)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inputs::Lookback;
+    use crate::storage::{Storage, StorageOptions};
+    use crate::train::labelled_snapshot;
+
+    /// The history built from the users it needs is the one built from every premium
+    /// user: each snapshot's decisions joined with its whole labelled snapshot, and the
+    /// background drawn from the whole population.
+    #[test]
+    fn the_history_labels_only_the_users_it_needs_and_is_the_same_as_from_every_user() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/data-samples");
+        let storage = Storage::open(root, &StorageOptions::default(), false).unwrap();
+        let s = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let h = 30;
+        let first = s - Duration::days(h as i64 + EFFECT_WINDOW_DAYS);
+        let inputs = Inputs::load(&storage, first, s, Lookback::new(h)).unwrap();
+        // A background smaller than the sample's population, so that users are left out.
+        let size = 40;
+        let hist = load_with(&inputs, s, h, size).unwrap();
+        let snapshots: BTreeSet<i32> =
+            hist.rows.column("snapshot").unwrap().date().unwrap().physical().into_no_null_iter().collect();
+        assert!(snapshots.len() > 4, "decisions of several snapshots: {snapshots:?}");
+        let before = snapshots.iter().filter(|&&d| d < epoch_days(hist.evaluation_from)).count();
+        assert!(before > 0, "snapshots before the evaluation slice, built from some users only");
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+        let mut background = Vec::new();
+        for &d in &snapshots {
+            let sn = epoch + Duration::days(d as i64);
+            let whole = labelled_snapshot(&inputs, sn, h).unwrap();
+            let mine = hist.rows.clone().lazy().filter(col("snapshot").eq(date_lit(sn)));
+            let expected = mine
+                .clone()
+                .select([col("user_id"), col("message_type"), col("channel"), col("treated"), col("propensity")])
+                .join(whole.clone().lazy(), [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Inner))
+                .with_column(date_lit(sn).alias("snapshot"))
+                .sort(["user_id", "message_type", "channel"], SortMultipleOptions::default().with_maintain_order(true))
+                .collect()
+                .unwrap();
+            let got = mine.collect().unwrap();
+            assert_eq!(
+                got.select(expected.get_column_names().into_iter().cloned()).unwrap(),
+                expected,
+                "the decisions of {sn}"
+            );
+            if let Some((_, population)) = hist.populations.iter().find(|(p, _)| *p == sn) {
+                assert_eq!(population, &whole, "the evaluation slice's population of {sn}");
+            }
+            let cut = background_cut(&whole, size).unwrap();
+            background.push(whole.filter(&in_background(&whole, cut).unwrap()).unwrap().lazy());
+        }
+        let background = concat(background, UnionArgs::default()).unwrap().collect().unwrap();
+        assert_eq!(hist.background, background);
+        assert!(hist.background.height() <= size * snapshots.len());
+        assert!(!hist.populations.is_empty(), "an evaluation slice");
+    }
 
     #[test]
     fn decisions_belong_to_the_day_before_or_to_a_weekly_grid_when_there_are_many() {

@@ -338,8 +338,8 @@ fn fit_type(arms: &[(&Arm, &ArmRows, &ArmRows)], train: &ArmRows, categorical: &
     }
     let mut models = Vec::new();
     let mut later = vec![Vec::new(); arms.len()];
-    for learner in Learner::ALL {
-        let m = uplift::fit(learner, &train.experiment(), categorical, 1)?;
+    for m in uplift::fit_each(&Learner::ALL, &train.experiment(), categorical, 1)? {
+        let learner = m.learner;
         for (a, (_, _, ev)) in arms.iter().enumerate() {
             let benefit: Vec<f64> = m.effect(&ev.x).into_iter().map(|e| -e).collect();
             let (eval_sent, eval_held) = ev.arm_sizes();
@@ -561,7 +561,7 @@ pub fn plan(
     let benefit: Vec<Vec<f64>> = match &encoder {
         Some(enc) => {
             let x = enc.transform(features)?;
-            benefits(&predictors, &x)
+            benefits(&predictors, &arms, &c, &x)
         }
         None => Vec::new(),
     };
@@ -593,15 +593,25 @@ impl<'a> ArmPredictor<'a> {
         with_channel(x, |_| self.channel)
     }
 
-    /// Predicted churn reduction per row; `inside` is the type's support for the rows.
-    fn benefit(&self, x: &Array2<f64>, inside: &[bool]) -> Vec<f64> {
-        self.model.effect(&self.x(x)).into_iter().zip(inside).map(|(e, &i)| if i { -e } else { 0.0 }).collect()
+    /// Predicted churn reduction for the rows where `wanted` holds, zero elsewhere (each
+    /// row's prediction depends on that row alone).
+    fn benefit(&self, x: &Array2<f64>, wanted: impl Fn(usize) -> bool) -> Vec<f64> {
+        let rows: Vec<usize> = (0..x.nrows()).filter(|&u| wanted(u)).collect();
+        let mut out = vec![0.0; x.nrows()];
+        if !rows.is_empty() {
+            for (u, e) in rows.iter().zip(self.model.effect(&self.x(&x.select(Axis(0), &rows)))) {
+                out[*u] = -e;
+            }
+        }
+        out
     }
 }
 
-/// Each arm's predicted churn reduction for each row of `x` (zero for arms without a model).
-/// The arms of one message type share its support model, which is evaluated once.
-fn benefits(predictors: &[Option<ArmPredictor>], x: &Array2<f64>) -> Vec<Vec<f64>> {
+/// Each arm's predicted churn reduction for each user of `c` (rows of `x`) who may get it
+/// ([`Candidates::allows`]) and is inside the arm's support; zero for the others, whom
+/// [`uplift_policy`] never gives the arm, and for arms without a model. The arms of one
+/// message type share its support model, which is evaluated once.
+fn benefits(predictors: &[Option<ArmPredictor>], arms: &[Arm], c: &Candidates, x: &Array2<f64>) -> Vec<Vec<f64>> {
     let mut supports: Vec<&Support> = Vec::new();
     for p in predictors.iter().flatten() {
         if !supports.iter().any(|s| std::ptr::eq(*s, p.support)) {
@@ -611,10 +621,11 @@ fn benefits(predictors: &[Option<ArmPredictor>], x: &Array2<f64>) -> Vec<Vec<f64
     let inside: Vec<Vec<bool>> = supports.par_iter().map(|s| s.contains(x)).collect();
     predictors
         .par_iter()
-        .map(|p| match p {
+        .zip(arms)
+        .map(|(p, arm)| match p {
             Some(p) => {
                 let k = supports.iter().position(|s| std::ptr::eq(*s, p.support)).expect("collected above");
-                p.benefit(x, &inside[k])
+                p.benefit(x, |u| inside[k][u] && c.allows(u, arm))
             }
             None => vec![0.0; x.nrows()],
         })
@@ -652,32 +663,14 @@ fn evaluate_policies(
         let x = encoder.transform(pop)?;
         let scale = pop.height() as f64 / population_now.max(1) as f64;
         let budget = budgets(settings).map(|b| (b as f64 * scale).round() as u64);
-        // Per arm: predicted churn without and with it, for every user of the day.
-        let outcome: Vec<Option<(Vec<f64>, Vec<f64>)>> = predictors
-            .par_iter()
-            .map(|p| {
-                p.as_ref().map(|p| {
-                    let xc = p.x(&x);
-                    (p.model.control.predict(&xc), p.model.treated.predict(&xc))
-                })
-            })
-            .collect();
-        let benefit = benefits(predictors, &x);
-        let predicted = |u: usize, a: usize| outcome[a].as_ref().map_or(0.0, |(c0, c1)| c0[u] - c1[u]);
-        let ours: Vec<Option<(usize, f64)>> = uplift_policy(&c, arms, &benefit, &budget)
-            .into_iter()
-            .enumerate()
-            .map(|(u, a)| a.map(|(a, _)| (a, predicted(u, a))))
-            .collect();
+        let benefit = benefits(predictors, arms, &c, &x);
+        let ours = uplift_policy(&c, arms, &benefit, &budget);
         let (_, risk) = churn.predict(pop)?;
-        let conventional: Vec<Option<(usize, f64)>> = risk_policy(&c, arms, averages, &risk, &budget)
-            .into_iter()
-            .enumerate()
-            .map(|(u, a)| a.map(|a| (a, predicted(u, a))))
-            .collect();
+        let conventional = risk_policy(&c, arms, averages, &risk, &budget);
         let index: HashMap<&str, usize> = c.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
         let day = crate::inputs::epoch_days(*sn) as f64;
-        let mut logged = Vec::new();
+        // The day's logged decisions: (history row, user, arm).
+        let mut decided = Vec::new();
         for i in 0..rows.height() {
             if row_snapshot[i] != day {
                 continue;
@@ -687,17 +680,57 @@ fn evaluate_policies(
             else {
                 continue;
             };
-            let (control, sent) = outcome[a].as_ref().map_or((0.0, 0.0), |(c0, c1)| (c0[u], c1[u]));
-            logged.push(evaluate::Logged {
-                user: u,
-                arm: a,
-                treated: row_treated[i] == 1.0,
-                churned: row_churned[i],
-                propensity: row_propensity[i],
-                control,
-                sent,
-            });
+            decided.push((i, u, a));
         }
+        // Per arm: predicted churn without and with it, for the users a policy gives it or
+        // who were logged with it (each row's prediction depends on that row alone).
+        let mut users_of: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); arms.len()];
+        for (u, a) in ours.iter().enumerate().filter_map(|(u, a)| a.map(|(a, _)| (u, a))) {
+            users_of[a].insert(u);
+        }
+        for (u, a) in conventional.iter().enumerate().filter_map(|(u, a)| a.map(|a| (u, a))) {
+            users_of[a].insert(u);
+        }
+        for &(_, u, a) in &decided {
+            users_of[a].insert(u);
+        }
+        let outcome: Vec<HashMap<usize, (f64, f64)>> = predictors
+            .par_iter()
+            .zip(&users_of)
+            .map(|(p, users)| match p {
+                Some(p) if !users.is_empty() => {
+                    let users: Vec<usize> = users.iter().copied().collect();
+                    let xc = p.x(&x.select(Axis(0), &users));
+                    let (c0, c1) = (p.model.control.predict(&xc), p.model.treated.predict(&xc));
+                    users.into_iter().zip(c0.into_iter().zip(c1)).collect()
+                }
+                _ => HashMap::new(),
+            })
+            .collect();
+        let outcome_of = |u: usize, a: usize| outcome[a].get(&u).copied().unwrap_or((0.0, 0.0));
+        let predicted = |u: usize, a: usize| {
+            let (control, sent) = outcome_of(u, a);
+            control - sent
+        };
+        let ours: Vec<Option<(usize, f64)>> =
+            ours.into_iter().enumerate().map(|(u, a)| a.map(|(a, _)| (a, predicted(u, a)))).collect();
+        let conventional: Vec<Option<(usize, f64)>> =
+            conventional.into_iter().enumerate().map(|(u, a)| a.map(|a| (a, predicted(u, a)))).collect();
+        let logged = decided
+            .into_iter()
+            .map(|(i, u, a)| {
+                let (control, sent) = outcome_of(u, a);
+                evaluate::Logged {
+                    user: u,
+                    arm: a,
+                    treated: row_treated[i] == 1.0,
+                    churned: row_churned[i],
+                    propensity: row_propensity[i],
+                    control,
+                    sent,
+                }
+            })
+            .collect();
         days.push(evaluate::Day { population: pop.height(), logged, actions: vec![ours, conventional] });
     }
     let snapshots = hist.populations.iter().map(|(d, _)| *d).collect();

@@ -201,6 +201,17 @@ fn fit_on(
 
 /// Fit `learner` on an experiment.
 pub fn fit(learner: Learner, e: &Experiment, categorical: &[usize], threads: usize) -> Result<UpliftModel> {
+    Ok(fit_each(&[learner], e, categorical, threads)?.pop().expect("one learner"))
+}
+
+/// Fit each of `learners` on an experiment, in that order. The learners' outcome models
+/// are the same fits (same rows, weights and settings), so they are fitted once and shared.
+pub fn fit_each(
+    learners: &[Learner],
+    e: &Experiment,
+    categorical: &[usize],
+    threads: usize,
+) -> Result<Vec<UpliftModel>> {
     let n = e.len();
     let treated_rows: Vec<usize> = (0..n).filter(|&i| e.treated[i]).collect();
     let control_rows: Vec<usize> = (0..n).filter(|&i| !e.treated[i]).collect();
@@ -214,11 +225,16 @@ pub fn fit(learner: Learner, e: &Experiment, categorical: &[usize], threads: usi
     let w = e.weights();
     let control = fit_on(Objective::Binary, e.x, e.outcome, Some(&w), &control_rows, categorical, threads)?;
     let treated = fit_on(Objective::Binary, e.x, e.outcome, Some(&w), &treated_rows, categorical, threads)?;
-    let effect = match learner {
-        Learner::T => None,
-        Learner::Dr => Some(fit_dr(e, &w, categorical, threads)?),
-    };
-    Ok(UpliftModel { learner, control, treated, effect })
+    learners
+        .iter()
+        .map(|&learner| {
+            let effect = match learner {
+                Learner::T => None,
+                Learner::Dr => Some(fit_dr(e, &w, categorical, threads)?),
+            };
+            Ok(UpliftModel { learner, control: control.clone(), treated: treated.clone(), effect })
+        })
+        .collect()
 }
 
 /// The probability of the arm each row got, given its features, within its campaign:
