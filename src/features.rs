@@ -369,15 +369,11 @@ fn subscription_state(billing: LazyFrame, s: NaiveDate) -> LazyFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inputs::Lookback;
-    use crate::storage::{Storage, StorageOptions};
 
     #[test]
     fn the_table_does_not_depend_on_how_many_passes_built_it() {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/data-samples");
-        let storage = Storage::open(root, &StorageOptions::default(), false).unwrap();
         let s = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
-        let inputs = Inputs::load(&storage, s, s, Lookback::new(30)).unwrap();
+        let inputs = crate::inputs::sample_inputs(s, s, 30);
         let whole = build_in_passes(&inputs, s, None, usize::MAX).unwrap();
         assert!(whole.height() > 300, "a real population");
         let mut bytes = Vec::new();
@@ -403,7 +399,7 @@ mod tests {
 
         // Before the sample's first day nobody is premium: an empty table with every column.
         let early = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
-        let none = build(&Inputs::load(&storage, early, early, Lookback::new(30)).unwrap(), early).unwrap();
+        let none = build(&crate::inputs::sample_inputs(early, early, 30), early).unwrap();
         assert_eq!((none.height(), none.schema()), (0, whole.schema()));
     }
 }

@@ -240,6 +240,14 @@ pub fn in_set(column: &str, values: &[&str]) -> Expr {
     col(column).is_in(lit(Series::new("values".into(), values)).implode(false), false)
 }
 
+/// The shipped sample's inputs for snapshots `first..=last` (unit tests).
+#[cfg(test)]
+pub(crate) fn sample_inputs(first: NaiveDate, last: NaiveDate, horizon_days: u32) -> Inputs {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/data-samples");
+    let storage = Storage::open(root, &crate::storage::StorageOptions::default(), false).expect("the sample");
+    Inputs::load(&storage, first, last, Lookback::new(horizon_days)).expect("the sample's inputs")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -342,16 +342,12 @@ pub fn load(ctx: &Context, s: NaiveDate) -> Result<ModelArtifact> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inputs::Lookback;
-    use crate::storage::{Storage, StorageOptions};
 
     #[test]
     fn a_labelled_snapshot_of_some_users_is_their_rows_of_the_whole_snapshot() {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/data-samples");
-        let storage = Storage::open(root, &StorageOptions::default(), false).unwrap();
         let s = NaiveDate::from_ymd_opt(2026, 10, 21).unwrap();
         let h = 30;
-        let inputs = Inputs::load(&storage, s, s + Duration::days(h as i64), Lookback::new(h)).unwrap();
+        let inputs = crate::inputs::sample_inputs(s, s + Duration::days(h as i64), h);
         let whole = labelled_snapshot(&inputs, s, h).unwrap();
         let churned = whole.column("churned").unwrap().cast(&DataType::Int32).unwrap();
         assert!(churned.i32().unwrap().into_no_null_iter().any(|c| c == 1), "some users churned");

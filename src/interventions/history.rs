@@ -191,8 +191,6 @@ fn in_background(users: &DataFrame, cut: u64) -> Result<BooleanChunked> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inputs::Lookback;
-    use crate::storage::{Storage, StorageOptions};
     use crate::train::labelled_snapshot;
 
     /// The history built from the users it needs is the one built from every premium
@@ -200,12 +198,10 @@ mod tests {
     /// background drawn from the whole population.
     #[test]
     fn the_history_labels_only_the_users_it_needs_and_is_the_same_as_from_every_user() {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/data-samples");
-        let storage = Storage::open(root, &StorageOptions::default(), false).unwrap();
         let s = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
         let h = 30;
         let first = s - Duration::days(h as i64 + EFFECT_WINDOW_DAYS);
-        let inputs = Inputs::load(&storage, first, s, Lookback::new(h)).unwrap();
+        let inputs = crate::inputs::sample_inputs(first, s, h);
         // A background smaller than the sample's population, so that users are left out.
         let size = 40;
         let hist = load_with(&inputs, s, h, size).unwrap();
