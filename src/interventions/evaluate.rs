@@ -58,6 +58,10 @@ pub struct PolicyValue {
     pub policy: String,
     /// Sends the policy made over the evaluation days.
     pub sends: usize,
+    /// Of those, sends of a message type to users outside where it was ever tried: no
+    /// logged row speaks for them, so their DR model term is an extrapolation and their
+    /// IPS term is zero.
+    pub sends_outside_support: usize,
     pub ips: Estimate,
     pub dr: Estimate,
 }
@@ -122,6 +126,7 @@ pub fn evaluate(names: &[&str], snapshots: Vec<chrono::NaiveDate>, days: &[Day])
         .map(|p| PolicyValue {
             policy: names[p].to_string(),
             sends: sends[p],
+            sends_outside_support: 0,
             ips: Estimate::new(ips[p], ips_sq[p], n),
             dr: Estimate::new(dr[p], dr_sq[p], n),
         })
@@ -134,6 +139,7 @@ pub fn evaluate(names: &[&str], snapshots: Vec<chrono::NaiveDate>, days: &[Day])
         difference: PolicyValue {
             policy: format!("{} minus {}", names.first().unwrap_or(&""), names.get(1).unwrap_or(&"")),
             sends: 0,
+            sends_outside_support: 0,
             ips: Estimate::new(d_ips, d_ips_sq, n),
             dr: Estimate::new(d_dr, d_dr_sq, n),
         },

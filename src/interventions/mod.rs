@@ -612,22 +612,39 @@ impl<'a> ArmPredictor<'a> {
 /// [`uplift_policy`] never gives the arm, and for arms without a model. The arms of one
 /// message type share its support model, which is evaluated once.
 fn benefits(predictors: &[Option<ArmPredictor>], arms: &[Arm], c: &Candidates, x: &Array2<f64>) -> Vec<Vec<f64>> {
+    let inside = support_of_arms(predictors, x);
+    predictors
+        .par_iter()
+        .zip(arms)
+        .zip(&inside)
+        .map(|((p, arm), inside)| match (p, inside) {
+            (Some(p), Some(inside)) => p.benefit(x, |u| inside[u] && c.allows(u, arm)),
+            _ => vec![0.0; x.nrows()],
+        })
+        .collect()
+}
+
+/// Per arm, which rows of `x` lie inside its message type's support (None for arms
+/// without a model). The arms of one type share its support model, evaluated once.
+fn support_of_arms<'a>(
+    predictors: &[Option<ArmPredictor<'a>>],
+    x: &Array2<f64>,
+) -> Vec<Option<std::sync::Arc<Vec<bool>>>> {
     let mut supports: Vec<&Support> = Vec::new();
     for p in predictors.iter().flatten() {
         if !supports.iter().any(|s| std::ptr::eq(*s, p.support)) {
             supports.push(p.support);
         }
     }
-    let inside: Vec<Vec<bool>> = supports.par_iter().map(|s| s.contains(x)).collect();
+    let inside: Vec<std::sync::Arc<Vec<bool>>> =
+        supports.par_iter().map(|s| std::sync::Arc::new(s.contains(x))).collect();
     predictors
-        .par_iter()
-        .zip(arms)
-        .map(|(p, arm)| match p {
-            Some(p) => {
+        .iter()
+        .map(|p| {
+            p.as_ref().map(|p| {
                 let k = supports.iter().position(|s| std::ptr::eq(*s, p.support)).expect("collected above");
-                p.benefit(x, |u| inside[k][u] && c.allows(u, arm))
-            }
-            None => vec![0.0; x.nrows()],
+                inside[k].clone()
+            })
         })
         .collect()
 }
@@ -658,6 +675,7 @@ fn evaluate_policies(
     let row_churned = floats(rows, "churned")?;
     let row_propensity = floats(rows, "propensity")?;
     let mut days = Vec::new();
+    let mut outside_support = [0usize; 2];
     for (sn, pop) in &hist.populations {
         let c = Candidates::from_features(pop, settings.interventions.frequency_cap_days)?;
         let x = encoder.transform(pop)?;
@@ -667,6 +685,11 @@ fn evaluate_policies(
         let ours = uplift_policy(&c, arms, &benefit, &budget);
         let (_, risk) = churn.predict(pop)?;
         let conventional = risk_policy(&c, arms, averages, &risk, &budget);
+        let inside = support_of_arms(predictors, &x);
+        let outside = |a: usize, u: usize| inside[a].as_ref().is_none_or(|i| !i[u]);
+        outside_support[0] += ours.iter().enumerate().filter(|(u, a)| a.is_some_and(|(a, _)| outside(a, *u))).count();
+        outside_support[1] +=
+            conventional.iter().enumerate().filter(|(u, a)| a.is_some_and(|a| outside(a, *u))).count();
         let index: HashMap<&str, usize> = c.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
         let day = crate::inputs::epoch_days(*sn) as f64;
         // The day's logged decisions: (history row, user, arm).
@@ -734,7 +757,11 @@ fn evaluate_policies(
         days.push(evaluate::Day { population: pop.height(), logged, actions: vec![ours, conventional] });
     }
     let snapshots = hist.populations.iter().map(|(d, _)| *d).collect();
-    Ok(Some(evaluate::evaluate(&["uplift", "risk_ranked"], snapshots, &days)))
+    let mut evaluation = evaluate::evaluate(&["uplift", "risk_ranked"], snapshots, &days);
+    for (p, outside) in evaluation.policies.iter_mut().zip(outside_support) {
+        p.sends_outside_support = outside;
+    }
+    Ok(Some(evaluation))
 }
 
 /// The contract's columns of the intervention list, row by row.
@@ -880,7 +907,9 @@ fn report_html(r: &Report, s: NaiveDate) -> String {
             body,
             "<h2>Policy value on the later slice</h2><p>Replayed on {} premium users of {} snapshots ({} logged \
              decisions) with models that never saw them; churn events prevented per 1,000 premium users against \
-             sending nothing, 95% intervals.</p><table><tr><th>policy</th><th>sends</th><th>IPS</th><th>DR</th></tr>",
+             sending nothing, 95% intervals. Sends outside support go to users their message type was never tried \
+             on: the estimates there rest on extrapolated outcome models (DR) or on nothing (IPS).</p>\
+             <table><tr><th>policy</th><th>sends</th><th>outside support</th><th>IPS</th><th>DR</th></tr>",
             e.premium_users,
             e.snapshots.len(),
             e.logged_decisions
@@ -888,9 +917,10 @@ fn report_html(r: &Report, s: NaiveDate) -> String {
         for p in e.policies.iter().chain(std::iter::once(&e.difference)) {
             let _ = write!(
                 body,
-                "<tr><td>{}</td><td>{}</td><td>{:.2} [{:.2}, {:.2}]</td><td>{:.2} [{:.2}, {:.2}]</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2} [{:.2}, {:.2}]</td><td>{:.2} [{:.2}, {:.2}]</td></tr>",
                 esc(&p.policy),
                 p.sends,
+                p.sends_outside_support,
                 p.ips.per_1000,
                 p.ips.low,
                 p.ips.high,

@@ -109,6 +109,36 @@ fn interventions_respect_opt_ins_budgets_and_the_holdout() {
     assert!(uid.iter().all(|u| scored.contains(u)));
 }
 
+/// The run report scores both learners on the later slice and values the plan and
+/// risk-ranked targeting off-policy, saying how many sends rest on no logged evidence.
+#[test]
+fn the_interventions_report_has_qini_and_policy_values() {
+    let out = sample_run();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(format!("runs/snapshot={SAMPLE_AS_OF}/run.json"))).unwrap())
+            .unwrap();
+    let iv = &m["details"]["interventions"];
+    for learner in ["t_learner", "dr_learner"] {
+        assert!(iv["total_qini"][learner].is_f64(), "{learner} scored: {iv}");
+    }
+    let policies = iv["evaluation"]["policies"].as_array().unwrap();
+    let names: Vec<&str> = policies.iter().map(|p| p["policy"].as_str().unwrap()).collect();
+    assert_eq!(names, ["uplift", "risk_ranked"]);
+    for p in policies {
+        for method in ["ips", "dr"] {
+            let e = &p[method];
+            let (low, v, high) =
+                (e["low"].as_f64().unwrap(), e["per_1000"].as_f64().unwrap(), e["high"].as_f64().unwrap());
+            assert!(low <= v && v <= high, "{method} interval around its value: {e}");
+        }
+        assert!(p["sends_outside_support"].as_u64().unwrap() <= p["sends"].as_u64().unwrap());
+    }
+    assert_eq!(policies[0]["sends_outside_support"], 0, "the plan only sends where its effects were learned");
+    let html =
+        std::fs::read_to_string(out.join(format!("reports/snapshot={SAMPLE_AS_OF}/interventions.html"))).unwrap();
+    assert!(html.contains("outside support") && html.contains("Qini"), "the human-readable summary says it too");
+}
+
 #[test]
 fn grace_recommends_for_open_dunning_episodes() {
     let out = sample_run();
