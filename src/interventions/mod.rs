@@ -23,6 +23,7 @@ pub mod send_time;
 pub mod uplift;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{Duration, NaiveDate, TimeZone as _};
 use ndarray::{Array2, Axis};
@@ -561,7 +562,7 @@ pub fn plan(
     let benefit: Vec<Vec<f64>> = match &encoder {
         Some(enc) => {
             let x = enc.transform(features)?;
-            benefits(&predictors, &arms, &c, &x)
+            benefits(&predictors, &arms, &c, &x, &support_of_arms(&predictors, &x))
         }
         None => Vec::new(),
     };
@@ -611,12 +612,17 @@ impl<'a> ArmPredictor<'a> {
 /// ([`Candidates::allows`]) and is inside the arm's support; zero for the others, whom
 /// [`uplift_policy`] never gives the arm, and for arms without a model. The arms of one
 /// message type share its support model, which is evaluated once.
-fn benefits(predictors: &[Option<ArmPredictor>], arms: &[Arm], c: &Candidates, x: &Array2<f64>) -> Vec<Vec<f64>> {
-    let inside = support_of_arms(predictors, x);
+fn benefits(
+    predictors: &[Option<ArmPredictor>],
+    arms: &[Arm],
+    c: &Candidates,
+    x: &Array2<f64>,
+    inside: &[Option<Arc<Vec<bool>>>],
+) -> Vec<Vec<f64>> {
     predictors
         .par_iter()
         .zip(arms)
-        .zip(&inside)
+        .zip(inside)
         .map(|((p, arm), inside)| match (p, inside) {
             (Some(p), Some(inside)) => p.benefit(x, |u| inside[u] && c.allows(u, arm)),
             _ => vec![0.0; x.nrows()],
@@ -636,8 +642,7 @@ fn support_of_arms<'a>(
             supports.push(p.support);
         }
     }
-    let inside: Vec<std::sync::Arc<Vec<bool>>> =
-        supports.par_iter().map(|s| std::sync::Arc::new(s.contains(x))).collect();
+    let inside: Vec<Arc<Vec<bool>>> = supports.par_iter().map(|s| Arc::new(s.contains(x))).collect();
     predictors
         .iter()
         .map(|p| {
@@ -681,11 +686,11 @@ fn evaluate_policies(
         let x = encoder.transform(pop)?;
         let scale = pop.height() as f64 / population_now.max(1) as f64;
         let budget = budgets(settings).map(|b| (b as f64 * scale).round() as u64);
-        let benefit = benefits(predictors, arms, &c, &x);
+        let inside = support_of_arms(predictors, &x);
+        let benefit = benefits(predictors, arms, &c, &x, &inside);
         let ours = uplift_policy(&c, arms, &benefit, &budget);
         let (_, risk) = churn.predict(pop)?;
         let conventional = risk_policy(&c, arms, averages, &risk, &budget);
-        let inside = support_of_arms(predictors, &x);
         let outside = |a: usize, u: usize| inside[a].as_ref().is_none_or(|i| !i[u]);
         outside_support[0] += ours.iter().enumerate().filter(|(u, a)| a.is_some_and(|(a, _)| outside(a, *u))).count();
         outside_support[1] +=
