@@ -123,13 +123,15 @@ fn load_with(inputs: &Inputs, s: NaiveDate, horizon_days: u32, background_size: 
         // The background is drawn from everyone premium at sn; its rows, and the decided
         // users', are all the features needed, except on the evaluation slice, where the
         // policy is replayed on the whole population.
-        let premium = labels::premium_at(inputs.as_of(sn).billing, sn)
-            .collect()
-            .ctx(format!("finding the premium users at {sn}"))?;
-        let cut = background_cut(&premium, background_size)?;
-        let population = if sn >= evaluation_from {
-            labelled_snapshot_of(inputs, sn, horizon_days, None)?
+        let (population, cut) = if sn >= evaluation_from {
+            let population = labelled_snapshot_of(inputs, sn, horizon_days, None)?;
+            let cut = background_cut(&population, background_size)?;
+            (population, cut)
         } else {
+            let premium = labels::premium_at(inputs.as_of(sn).billing, sn)
+                .collect()
+                .ctx(format!("finding the premium users at {sn}"))?;
+            let cut = background_cut(&premium, background_size)?;
             let sampled = premium.filter(&in_background(&premium, cut)?).ctx("sampling the background population")?;
             let needed = concat(
                 [decisions.clone().select([col("user_id")]), sampled.lazy()],
@@ -137,7 +139,7 @@ fn load_with(inputs: &Inputs, s: NaiveDate, horizon_days: u32, background_size: 
             )
             .and_then(|l| l.unique(None, UniqueKeepStrategy::Any).collect())
             .ctx(format!("listing the users of the decisions of {sn}"))?;
-            labelled_snapshot_of(inputs, sn, horizon_days, Some(&needed))?
+            (labelled_snapshot_of(inputs, sn, horizon_days, Some(&needed))?, cut)
         };
         let decided = decisions
             .join(population.clone().lazy(), [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Inner))

@@ -23,7 +23,6 @@ pub mod send_time;
 pub mod uplift;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
 use chrono::{Duration, NaiveDate, TimeZone as _};
 use ndarray::{Array2, Axis};
@@ -617,7 +616,7 @@ fn benefits(
     arms: &[Arm],
     c: &Candidates,
     x: &Array2<f64>,
-    inside: &[Option<Arc<Vec<bool>>>],
+    inside: &[Option<Vec<bool>>],
 ) -> Vec<Vec<f64>> {
     predictors
         .par_iter()
@@ -632,17 +631,14 @@ fn benefits(
 
 /// Per arm, which rows of `x` lie inside its message type's support (None for arms
 /// without a model). The arms of one type share its support model, evaluated once.
-fn support_of_arms<'a>(
-    predictors: &[Option<ArmPredictor<'a>>],
-    x: &Array2<f64>,
-) -> Vec<Option<std::sync::Arc<Vec<bool>>>> {
+fn support_of_arms(predictors: &[Option<ArmPredictor>], x: &Array2<f64>) -> Vec<Option<Vec<bool>>> {
     let mut supports: Vec<&Support> = Vec::new();
     for p in predictors.iter().flatten() {
         if !supports.iter().any(|s| std::ptr::eq(*s, p.support)) {
             supports.push(p.support);
         }
     }
-    let inside: Vec<Arc<Vec<bool>>> = supports.par_iter().map(|s| Arc::new(s.contains(x))).collect();
+    let inside: Vec<Vec<bool>> = supports.par_iter().map(|s| s.contains(x)).collect();
     predictors
         .iter()
         .map(|p| {
