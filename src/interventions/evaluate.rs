@@ -28,13 +28,21 @@ pub struct Logged {
     pub sent: f64,
 }
 
+/// What a policy gives one user: an arm, the outcome models' predicted churn reduction
+/// for it, and whether the user is inside the support of the arm's message type.
+#[derive(Debug, Clone, Copy)]
+pub struct Action {
+    pub arm: usize,
+    pub predicted: f64,
+    pub supported: bool,
+}
+
 /// An evaluation day: the population size, the logged decisions, and for each policy and
-/// each user of the population the chosen arm with the outcome models' predicted churn
-/// reduction for it.
+/// each user of the population what the policy gives them.
 pub struct Day {
     pub population: usize,
     pub logged: Vec<Logged>,
-    pub actions: Vec<Vec<Option<(usize, f64)>>>,
+    pub actions: Vec<Vec<Option<Action>>>,
 }
 
 /// A value and its 95% interval, in churn events prevented per 1,000 premium users.
@@ -64,6 +72,10 @@ pub struct PolicyValue {
     pub sends_outside_support: usize,
     pub ips: Estimate,
     pub dr: Estimate,
+    /// The part of the DR value that is the outcome models' prediction for the sends
+    /// outside support (per 1,000): nothing observed checks it, and the interval does not
+    /// cover it. `dr` minus this is the value the logged decisions can speak for.
+    pub dr_outside_support: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,8 +90,8 @@ pub struct PolicyEvaluation {
 }
 
 /// Per-row IPS and DR terms of a policy on a logged row (zero when it chose otherwise).
-fn terms(l: &Logged, action: Option<(usize, f64)>) -> (f64, f64) {
-    if action.map(|a| a.0) != Some(l.arm) {
+fn terms(l: &Logged, action: Option<Action>) -> (f64, f64) {
+    if action.map(|a| a.arm) != Some(l.arm) {
         return (0.0, 0.0);
     }
     let p = l.propensity.clamp(1e-3, 1.0);
@@ -92,12 +104,17 @@ pub fn evaluate(names: &[&str], snapshots: Vec<chrono::NaiveDate>, days: &[Day])
     let k = names.len();
     let (mut ips, mut ips_sq, mut dr, mut dr_sq, mut sends) =
         (vec![0.0; k], vec![0.0; k], vec![0.0; k], vec![0.0; k], vec![0usize; k]);
+    let (mut outside, mut dr_outside) = (vec![0usize; k], vec![0.0; k]);
     let (mut d_ips, mut d_ips_sq, mut d_dr, mut d_dr_sq) = (0.0, 0.0, 0.0, 0.0);
     for day in days {
         for p in 0..k {
             for a in day.actions[p].iter().flatten() {
-                dr[p] += a.1;
+                dr[p] += a.predicted;
                 sends[p] += 1;
+                if !a.supported {
+                    outside[p] += 1;
+                    dr_outside[p] += a.predicted;
+                }
             }
         }
         for l in &day.logged {
@@ -117,8 +134,8 @@ pub fn evaluate(names: &[&str], snapshots: Vec<chrono::NaiveDate>, days: &[Day])
             }
         }
         if k >= 2 {
-            let dm: f64 = day.actions[0].iter().flatten().map(|a| a.1).sum::<f64>()
-                - day.actions[1].iter().flatten().map(|a| a.1).sum::<f64>();
+            let dm: f64 = day.actions[0].iter().flatten().map(|a| a.predicted).sum::<f64>()
+                - day.actions[1].iter().flatten().map(|a| a.predicted).sum::<f64>();
             d_dr += dm;
         }
     }
@@ -126,11 +143,13 @@ pub fn evaluate(names: &[&str], snapshots: Vec<chrono::NaiveDate>, days: &[Day])
         .map(|p| PolicyValue {
             policy: names[p].to_string(),
             sends: sends[p],
-            sends_outside_support: 0,
+            sends_outside_support: outside[p],
             ips: Estimate::new(ips[p], ips_sq[p], n),
             dr: Estimate::new(dr[p], dr_sq[p], n),
+            dr_outside_support: 1000.0 * dr_outside[p] / n,
         })
         .collect();
+    let pair = |v: &[f64]| if k >= 2 { v[0] - v[1] } else { 0.0 };
     PolicyEvaluation {
         snapshots,
         premium_users: days.iter().map(|d| d.population).sum(),
@@ -142,6 +161,7 @@ pub fn evaluate(names: &[&str], snapshots: Vec<chrono::NaiveDate>, days: &[Day])
             sends_outside_support: 0,
             ips: Estimate::new(d_ips, d_ips_sq, n),
             dr: Estimate::new(d_dr, d_dr_sq, n),
+            dr_outside_support: 1000.0 * pair(&dr_outside) / n,
         },
     }
 }
@@ -170,8 +190,9 @@ mod tests {
             logged.push(Logged { user: u, arm: 0, treated, churned, propensity: 0.2, control: 0.5, sent: 0.5 });
         }
         // Policy "odd": targets the odd users; policy "all": everyone.
-        let odd: Vec<Option<(usize, f64)>> = (0..n).map(|u| (u % 2 == 1).then_some((0, 0.0))).collect();
-        let all: Vec<Option<(usize, f64)>> = (0..n).map(|_| Some((0, 0.0))).collect();
+        let send = Action { arm: 0, predicted: 0.0, supported: true };
+        let odd: Vec<Option<Action>> = (0..n).map(|u| (u % 2 == 1).then_some(send)).collect();
+        let all: Vec<Option<Action>> = (0..n).map(|_| Some(send)).collect();
         let day = Day { population: n, logged, actions: vec![odd, all] };
         let e = evaluate(&["odd", "all"], vec![], &[day]);
         // Truth: half the users, 0.3 each: 150 per 1,000; the difference is 0.
@@ -181,5 +202,21 @@ mod tests {
         }
         assert!(e.difference.ips.low < 0.0 && 0.0 < e.difference.ips.high, "{:?}", e.difference);
         assert_eq!(e.policies[0].sends, n / 2);
+        assert_eq!(e.policies[0].dr_outside_support, 0.0);
+    }
+
+    /// A policy that sends to 100 of 1,000 users no logged decision speaks for, each
+    /// predicted to be kept with probability 0.05: its whole DR value is extrapolation.
+    #[test]
+    fn the_value_of_sends_outside_support_is_reported_apart() {
+        let guess = Action { arm: 0, predicted: 0.05, supported: false };
+        let extrapolating: Vec<Option<Action>> = (0..1000).map(|u| (u < 100).then_some(guess)).collect();
+        let day = Day { population: 1000, logged: Vec::new(), actions: vec![extrapolating, vec![None; 1000]] };
+        let e = evaluate(&["extrapolating", "nothing"], vec![], &[day]);
+        let p = &e.policies[0];
+        assert_eq!((p.sends, p.sends_outside_support), (100, 100));
+        assert!((p.dr.per_1000 - 5.0).abs() < 1e-9 && (p.dr_outside_support - 5.0).abs() < 1e-9, "{p:?}");
+        assert_eq!(p.ips.per_1000, 0.0, "IPS has no row to count");
+        assert!((e.difference.dr_outside_support - 5.0).abs() < 1e-9, "{:?}", e.difference);
     }
 }

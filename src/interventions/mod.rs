@@ -676,7 +676,6 @@ fn evaluate_policies(
     let row_churned = floats(rows, "churned")?;
     let row_propensity = floats(rows, "propensity")?;
     let mut days = Vec::new();
-    let mut outside_support = [0usize; 2];
     for (sn, pop) in &hist.populations {
         let c = Candidates::from_features(pop, settings.interventions.frequency_cap_days)?;
         let x = encoder.transform(pop)?;
@@ -687,10 +686,6 @@ fn evaluate_policies(
         let ours = uplift_policy(&c, arms, &benefit, &budget);
         let (_, risk) = churn.predict(pop)?;
         let conventional = risk_policy(&c, arms, averages, &risk, &budget);
-        let outside = |a: usize, u: usize| inside[a].as_ref().is_none_or(|i| !i[u]);
-        outside_support[0] += ours.iter().enumerate().filter(|(u, a)| a.is_some_and(|(a, _)| outside(a, *u))).count();
-        outside_support[1] +=
-            conventional.iter().enumerate().filter(|(u, a)| a.is_some_and(|a| outside(a, *u))).count();
         let index: HashMap<&str, usize> = c.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
         let day = crate::inputs::epoch_days(*sn) as f64;
         // The day's logged decisions: (history row, user, arm).
@@ -736,10 +731,15 @@ fn evaluate_policies(
             let (control, sent) = outcome_of(u, a);
             control - sent
         };
-        let ours: Vec<Option<(usize, f64)>> =
-            ours.into_iter().enumerate().map(|(u, a)| a.map(|(a, _)| (a, predicted(u, a)))).collect();
-        let conventional: Vec<Option<(usize, f64)>> =
-            conventional.into_iter().enumerate().map(|(u, a)| a.map(|a| (a, predicted(u, a)))).collect();
+        let action = |u: usize, a: usize| evaluate::Action {
+            arm: a,
+            predicted: predicted(u, a),
+            supported: inside[a].as_ref().is_some_and(|i| i[u]),
+        };
+        let ours: Vec<Option<evaluate::Action>> =
+            ours.into_iter().enumerate().map(|(u, a)| a.map(|(a, _)| action(u, a))).collect();
+        let conventional: Vec<Option<evaluate::Action>> =
+            conventional.into_iter().enumerate().map(|(u, a)| a.map(|a| action(u, a))).collect();
         let logged = decided
             .into_iter()
             .map(|(i, u, a)| {
@@ -758,11 +758,7 @@ fn evaluate_policies(
         days.push(evaluate::Day { population: pop.height(), logged, actions: vec![ours, conventional] });
     }
     let snapshots = hist.populations.iter().map(|(d, _)| *d).collect();
-    let mut evaluation = evaluate::evaluate(&["uplift", "risk_ranked"], snapshots, &days);
-    for (p, outside) in evaluation.policies.iter_mut().zip(outside_support) {
-        p.sends_outside_support = outside;
-    }
-    Ok(Some(evaluation))
+    Ok(Some(evaluate::evaluate(&["uplift", "risk_ranked"], snapshots, &days)))
 }
 
 /// The contract's columns of the intervention list, row by row.
@@ -909,8 +905,11 @@ fn report_html(r: &Report, s: NaiveDate) -> String {
             "<h2>Policy value on the later slice</h2><p>Replayed on {} premium users of {} snapshots ({} logged \
              decisions) with models that never saw them; churn events prevented per 1,000 premium users against \
              sending nothing, 95% intervals. Sends outside support go to users their message type was never tried \
-             on: the estimates there rest on extrapolated outcome models (DR) or on nothing (IPS).</p>\
-             <table><tr><th>policy</th><th>sends</th><th>outside support</th><th>IPS</th><th>DR</th></tr>",
+             on: the estimates there rest on extrapolated outcome models (DR) or on nothing (IPS). The DR value's \
+             part from them is shown apart; its interval does not cover it, and the value within support is what \
+             the logged decisions speak for.</p>\
+             <table><tr><th>policy</th><th>sends</th><th>outside support</th><th>IPS</th><th>DR</th>\
+             <th>DR from outside support</th><th>DR within support</th></tr>",
             e.premium_users,
             e.snapshots.len(),
             e.logged_decisions
@@ -918,7 +917,8 @@ fn report_html(r: &Report, s: NaiveDate) -> String {
         for p in e.policies.iter().chain(std::iter::once(&e.difference)) {
             let _ = write!(
                 body,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2} [{:.2}, {:.2}]</td><td>{:.2} [{:.2}, {:.2}]</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2} [{:.2}, {:.2}]</td><td>{:.2} [{:.2}, {:.2}]</td>\
+                 <td>{:.2}</td><td>{:.2} [{:.2}, {:.2}]</td></tr>",
                 esc(&p.policy),
                 p.sends,
                 p.sends_outside_support,
@@ -927,7 +927,11 @@ fn report_html(r: &Report, s: NaiveDate) -> String {
                 p.ips.high,
                 p.dr.per_1000,
                 p.dr.low,
-                p.dr.high
+                p.dr.high,
+                p.dr_outside_support,
+                p.dr.per_1000 - p.dr_outside_support,
+                p.dr.low - p.dr_outside_support,
+                p.dr.high - p.dr_outside_support
             );
         }
         body.push_str("</table>");

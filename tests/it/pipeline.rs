@@ -134,6 +134,8 @@ fn the_interventions_report_has_qini_and_policy_values() {
         assert!(p["sends_outside_support"].as_u64().unwrap() <= p["sends"].as_u64().unwrap());
     }
     assert_eq!(policies[0]["sends_outside_support"], 0, "the plan only sends where its effects were learned");
+    assert_eq!(policies[0]["dr_outside_support"], 0.0, "so none of its value is extrapolated");
+    assert!(policies[1]["dr_outside_support"].is_f64(), "risk-ranked's extrapolated part is reported: {iv}");
     let html =
         std::fs::read_to_string(out.join(format!("reports/snapshot={SAMPLE_AS_OF}/interventions.html"))).unwrap();
     assert!(html.contains("outside support") && html.contains("Qini"), "the human-readable summary says it too");
