@@ -3,6 +3,7 @@
 //! generator knows every user's true message effect.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -108,47 +109,59 @@ fn table_uplift_says_which_arm_is_missing() {
     assert!(!dir.path().join("u.parquet").exists(), "nothing written");
 }
 
-/// On a synthetic world whose generator knows every premium user's true effect of each
-/// message at S, the planned list (treatment and holdout alike: the holdout is the same
-/// policy, withheld) is compared with three plans under the same budgets, opt-ins and
-/// frequency cap:
-/// - the best possible plan, from every user's true effects (no model can see the
-///   traits much of that depends on);
-/// - the best plan from the true *average* effect of each message in each segment the
-///   tables show (in dunning, cancelled, new, fading, other): what a perfect learner of
-///   observable differences would be near;
-/// - risk-ranked targeting: highest churn score first, each given the message with the
-///   best true average effect (generous to it).
-#[test]
-fn the_plan_captures_most_of_the_achievable_churn_reduction_where_the_truth_is_known() {
+/// What plans under the same budgets, opt-ins and frequency cap prevent on a synthetic
+/// world whose generator knows every premium user's true effect of each message at S.
+/// The planned list counts treatment and holdout alike (the holdout is the same policy,
+/// withheld).
+struct AgainstTruth {
+    /// The pipeline's plan.
+    ours: f64,
+    /// The best possible plan, from every user's true effects (no model can see the
+    /// traits much of that depends on).
+    best: f64,
+    /// The best plan from the true *average* effect of each message in each segment the
+    /// tables show (in dunning, cancelled, new, fading, other).
+    by_segments: f64,
+    /// The best plan from the features, with every user's effect known to the fit
+    /// ([`plan_from_the_features`]).
+    from_features: f64,
+    /// Risk-ranked targeting: highest churn score first, each given the message with the
+    /// best true average effect (generous to it).
+    risk_ranked: f64,
+}
+
+impl AgainstTruth {
+    /// The best plan from what the tables show: the better of the two that only see them.
+    fn best_from_tables(&self) -> f64 {
+        self.by_segments.max(self.from_features)
+    }
+}
+
+impl std::fmt::Display for AgainstTruth {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "churn prevented: plan {:.2}; best possible {:.2} (plan {:.0}% of it); best from segment averages {:.2}, \
+             best from the features {:.2} (plan {:.0}% of the better); risk-ranked {:.2} (plan {:.2}x)",
+            self.ours,
+            self.best,
+            100.0 * self.ours / self.best,
+            self.by_segments,
+            self.from_features,
+            100.0 * self.ours / self.best_from_tables(),
+            self.risk_ranked,
+            self.ours / self.risk_ranked
+        )
+    }
+}
+
+/// Compare the plan of the run in `out` with the truth of `world` (see [`AgainstTruth`]).
+fn against_truth(world: &Path, out: &Path, budgets: [u64; 3]) -> AgainstTruth {
     use retain::interventions::{Arm, CHANNELS, Candidates, allocate, risk_policy};
-    let world = tempfile::tempdir().unwrap();
-    let cfg = retain::synth::SynthConfig { users: 8000, days: 240, seed: 11, start: "2026-03-26".parse().unwrap() };
-    retain::synth::generate(&cfg, &open_for_write(world.path())).unwrap();
-    let config = world.path().join("retain.toml");
-    let budgets = [150u64, 300, 300];
-    std::fs::write(
-        &config,
-        format!(
-            "[interventions]\nholdout_fraction = 0.1\nbudget = {{ push = {}, email = {}, in_app = {} }}\n",
-            budgets[0], budgets[1], budgets[2]
-        ),
-    )
-    .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    run_ok(
-        retain()
-            .args(["run", "--config"])
-            .arg(&config)
-            .args(["--as-of", SAMPLE_AS_OF, "--input"])
-            .arg(world.path())
-            .arg("--output")
-            .arg(out.path()),
-    );
-    let plan = read_table(out.path(), "interventions");
-    let features = read_table(out.path(), "features");
-    let scores = read_table(out.path(), "scores");
-    let truth = ParquetReader::new(std::fs::File::open(world.path().join("_truth/message_effects.parquet")).unwrap())
+    let plan = read_table(out, "interventions");
+    let features = read_table(out, "features");
+    let scores = read_table(out, "scores");
+    let truth = ParquetReader::new(std::fs::File::open(world.join("_truth/message_effects.parquet")).unwrap())
         .finish()
         .unwrap();
     let (tu, tt, tc) = (strings(&truth, "user_id"), strings(&truth, "message_type"), strings(&truth, "channel"));
@@ -232,11 +245,6 @@ fn the_plan_captures_most_of_the_achievable_churn_reduction_where_the_truth_is_k
         .filter_map(|(u, ch)| best_arm(u, (*ch)?).map(|a| true_benefit(u, &arms[a])))
         .sum();
 
-    // The best plan from what the tables show: the better of the segment-average plan and
-    // the plan from the features, both of which know every effect exactly.
-    let from_features = plan_from_the_features(&features, &c, &arms, &budgets, &true_benefit);
-    let from_tables = from_features.max(by_segments);
-
     let average: Vec<f64> =
         arms.iter().map(|a| (0..c.len()).map(|u| true_benefit(u, a)).sum::<f64>() / c.len() as f64).collect();
     let risk_of: HashMap<String, f64> =
@@ -247,23 +255,64 @@ fn the_plan_captures_most_of_the_achievable_churn_reduction_where_the_truth_is_k
         .enumerate()
         .filter_map(|(u, a)| a.map(|a| true_benefit(u, &arms[a])))
         .sum();
-    eprintln!(
-        "churn prevented: plan {ours:.2}; best possible {best:.2} (plan {:.0}% of it); best from segment \
-         averages {by_segments:.2}, best from the features {from_features:.2} (plan {:.0}% of the better); \
-         risk-ranked {conventional:.2} (plan {:.2}x)",
-        100.0 * ours / best,
-        100.0 * ours / from_tables,
-        ours / conventional
+    let from_features = plan_from_the_features(&features, &c, &arms, &budgets, &true_benefit);
+    AgainstTruth { ours, best, by_segments, from_features, risk_ranked: conventional }
+}
+
+/// The plan on a synthetic world against its truth ([`AgainstTruth`]).
+#[test]
+fn the_plan_captures_most_of_the_achievable_churn_reduction_where_the_truth_is_known() {
+    let world = tempfile::tempdir().unwrap();
+    let cfg = retain::synth::SynthConfig { users: 8000, days: 240, seed: 11, start: "2026-03-26".parse().unwrap() };
+    retain::synth::generate(&cfg, &open_for_write(world.path())).unwrap();
+    let config = world.path().join("retain.toml");
+    let budgets = [150u64, 300, 300];
+    std::fs::write(
+        &config,
+        format!(
+            "[interventions]\nholdout_fraction = 0.1\nbudget = {{ push = {}, email = {}, in_app = {} }}\n",
+            budgets[0], budgets[1], budgets[2]
+        ),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    run_ok(
+        retain()
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--as-of", SAMPLE_AS_OF, "--input"])
+            .arg(world.path())
+            .arg("--output")
+            .arg(out.path()),
     );
+    let t = against_truth(world.path(), out.path(), budgets);
+    eprintln!("{t}");
     // Measured on this world: the plan prevents 39% of what the best possible plan does,
     // 73% of the best plan from what the tables show, and 1.6 times what risk-ranked
     // targeting does. The best possible plan leans on traits no table shows (how
     // responsive and price-sensitive a user is) and on win-back offers to stable users,
     // which no campaign in the history tried: neither plan from the tables, though both
     // know every effect exactly, reaches 55% of it.
-    assert!(ours > 0.6 * from_tables, "most of what the tables allow: {ours} of {from_tables}");
-    assert!(ours > 0.33 * best, "a substantial share of the best possible: {ours} of {best}");
-    assert!(ours > 1.3 * conventional, "more than risk-ranked targeting: {ours} vs {conventional}");
+    assert!(t.ours > 0.6 * t.best_from_tables(), "most of what the tables allow: {t}");
+    assert!(t.ours > 0.33 * t.best, "a substantial share of the best possible: {t}");
+    assert!(t.ours > 1.3 * t.risk_ranked, "more than risk-ranked targeting: {t}");
+}
+
+/// The same comparison on a world and run of one's own, for BENCHMARKS.md:
+/// `RETAIN_TRUTH_WORLD=<synth output> RETAIN_TRUTH_RUN=<retain output, as of 2026-11-20>
+/// RETAIN_TRUTH_BUDGETS=push,email,in_app cargo test --release --test it
+/// against_the_truth_of_a_given_world -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement on a world named in the environment"]
+fn against_the_truth_of_a_given_world() {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} names the world and run"));
+    let budgets: Vec<u64> = var("RETAIN_TRUTH_BUDGETS").split(',').map(|b| b.trim().parse().unwrap()).collect();
+    let t = against_truth(
+        Path::new(&var("RETAIN_TRUTH_WORLD")),
+        Path::new(&var("RETAIN_TRUTH_RUN")),
+        budgets.try_into().expect("three budgets: push, email, in_app"),
+    );
+    println!("{t}");
 }
 
 /// What the best plan from tonight's features alone prevents: each arm's true benefit
