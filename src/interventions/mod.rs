@@ -905,9 +905,9 @@ fn report_html(r: &Report, s: NaiveDate) -> String {
             "<h2>Policy value on the later slice</h2><p>Replayed on {} premium users of {} snapshots ({} logged \
              decisions) with models that never saw them; churn events prevented per 1,000 premium users against \
              sending nothing, 95% intervals. Sends outside support go to users their message type was never tried \
-             on: the estimates there rest on extrapolated outcome models (DR) or on nothing (IPS). The DR value's \
-             part from them is shown apart; its interval does not cover it, and the value within support is what \
-             the logged decisions speak for.</p>\
+             on: the estimates there rest on extrapolated outcome models (DR) or on nothing (IPS). For those sends \
+             the DR value holds the outcome models' guess, which no logged decision checks and its interval does \
+             not account for; the last column leaves it out.</p>\
              <table><tr><th>policy</th><th>sends</th><th>outside support</th><th>IPS</th><th>DR</th>\
              <th>DR from outside support</th><th>DR within support</th></tr>",
             e.premium_users,
