@@ -11,6 +11,11 @@
 //! either the propensities or the outcome models are right, with less variance than IPS.
 //! Intervals are normal 95% intervals over the logged rows (the model term is held fixed).
 //! Values are churn events prevented per 1,000 premium users.
+//!
+//! A policy may send a message type to users it was never tried on. No logged row speaks
+//! for them: IPS counts nothing there, and DR counts the outcome models' extrapolation,
+//! whose error no interval shows. That part of the DR value is reported apart, so that a
+//! policy is not preferred for what the models guess where nothing was observed.
 
 use serde::Serialize;
 
@@ -73,8 +78,8 @@ pub struct PolicyValue {
     pub ips: Estimate,
     pub dr: Estimate,
     /// The part of the DR value that is the outcome models' prediction for the sends
-    /// outside support (per 1,000): nothing observed checks it, and the interval does not
-    /// cover it. `dr` minus this is the value the logged decisions can speak for.
+    /// outside support (per 1,000): no logged decision checks it, and the interval leaves
+    /// its uncertainty out. `dr` minus this is the value the logged decisions speak for.
     pub dr_outside_support: f64,
 }
 
