@@ -73,12 +73,22 @@
 //! generator holds ~170 bytes of traits and state; each day's rows are written as soon as
 //! the day is done (while the next day is simulated). The truth tables are held compactly
 //! (a few bytes per row) until the end.
+//!
+//! # Layout
+//! From the bottom up, each module importing only ones before it: `world` (the fixed
+//! facts) and `rng` (the random streams); `state` (what a user is and has); `model` (every
+//! hazard, from traits and state); `truth` (the exact probabilities, from the model);
+//! `tables` (the rows and their frames); `population` (each user's traits and starting
+//! state); `day` (one user's day: billing, campaign, listening, the day's truth). This
+//! file runs the days in parallel and writes the files.
 
+mod day;
 mod model;
+mod population;
 mod rng;
+mod state;
 mod tables;
 mod truth;
-mod user;
 mod world;
 
 #[cfg(test)]
@@ -94,9 +104,10 @@ use rayon::prelude::*;
 use crate::contract::{self, CHANNELS, FAILURE_REASONS, MESSAGE_TYPES, PAYMENT_METHODS, PLATFORMS};
 use crate::error::{Error, PolarsContext, Result};
 use crate::storage::{Storage, parquet_bytes};
+use day::{Day, DayOut};
+use state::{State, Traits};
 use tables::UserIds;
 use truth::Episode;
-use user::{Day, DayOut, State, Traits};
 use world::{COUNTRIES, World};
 
 /// What world to make.
@@ -134,9 +145,9 @@ pub struct SynthSummary {
 
 /// What the simulation saw, for tests.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Stats {
+struct Stats {
     /// Users premium at the end of each day.
-    pub premium_by_day: Vec<u64>,
+    premium_by_day: Vec<u64>,
 }
 
 /// Users per unit of parallel work.
@@ -161,7 +172,7 @@ struct TruthLog {
     episodes: Vec<Episode>,
 }
 
-pub(crate) fn generate_with_stats(cfg: &SynthConfig, out: &Storage) -> Result<(SynthSummary, Stats)> {
+fn generate_with_stats(cfg: &SynthConfig, out: &Storage) -> Result<(SynthSummary, Stats)> {
     if cfg.users == 0 || cfg.days == 0 {
         return Err(Error::config("synth: users and days must be at least 1"));
     }
@@ -170,9 +181,9 @@ pub(crate) fn generate_with_stats(cfg: &SynthConfig, out: &Storage) -> Result<(S
     }
     let w = World::new(cfg.seed, cfg.days, cfg.start)?;
     let ids = UserIds::new(cfg.users);
-    let traits: Vec<Traits> = (0..cfg.users as u32).into_par_iter().map(|u| user::traits(&w, u)).collect();
+    let traits: Vec<Traits> = (0..cfg.users as u32).into_par_iter().map(|u| population::traits(&w, u)).collect();
     let mut states: Vec<State> =
-        traits.par_iter().enumerate().map(|(u, t)| user::initial_state(&w, u as u32, t)).collect();
+        traits.par_iter().enumerate().map(|(u, t)| population::initial_state(&w, u as u32, t)).collect();
 
     let mut summary =
         SynthSummary { users: cfg.users, days: cfg.days, activity_rows: 0, billing_rows: 0, message_rows: 0, files: 0 };
@@ -262,7 +273,7 @@ fn simulate_day(w: &World, traits: &[Traits], states: &mut [State], d: i32) -> V
                 let u = (ci * CHUNK + i) as u32;
                 Day { w, u, t, d }.run(s, &mut out);
                 if d == w.last_day() {
-                    user::flush(w, u, t, s, &mut out);
+                    day::flush(w, u, t, s, &mut out);
                 }
             }
             out.billing.sort_by_key(|r| (r.user, r.ts));

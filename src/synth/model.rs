@@ -1,9 +1,9 @@
 //! The behaviour model: every hazard and probability the world is made of, as pure
-//! functions of a user's traits, state and the day. The day-by-day simulation (`user`)
+//! functions of a user's traits, state and the day. The day-by-day simulation (`day`)
 //! draws events with these functions and the ground truth (`truth`) integrates the same
 //! functions, so the truth is exactly the process that generated the data.
 
-use super::user::{Msg, State, Status, Traits};
+use super::state::{MESSAGE_DAYS, Msg, State, Status, Traits};
 use super::world::*;
 
 /// Log of the baseline daily cancel hazard.
@@ -13,17 +13,13 @@ const PLAN_EFFECT: [f64; 5] = [0.0, 0.0, -0.25, -0.5, 0.35];
 /// Highest daily cancel hazard.
 const MAX_HAZARD: f64 = 0.3;
 /// Come-back hazard multiplier by why the user lapsed: the five failure reasons, then
-/// a cancel, then an unconverted trial.
-pub(crate) const SRC_CANCEL: u8 = 5;
-pub(crate) const SRC_TRIAL: u8 = 6;
+/// a cancel (`SRC_CANCEL`), then an unconverted trial (`SRC_TRIAL`).
 const COMEBACK_BY_SOURCE: [f64; 7] = [1.6, 1.4, 1.0, 2.0, 0.2, 0.8, 0.5];
 const COMEBACK_BASE: f64 = 0.0035;
 /// How much a payment reminder multiplies recovery, by failure reason.
 const REMINDER_BY_REASON: [f64; 5] = [0.3, 3.0, 1.0, 0.2, 0.0];
 /// Channel strength of a message's effect (push, email, in-app).
 const CHANNEL_STRENGTH: [f64; 3] = [1.0, 0.7, 0.8];
-/// How long a message changes behaviour, in days (the day it is sent and the 29 after).
-pub(crate) const MESSAGE_DAYS: i32 = 30;
 
 pub(crate) fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())

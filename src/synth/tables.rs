@@ -37,48 +37,48 @@ impl UserIds {
 }
 
 pub(crate) struct ActivityRow {
-    pub user: u32,
-    pub ms: i64,
-    pub podcast_ms: i64,
-    pub streams: i32,
-    pub skips: i32,
-    pub unique: i32,
-    pub sessions: i32,
-    pub searches: i32,
-    pub saves: i32,
-    pub platform: u8,
-    pub peak_hour: Option<i8>,
+    pub(crate) user: u32,
+    pub(crate) ms: i64,
+    pub(crate) podcast_ms: i64,
+    pub(crate) streams: i32,
+    pub(crate) skips: i32,
+    pub(crate) unique: i32,
+    pub(crate) sessions: i32,
+    pub(crate) searches: i32,
+    pub(crate) saves: i32,
+    pub(crate) platform: u8,
+    pub(crate) peak_hour: Option<i8>,
 }
 
 #[derive(Clone)]
 pub(crate) struct BillingRow {
-    pub user: u32,
-    pub seq: u16,
-    pub ts: i64,
-    pub kind: u8,
-    pub plan: u8,
-    pub amount: Option<f64>,
+    pub(crate) user: u32,
+    pub(crate) seq: u16,
+    pub(crate) ts: i64,
+    pub(crate) kind: u8,
+    pub(crate) plan: u8,
+    pub(crate) amount: Option<f64>,
     /// Country whose currency the amount is in (`None` when there is no amount).
-    pub currency: Option<u8>,
-    pub method: Option<u8>,
-    pub reason: Option<u8>,
-    pub attempt: Option<i16>,
-    pub grace: Option<i16>,
+    pub(crate) currency: Option<u8>,
+    pub(crate) method: Option<u8>,
+    pub(crate) reason: Option<u8>,
+    pub(crate) attempt: Option<i16>,
+    pub(crate) grace: Option<i16>,
     /// Day index of `period_end`.
-    pub period_end: Option<i32>,
+    pub(crate) period_end: Option<i32>,
 }
 
 pub(crate) struct MessageRow {
-    pub user: u32,
-    pub ts: i64,
-    pub ty: u8,
-    pub ch: u8,
-    pub treated: bool,
-    pub propensity: f64,
-    pub delivered: bool,
-    pub opened_at: Option<i64>,
-    pub clicked: bool,
-    pub unsubscribed: bool,
+    pub(crate) user: u32,
+    pub(crate) ts: i64,
+    pub(crate) ty: u8,
+    pub(crate) ch: u8,
+    pub(crate) treated: bool,
+    pub(crate) propensity: f64,
+    pub(crate) delivered: bool,
+    pub(crate) opened_at: Option<i64>,
+    pub(crate) clicked: bool,
+    pub(crate) unsubscribed: bool,
 }
 
 pub(crate) fn message_id(ids: &UserIds, user: u32, day: i32) -> String {

@@ -82,7 +82,7 @@ impl Status {
 
 #[test]
 fn per_user_memory_stays_small() {
-    let per_user = std::mem::size_of::<user::Traits>() + std::mem::size_of::<user::State>();
+    let per_user = std::mem::size_of::<state::Traits>() + std::mem::size_of::<state::State>();
     assert!(per_user <= 200, "{per_user} bytes a user");
 }
 

@@ -24,8 +24,8 @@
 //! (the state at the end of S), minus the computation without it, times the chance that
 //! the message is delivered: the effect of deciding to send it. Negative keeps the user.
 
-use super::model::{self, SRC_CANCEL, SRC_TRIAL};
-use super::user::{Msg, State, Status, Traits};
+use super::model;
+use super::state::{Msg, SRC_CANCEL, SRC_TRIAL, State, Status, Traits};
 use super::world::*;
 
 const H: usize = HORIZON as usize;
@@ -135,19 +135,19 @@ impl<'a> Horizon<'a> {
 /// A dunning episode as it happened.
 #[derive(Debug, Clone)]
 pub(crate) struct Episode {
-    pub user: u32,
-    pub fail_day: i16,
-    pub fail_ts: i64,
-    pub reason: u8,
-    pub method: u8,
-    pub grace: u8,
+    pub(crate) user: u32,
+    pub(crate) fail_day: i16,
+    pub(crate) fail_ts: i64,
+    pub(crate) reason: u8,
+    pub(crate) method: u8,
+    pub(crate) grace: u8,
     /// The payment reminder delivered during the episode: (day, strength).
-    pub reminder: Option<(i32, f32)>,
+    pub(crate) reminder: Option<(i32, f32)>,
     /// Days from failure to recovery.
-    pub recovered_day: Option<u8>,
+    pub(crate) recovered_day: Option<u8>,
     /// Subscribed again within 60 days of expiring (false when recovered, or when the
     /// world ended first).
-    pub came_back: bool,
+    pub(crate) came_back: bool,
 }
 
 impl Episode {

@@ -7,17 +7,17 @@ use chrono_tz::Tz;
 use crate::error::{Error, Result};
 
 pub(crate) struct Country {
-    pub code: &'static str,
-    pub currency: &'static str,
+    pub(crate) code: &'static str,
+    pub(crate) currency: &'static str,
     /// Monthly price of `premium_individual` before any rise.
-    pub price: f64,
+    pub(crate) price: f64,
     /// Share of users.
-    pub weight: f64,
-    pub timezones: &'static [&'static str],
+    pub(crate) weight: f64,
+    pub(crate) timezones: &'static [&'static str],
     /// A price rise inside the window: (when, as a fraction of the window; by how much).
-    pub rise: Option<(f64, f64)>,
+    pub(crate) rise: Option<(f64, f64)>,
     /// Prices are whole numbers in this currency.
-    pub whole: bool,
+    pub(crate) whole: bool,
 }
 
 pub(crate) const COUNTRIES: &[Country] = &[
@@ -183,20 +183,20 @@ pub(crate) const CAMPAIGN_WEEKDAY: i32 = 2;
 
 /// Everything about the world that does not depend on a user.
 pub(crate) struct World {
-    pub seed: u64,
-    pub days: i32,
-    pub start: NaiveDate,
+    pub(crate) seed: u64,
+    pub(crate) days: i32,
+    pub(crate) start: NaiveDate,
     /// Day index of each country's price rise (`i32::MAX` when none).
-    pub rise_day: Vec<i32>,
+    pub(crate) rise_day: Vec<i32>,
     /// Parsed time zones, flat, and the offset of each country's first one in it.
-    pub zones: Vec<Tz>,
-    pub zone_offset: Vec<u8>,
+    pub(crate) zones: Vec<Tz>,
+    pub(crate) zone_offset: Vec<u8>,
     /// Unix seconds of the start of day 0 (UTC).
-    pub epoch0: i64,
+    pub(crate) epoch0: i64,
     /// Day of month of day indices `0..days + 2 * HORIZON + 2`.
     dom: Vec<u8>,
     /// Weekday of day 0 (0 = Monday).
-    pub weekday0: i32,
+    pub(crate) weekday0: i32,
 }
 
 impl World {
