@@ -27,12 +27,12 @@ use polars::prelude::*;
 use serde_json::json;
 
 use retain::config::{Settings, StageSettings};
-use retain::features::{FEATURES, FeatureKind};
+use retain::features::{FEATURES, specs};
 use retain::models::encoder::{Encoder, Mode};
 use retain::models::gbdt::GbdtModel;
 use retain::models::logistic::LogisticModel;
 use retain::models::metrics::auc;
-use retain::models::{Classifier, Target};
+use retain::models::{Classifier, FeatureKind, Target, cores};
 use retain::run::Context;
 use retain::train;
 
@@ -85,7 +85,7 @@ fn main() -> Res<()> {
     let as_of: NaiveDate = as_of.parse()?;
     let outdir = PathBuf::from(outdir);
     std::fs::create_dir_all(&outdir)?;
-    let threads = train::cores();
+    let threads = cores();
 
     // The labelled rows, exactly as `retain train` builds them.
     let settings = Settings::default();
@@ -103,16 +103,12 @@ fn main() -> Res<()> {
         (t, v)
     } else {
         let started = Instant::now();
-        let stage = StageSettings {
-            as_of,
-            retrain: true,
-            input: world.clone(),
-            output: outdir.join("out").to_string_lossy().into_owned(),
-            settings: settings.clone(),
-        };
-        let mut ctx = Context::open(stage, 1)?;
+        let mut roots = settings.clone();
+        roots.input = Some(world.clone());
+        roots.output = Some(outdir.join("out").to_string_lossy().into_owned());
+        let mut ctx = Context::open(StageSettings::new(roots, as_of, true)?, 1)?;
         let inputs = ctx.load_inputs(retain::run::Reads { history: true, grace: false })?;
-        let data = train::training_data(&ctx, &inputs)?;
+        let data = train::training_data(&inputs, as_of, &ctx.stage.train)?;
         drop(inputs);
         eprintln!(
             "bench: {} training rows (snapshots {:?}), {} validation rows ({}), built in {:.1} s",
@@ -151,7 +147,7 @@ fn main() -> Res<()> {
 
     // LightGBM: native encoding, categorical splits, early stopping on validation.
     let t0 = Instant::now();
-    let enc = Encoder::fit(&train_df, Mode::Native)?;
+    let enc = Encoder::fit(&train_df, Mode::Native, &specs())?;
     let (x, xv) = (enc.transform(&train_df)?, enc.transform(&valid_df)?);
     let encode = t0.elapsed().as_secs_f64();
     let (t0, c0) = (Instant::now(), cpu_seconds());
@@ -171,7 +167,7 @@ fn main() -> Res<()> {
 
     // Logistic regression: standardised encoding, the default l2 and iteration cap.
     let t0 = Instant::now();
-    let enc = Encoder::fit(&train_df, Mode::Standardized)?;
+    let enc = Encoder::fit(&train_df, Mode::Standardized, &specs())?;
     let (x, xv) = (enc.transform(&train_df)?, enc.transform(&valid_df)?);
     let encode = t0.elapsed().as_secs_f64();
     let (t0, c0) = (Instant::now(), cpu_seconds());

@@ -1,17 +1,22 @@
-//! Dispatch: resolve settings for a subcommand, set up logging, call the stage.
+//! Dispatch: resolve the settings of a subcommand, set up logging, call the library.
+//!
+//! This is the only module that knows both the command line (`cli`) and the stages: it
+//! turns parsed arguments into typed settings (`config`) before any work starts, so
+//! nothing below it sees clap.
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, LogFormat, StageArgs, TableCommand};
-use crate::config::{self, Settings};
+use crate::backfill::{self, BackfillStage};
+use crate::cli::{self, Cli, Command, ConfigArgs, LogFormat, StageArgs, TableCommand};
+use crate::config::{self, Overrides, Settings, StageSettings};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
-use crate::{run, synth, validate};
+use crate::{run, synth, table, validate};
 
 /// Logs go to stderr: text for a person at a terminal, JSON lines otherwise.
-pub fn init_logging(format: Option<LogFormat>, filter: &str) {
+fn init_logging(format: Option<LogFormat>, filter: &str) {
     let json = match format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
@@ -22,6 +27,12 @@ pub fn init_logging(format: Option<LogFormat>, filter: &str) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::progress::LogWriter);
     let _ =
         if json { builder.json().with_current_span(false).try_init() } else { builder.with_target(false).try_init() };
+}
+
+/// The flag and environment layer of the configuration.
+fn overrides(args: &ConfigArgs) -> Overrides {
+    let ConfigArgs { config, input, output, horizon_days, seed } = args.clone();
+    Overrides { config, input, output, horizon_days, seed }
 }
 
 /// Run one command to completion.
@@ -36,18 +47,26 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Interventions(a) => stage(a, run::interventions_only),
         Command::Grace(a) => stage(a, run::grace_only),
         Command::Backfill(a) => {
-            let settings = config::resolve(&a.stage_args)?;
-            let (input, output) = settings.roots()?;
-            let done = crate::backfill::backfill(&settings, &input, &output, a.from, a.to, a.stage, a.force, a.jobs)?;
+            let settings = config::resolve(&overrides(&a.settings))?;
+            if a.show_config {
+                print!("{}", settings.to_redacted_toml());
+                return Ok(());
+            }
+            let stage = match a.stage {
+                cli::BackfillStage::Features => BackfillStage::Features,
+                cli::BackfillStage::Grace => BackfillStage::Grace,
+                cli::BackfillStage::Run => BackfillStage::Run,
+            };
+            let done = backfill::backfill(&settings, a.from, a.to, stage, a.force, a.jobs)?;
             tracing::info!(built = done.built.len(), skipped = done.skipped.len(), "backfill complete");
             Ok(())
         }
         Command::Validate(a) => {
-            let settings = Settings::load(a.config.as_deref())?;
-            let input =
-                a.input.clone().or(settings.input.clone()).ok_or_else(|| {
-                    Error::config("no input root: set `input` in the config, RETAIN_INPUT or --input")
-                })?;
+            let mut settings = Settings::load(a.config.as_deref())?;
+            if let Some(input) = a.input {
+                settings.input = Some(input);
+            }
+            let input = settings.input_root()?;
             let storage = Storage::open(&input, &settings.storage_options(), false)?;
             let report = validate::validate(&storage, a.examples)?;
             println!("{}", report.render());
@@ -58,15 +77,16 @@ pub fn execute(cli: Cli) -> Result<()> {
             }
         }
         Command::Table(TableCommand::Train(a)) => {
-            crate::table::train(&a.train, &a.test, &a.label, a.positive.as_deref(), &a.ignore, &a.output)
+            table::train(&a.train, &a.test, &a.label, a.positive.as_deref(), &a.ignore, &a.output)
         }
-        Command::Table(TableCommand::Uplift(a)) => crate::table::uplift(&crate::table::UpliftRequest {
+        Command::Table(TableCommand::Uplift(a)) => table::uplift(&table::UpliftRequest {
             train: &a.train,
             test: &a.test,
             treatment: &a.treatment,
             treated: &a.treated,
             control: &a.control,
             outcome: &a.outcome,
+            positive: a.positive.as_deref(),
             ignore: &a.ignore,
             output: &a.output,
         }),
@@ -90,14 +110,18 @@ pub fn execute(cli: Cli) -> Result<()> {
     }
 }
 
-fn stage(args: StageArgs, f: fn(config::StageSettings) -> Result<()>) -> Result<()> {
-    if args.show_config {
-        let settings = config::resolve(&args)?;
+/// A pipeline command: `--show-config` prints the resolved settings; otherwise the
+/// snapshot date is required and the command runs with its settings resolved once.
+fn stage(args: StageArgs, f: fn(StageSettings) -> Result<()>) -> Result<()> {
+    let StageArgs { settings, as_of, retrain, show_config } = args;
+    let settings = config::resolve(&overrides(&settings))?;
+    if show_config {
         print!("{}", settings.to_redacted_toml());
-        if let Some(d) = args.as_of {
+        if let Some(d) = as_of {
             println!("# as_of = {d}");
         }
         return Ok(());
     }
-    f(config::resolve_stage(&args)?)
+    let as_of = as_of.ok_or_else(|| Error::Usage("--as-of (or RETAIN_AS_OF) is required".into()))?;
+    f(StageSettings::new(settings, as_of, retrain)?)
 }

@@ -14,11 +14,11 @@ use tracing::info;
 use crate::config::{Settings, StageSettings};
 use crate::error::{Error, Result};
 use crate::run;
-use crate::storage::{Storage, StorageOptions};
+use crate::storage::Storage;
 
 /// The stages a backfill can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackfillStage {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BackfillStage {
     /// The features table.
     Features,
     /// Grace recommendations.
@@ -52,17 +52,14 @@ impl BackfillStage {
 
 /// What a backfill did, per date.
 #[derive(Debug, Default)]
-pub struct BackfillSummary {
+pub(crate) struct BackfillSummary {
     pub built: Vec<NaiveDate>,
     pub skipped: Vec<NaiveDate>,
 }
 
-/// Run `stage` for every date in `[from, to]`.
-#[allow(clippy::too_many_arguments)]
-pub fn backfill(
+/// Run `stage` for every date in `[from, to]`, reading and writing the roots of `settings`.
+pub(crate) fn backfill(
     settings: &Settings,
-    input: &str,
-    output: &str,
     from: NaiveDate,
     to: NaiveDate,
     stage: BackfillStage,
@@ -72,7 +69,9 @@ pub fn backfill(
     if to < from {
         return Err(Error::Usage(format!("--to {to} is before --from {from}")));
     }
-    let out = Storage::open(output, &StorageOptions { entries: settings.storage_options().entries }, true)?;
+    let (_, output) = settings.roots()?;
+    let output = output.as_str();
+    let out = Storage::open(output, &settings.storage_options(), true)?;
     let dates: Vec<NaiveDate> = (0..=(to - from).num_days()).map(|k| from + Duration::days(k)).collect();
     let mut summary = BackfillSummary::default();
     let mut todo = Vec::new();
@@ -91,16 +90,7 @@ pub fn backfill(
         .map_err(Error::internal)?;
     let results: Vec<(NaiveDate, Result<()>)> = pool.install(|| {
         todo.par_iter()
-            .map(|&d| {
-                let stage_settings = StageSettings {
-                    as_of: d,
-                    retrain: false,
-                    input: input.to_string(),
-                    output: output.to_string(),
-                    settings: settings.clone(),
-                };
-                (d, stage.execute(stage_settings))
-            })
+            .map(|&d| (d, StageSettings::new(settings.clone(), d, false).and_then(|s| stage.execute(s))))
             .collect()
     });
     // Every date ran; report the first failure (by date) after all finished, so one bad

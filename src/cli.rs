@@ -84,9 +84,12 @@ pub struct TableUpliftArgs {
     /// The treatment column's value for control rows (rows with any other value are not used).
     #[arg(long)]
     pub control: String,
-    /// The binary outcome column (true/false or 0/1).
+    /// The binary outcome column (true/false or 0/1, or any values with --positive).
     #[arg(long)]
     pub outcome: String,
+    /// The outcome's positive value (default: true, or 1).
+    #[arg(long)]
+    pub positive: Option<String>,
     /// Columns that are not features.
     #[arg(long, value_delimiter = ',')]
     pub ignore: Vec<String>,
@@ -117,16 +120,13 @@ pub struct TableTrainArgs {
     pub output: PathBuf,
 }
 
-/// Arguments shared by every pipeline stage.
+/// The settings layer of the command line: every flag that overrides a configuration
+/// key (each also read from its environment variable).
 #[derive(Debug, Clone, Args)]
-pub struct StageArgs {
+pub struct ConfigArgs {
     /// Pipeline configuration (TOML).
     #[arg(long, short = 'c', env = "RETAIN_CONFIG")]
     pub config: Option<PathBuf>,
-
-    /// Snapshot date S (UTC): outputs describe the end of this day.
-    #[arg(long, env = "RETAIN_AS_OF")]
-    pub as_of: Option<NaiveDate>,
 
     /// Root of the input tables (folder, file://, s3://, gs://).
     #[arg(long, env = "RETAIN_INPUT")]
@@ -143,6 +143,17 @@ pub struct StageArgs {
     /// Seed for everything random (holdout assignment, model fitting).
     #[arg(long, env = "RETAIN_SEED")]
     pub seed: Option<u64>,
+}
+
+/// Arguments shared by every pipeline stage.
+#[derive(Debug, Clone, Args)]
+pub struct StageArgs {
+    #[command(flatten)]
+    pub settings: ConfigArgs,
+
+    /// Snapshot date S (UTC): outputs describe the end of this day.
+    #[arg(long, env = "RETAIN_AS_OF")]
+    pub as_of: Option<NaiveDate>,
 
     /// Fit new models even when the labelled data has not changed since the last model
     /// (`train` and `run`; by default that model is reused).
@@ -152,6 +163,17 @@ pub struct StageArgs {
     /// Print the resolved configuration as TOML on stdout and exit.
     #[arg(long)]
     pub show_config: bool,
+}
+
+/// The stages a backfill can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackfillStage {
+    /// The features table.
+    Features,
+    /// Grace recommendations.
+    Grace,
+    /// The whole nightly pipeline.
+    Run,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -164,15 +186,18 @@ pub struct BackfillArgs {
     pub to: NaiveDate,
     /// The stage to build for each date.
     #[arg(long, value_enum, default_value = "features")]
-    pub stage: crate::backfill::BackfillStage,
+    pub stage: BackfillStage,
     /// Rebuild dates whose output is already complete.
     #[arg(long)]
     pub force: bool,
     /// Dates built at once (each holds its own inputs in memory).
     #[arg(long, default_value_t = 2)]
     pub jobs: usize,
+    /// Print the resolved configuration as TOML on stdout and exit.
+    #[arg(long)]
+    pub show_config: bool,
     #[command(flatten)]
-    pub stage_args: StageArgs,
+    pub settings: ConfigArgs,
 }
 
 #[derive(Debug, Clone, Args)]

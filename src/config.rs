@@ -11,9 +11,14 @@ use std::path::Path;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::StageArgs;
+use crate::contract::CHANNELS;
 use crate::error::{Error, Result};
+use crate::models::gbdt::GbdtParams;
 use crate::storage::StorageOptions;
+
+/// Partitions read after the last snapshot for rows that arrive late, unless configured
+/// (`inputs.late_days`).
+pub(crate) const DEFAULT_LATE_DAYS: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -58,7 +63,7 @@ pub struct Training {
     /// How many reasons to give per user in `top_reasons`.
     pub top_reasons: usize,
     /// LightGBM settings.
-    pub gbdt: crate::models::gbdt::GbdtParams,
+    pub gbdt: GbdtParams,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,7 +121,7 @@ impl Default for Settings {
 
 impl Default for InputSettings {
     fn default() -> Self {
-        InputSettings { late_days: crate::inputs::DEFAULT_LATE_DAYS }
+        InputSettings { late_days: DEFAULT_LATE_DAYS }
     }
 }
 
@@ -145,19 +150,20 @@ impl Default for Grace {
 }
 
 impl Budget {
-    pub fn for_channel(&self, channel: &str) -> u64 {
-        match channel {
+    /// The budgets in the order of [`CHANNELS`].
+    pub(crate) fn by_channel(&self) -> [u64; 3] {
+        CHANNELS.map(|c| match c {
             "push" => self.push,
             "email" => self.email,
             "in_app" => self.in_app,
-            _ => 0,
-        }
+            _ => unreachable!("a channel of the contract without a budget key: {c}"),
+        })
     }
 }
 
 impl Settings {
     /// Read a TOML file; a missing file, bad TOML, unknown key or bad value is exit 78.
-    pub fn from_file(path: &Path) -> Result<Self> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::config(format!("cannot read config {}: {e}", path.display())))?;
         let settings: Settings =
@@ -172,21 +178,24 @@ impl Settings {
         }
     }
 
-    pub fn storage_options(&self) -> StorageOptions {
+    pub(crate) fn storage_options(&self) -> StorageOptions {
         StorageOptions { entries: self.storage.iter().map(|(k, v)| (k.clone(), v.clone())).collect() }
     }
 
-    /// The input and output roots, both required.
-    pub fn roots(&self) -> Result<(String, String)> {
-        let input = self
-            .input
+    /// The input root, required.
+    pub(crate) fn input_root(&self) -> Result<String> {
+        self.input
             .clone()
-            .ok_or_else(|| Error::config("no input root: set `input` in the config, RETAIN_INPUT or --input"))?;
+            .ok_or_else(|| Error::config("no input root: set `input` in the config, RETAIN_INPUT or --input"))
+    }
+
+    /// The input and output roots, both required.
+    pub(crate) fn roots(&self) -> Result<(String, String)> {
         let output = self
             .output
             .clone()
             .ok_or_else(|| Error::config("no output root: set `output` in the config, RETAIN_OUTPUT or --output"))?;
-        Ok((input, output))
+        Ok((self.input_root()?, output))
     }
 
     /// Check value ranges; called after every layer is applied.
@@ -227,7 +236,7 @@ impl Settings {
     }
 
     /// The settings as TOML, with secret-looking storage values redacted.
-    pub fn to_redacted_toml(&self) -> String {
+    pub(crate) fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         for (k, v) in shown.storage.iter_mut() {
             let k = k.to_ascii_lowercase();
@@ -239,20 +248,20 @@ impl Settings {
     }
 }
 
-/// Everything a pipeline stage needs, resolved.
-#[derive(Debug, Clone)]
-pub struct StageSettings {
-    pub as_of: NaiveDate,
-    /// Refit models even when the labelled data is unchanged.
-    pub retrain: bool,
-    pub input: String,
-    pub output: String,
-    pub settings: Settings,
+/// The layer of flags and environment variables (clap reads both) over the file: what
+/// `cli` parsed, in the shape the configuration needs, so this module never sees clap.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Overrides {
+    pub config: Option<std::path::PathBuf>,
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub horizon_days: Option<u32>,
+    pub seed: Option<u64>,
 }
 
 /// Apply the flag/environment layer over the file layer and check the result.
-pub fn resolve(args: &StageArgs) -> Result<Settings> {
-    let StageArgs { config, as_of: _, input, output, horizon_days, seed, retrain: _, show_config: _ } = args;
+pub(crate) fn resolve(overrides: &Overrides) -> Result<Settings> {
+    let Overrides { config, input, output, horizon_days, seed } = overrides;
     let mut s = Settings::load(config.as_deref())?;
     if let Some(v) = input {
         s.input = Some(v.clone());
@@ -270,29 +279,80 @@ pub fn resolve(args: &StageArgs) -> Result<Settings> {
     Ok(s)
 }
 
-/// Resolve and require what a stage needs (as-of date, input and output roots).
-pub fn resolve_stage(args: &StageArgs) -> Result<StageSettings> {
-    let settings = resolve(args)?;
-    let as_of = args.as_of.ok_or_else(|| Error::Usage("--as-of (or RETAIN_AS_OF) is required".into()))?;
-    let (input, output) = settings.roots()?;
-    Ok(StageSettings { as_of, retrain: args.retrain, input, output, settings })
+/// What the train stage reads of the settings.
+#[derive(Debug, Clone)]
+pub struct TrainSettings {
+    pub horizon_days: u32,
+    pub training: Training,
+}
+
+/// What the score stage reads of the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreSettings {
+    /// How many reasons to give per user.
+    pub top_reasons: usize,
+}
+
+/// What the interventions stage reads of the settings.
+#[derive(Debug, Clone)]
+pub struct InterventionSettings {
+    pub horizon_days: u32,
+    /// Seed of the holdout hash.
+    pub seed: u64,
+    pub holdout_fraction: f64,
+    /// Most sends per channel, in the order of [`CHANNELS`].
+    pub budgets: [u64; 3],
+    pub frequency_cap_days: u32,
+}
+
+/// Everything a pipeline command needs, resolved once: the snapshot, the roots, and each
+/// stage's own section. `settings` is kept whole for `--show-config` and the manifest.
+#[derive(Debug, Clone)]
+pub struct StageSettings {
+    pub as_of: NaiveDate,
+    /// Refit models even when the labelled data is unchanged.
+    pub retrain: bool,
+    pub input: String,
+    pub output: String,
+    pub settings: Settings,
+    pub train: TrainSettings,
+    pub score: ScoreSettings,
+    pub interventions: InterventionSettings,
+    pub grace: Grace,
+}
+
+impl StageSettings {
+    /// Resolve the stage sections of checked settings for snapshot `as_of`; the input and
+    /// output roots are required.
+    pub fn new(settings: Settings, as_of: NaiveDate, retrain: bool) -> Result<Self> {
+        let (input, output) = settings.roots()?;
+        let s = &settings;
+        Ok(StageSettings {
+            as_of,
+            retrain,
+            input,
+            output,
+            train: TrainSettings { horizon_days: s.horizon_days, training: s.training.clone() },
+            score: ScoreSettings { top_reasons: s.training.top_reasons },
+            interventions: InterventionSettings {
+                horizon_days: s.horizon_days,
+                seed: s.seed,
+                holdout_fraction: s.interventions.holdout_fraction,
+                budgets: s.interventions.budget.by_channel(),
+                frequency_cap_days: s.interventions.frequency_cap_days,
+            },
+            grace: s.grace.clone(),
+            settings,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args(config: Option<&Path>) -> StageArgs {
-        StageArgs {
-            config: config.map(Path::to_path_buf),
-            as_of: NaiveDate::from_ymd_opt(2026, 11, 20),
-            input: None,
-            output: None,
-            horizon_days: None,
-            seed: None,
-            retrain: false,
-            show_config: false,
-        }
+    fn args(config: Option<&Path>) -> Overrides {
+        Overrides { config: config.map(Path::to_path_buf), ..Overrides::default() }
     }
 
     #[test]

@@ -47,7 +47,7 @@ impl Kind {
     }
 
     /// Whether a physical type found in a file can be read as this kind.
-    pub fn accepts(self, found: &DataType) -> bool {
+    pub(crate) fn accepts(self, found: &DataType) -> bool {
         use DataType as D;
         match self {
             Kind::Str => matches!(found, D::String),
@@ -117,15 +117,15 @@ impl Table {
 
     /// Cast the contract's columns to their canonical types (wider integers narrowed,
     /// string views and large strings to String, timestamps to µs UTC) and keep only them.
-    pub fn normalize(&self, lf: LazyFrame) -> LazyFrame {
+    pub(crate) fn normalize(&self, lf: LazyFrame) -> LazyFrame {
         lf.select(
             self.columns.iter().map(|c| polars::prelude::col(c.name).strict_cast(c.kind.dtype())).collect::<Vec<_>>(),
         )
     }
 }
 
-pub const PLATFORMS: &[&str] = &["ios", "android", "web", "desktop"];
-pub const EVENT_TYPES: &[&str] = &[
+pub(crate) const PLATFORMS: &[&str] = &["ios", "android", "web", "desktop"];
+pub(crate) const EVENT_TYPES: &[&str] = &[
     "trial_start",
     "subscribe",
     "renew",
@@ -136,19 +136,21 @@ pub const EVENT_TYPES: &[&str] = &[
     "plan_change",
     "refund",
 ];
-pub const PLANS: &[&str] = &["free", "premium_individual", "premium_duo", "premium_family", "premium_student"];
-pub const PAYMENT_METHODS: &[&str] = &["card", "paypal", "carrier_billing", "gift_card", "other"];
-pub const FAILURE_REASONS: &[&str] =
+pub(crate) const PLANS: &[&str] = &["free", "premium_individual", "premium_duo", "premium_family", "premium_student"];
+pub(crate) const PAYMENT_METHODS: &[&str] = &["card", "paypal", "carrier_billing", "gift_card", "other"];
+pub(crate) const FAILURE_REASONS: &[&str] =
     &["insufficient_funds", "expired_card", "card_declined", "processing_error", "fraud_suspected"];
-pub const MESSAGE_TYPES: &[&str] = &["premium_education", "winback_offer", "payment_update_reminder", "content_nudge"];
-pub const CHANNELS: &[&str] = &["push", "email", "in_app"];
-pub const ARMS: &[&str] = &["treatment", "holdout"];
-pub const GROUPS: &[&str] = &["treatment", "holdout"];
+pub(crate) const MESSAGE_TYPES: &[&str] =
+    &["premium_education", "winback_offer", "payment_update_reminder", "content_nudge"];
+/// The channels a message goes out on; budgets and plans index them in this order.
+pub const CHANNELS: [&str; 3] = ["push", "email", "in_app"];
+pub(crate) const ARMS: &[&str] = &["treatment", "holdout"];
+pub(crate) const GROUPS: &[&str] = &["treatment", "holdout"];
 
 /// Billing events that set premium status (the latest of these decides it).
-pub const STATUS_EVENTS: &[&str] = &["trial_start", "subscribe", "renew", "payment_recovered", "expire"];
+pub(crate) const STATUS_EVENTS: &[&str] = &["trial_start", "subscribe", "renew", "payment_recovered", "expire"];
 
-pub const USERS: Table = Table {
+pub(crate) const USERS: Table = Table {
     name: "users",
     layout: Layout::Whole,
     key: Some("user_id"),
@@ -164,7 +166,7 @@ pub const USERS: Table = Table {
     ],
 };
 
-pub const ACTIVITY: Table = Table {
+pub(crate) const ACTIVITY: Table = Table {
     name: "activity",
     layout: Layout::Daily { time_column: "date" },
     key: None,
@@ -184,7 +186,7 @@ pub const ACTIVITY: Table = Table {
     ],
 };
 
-pub const BILLING: Table = Table {
+pub(crate) const BILLING: Table = Table {
     name: "billing",
     layout: Layout::Daily { time_column: "ts" },
     key: Some("event_id"),
@@ -204,7 +206,7 @@ pub const BILLING: Table = Table {
     ],
 };
 
-pub const MESSAGES: Table = Table {
+pub(crate) const MESSAGES: Table = Table {
     name: "messages",
     layout: Layout::Daily { time_column: "ts" },
     key: Some("message_id"),
@@ -214,7 +216,7 @@ pub const MESSAGES: Table = Table {
         col("ts", Kind::Timestamp),
         col("campaign_id", Kind::Str),
         one_of("message_type", MESSAGE_TYPES),
-        one_of("channel", CHANNELS),
+        one_of("channel", &CHANNELS),
         one_of("arm", ARMS),
         col("propensity", Kind::F64),
         col("delivered", Kind::Bool),
@@ -224,7 +226,7 @@ pub const MESSAGES: Table = Table {
     ],
 };
 
-pub const INPUTS: &[Table] = &[USERS, ACTIVITY, BILLING, MESSAGES];
+pub(crate) const INPUTS: &[Table] = &[USERS, ACTIVITY, BILLING, MESSAGES];
 
 pub const SCORES: Table = Table {
     name: "scores",
@@ -248,7 +250,7 @@ pub const INTERVENTIONS: Table = Table {
         col("user_id", Kind::Str),
         col("snapshot_date", Kind::Date),
         one_of("action", MESSAGE_TYPES),
-        one_of("channel", CHANNELS),
+        one_of("channel", &CHANNELS),
         col("send_at", Kind::Timestamp),
         col("expected_uplift", Kind::F64),
         col("churn_probability", Kind::F64),
@@ -273,5 +275,3 @@ pub const GRACE: Table = Table {
         col("curve", Kind::ListF64),
     ],
 };
-
-pub const OUTPUTS: &[Table] = &[SCORES, INTERVENTIONS, GRACE];

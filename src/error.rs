@@ -2,7 +2,7 @@
 //!
 //! Every failure is classified by what the caller should do about it, not by which
 //! library raised it: fix the data (65), fix the configuration (78), retry later (75),
-//! or report a bug (70). The classification is the contract documented in the README;
+//! look at the storage (74), or report a bug (70). The classification is the contract documented in the README;
 //! the message carries the context (table, file, column, row) a person needs to act.
 
 use std::fmt;
@@ -18,6 +18,10 @@ pub enum ExitCode {
     DataErr = 65,
     /// A bug or an unexpected internal state.
     Software = 70,
+    /// The storage refused an operation for a reason a retry will not fix (an object that
+    /// already exists or changed under a conditional write, an operation the backend does
+    /// not support).
+    IoErr = 74,
     /// A temporary failure (storage unreachable after retries): safe to retry.
     TempFail = 75,
     /// The configuration is invalid (bad key, bad value, bad credentials).
@@ -92,14 +96,14 @@ impl Error {
         Error::Config(msg.to_string())
     }
 
-    pub fn internal(msg: impl fmt::Display) -> Self {
+    pub(crate) fn internal(msg: impl fmt::Display) -> Self {
         Error::Internal(msg.to_string())
     }
 
     /// Classify an object_store error: missing objects are bad input, credentials and
     /// permissions are configuration, everything else (network, 5xx, timeouts after
     /// object_store's own retries) is temporary.
-    pub fn from_store(context: impl fmt::Display, source: object_store::Error) -> Self {
+    pub(crate) fn from_store(context: impl fmt::Display, source: object_store::Error) -> Self {
         use object_store::Error as E;
         let context = context.to_string();
         if names_a_missing_bucket(&source) {
@@ -153,7 +157,7 @@ impl Error {
             Error::Data(_) => ExitCode::DataErr,
             Error::Config(_) => ExitCode::Config,
             Error::Unavailable { .. } => ExitCode::TempFail,
-            Error::Storage { .. } => ExitCode::TempFail,
+            Error::Storage { .. } => ExitCode::IoErr,
             Error::Polars { .. } | Error::Internal(_) => ExitCode::Software,
         }
     }
@@ -163,9 +167,11 @@ impl Error {
         match self {
             Error::Data(_) => Some("run `retain validate --input <URI>` for a full report of the input problems"),
             Error::Config(_) => Some("run with `--show-config` to see the resolved settings"),
-            Error::Unavailable { .. } | Error::Storage { .. } => {
-                Some("the failure is temporary; the same command can be rerun safely")
-            }
+            Error::Unavailable { .. } => Some("the failure is temporary; the same command can be rerun safely"),
+            Error::Storage { .. } => Some(
+                "the storage refused the operation and a rerun will not change that: check that no other run \
+                 writes to the same output root and that the backend supports the operation",
+            ),
             _ => None,
         }
     }
@@ -194,5 +200,25 @@ pub(crate) trait PolarsContext<T> {
 impl<T> PolarsContext<T> for polars::error::PolarsResult<T> {
     fn ctx(self, context: impl fmt::Display) -> Result<T> {
         self.map_err(|e| Error::from_polars(context, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storage_refusal_is_not_called_temporary() {
+        let refused = object_store::Error::AlreadyExists {
+            path: "out/scores/snapshot=2026-11-20/part-0.parquet".into(),
+            source: "exists".into(),
+        };
+        let err = Error::from_store("committing scores", refused);
+        assert_eq!(err.exit_code(), ExitCode::IoErr, "{err}");
+        assert!(!err.hint().unwrap_or_default().contains("temporary"), "{:?}", err.hint());
+        let unreachable = object_store::Error::Generic { store: "S3", source: "connection refused".into() };
+        let err = Error::from_store("listing billing", unreachable);
+        assert_eq!(err.exit_code(), ExitCode::TempFail);
+        assert!(err.hint().unwrap_or_default().contains("temporary"));
     }
 }

@@ -16,9 +16,10 @@ use polars::sql::SQLContext;
 use crate::error::{PolarsContext, Result};
 use crate::inputs::{Inputs, date_lit, end_of_day_us, in_set, ts_lit_us};
 use crate::labels;
+use crate::models::FeatureKind;
 
 /// The SQL feature models, in join order: name, the staged view it reads, its SQL.
-pub const SQL_MODELS: &[(&str, &str, &str)] = &[
+pub(crate) const SQL_MODELS: &[(&str, &str, &str)] = &[
     ("feat_engagement", ACTIVITY_VIEW, include_str!("../sql/feat_engagement.sql")),
     ("feat_payments", "stg_billing", include_str!("../sql/feat_payments.sql")),
     ("feat_messaging", "stg_messages", include_str!("../sql/feat_messaging.sql")),
@@ -27,100 +28,113 @@ pub const SQL_MODELS: &[(&str, &str, &str)] = &[
 /// The staged activity window, the one input too large to aggregate in one pass.
 const ACTIVITY_VIEW: &str = "stg_activity";
 
-/// Whether a feature is numeric or a category.
+/// What a missing value of a numeric feature means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FeatureKind {
-    Numeric,
-    Categorical,
+pub(crate) enum Missing {
+    /// A count or a flag: no rows means zero, and the table says 0.
+    Zero,
+    /// "Unknown" or "never" (a rate with no denominator, days since an event that never
+    /// happened): the table keeps it missing and the models impute it.
+    Unknown,
 }
 
-/// A feature's name, kind and the plain words used for it in `top_reasons`.
+/// A feature: its name, kind, what a missing value means, whether it reads as a yes/no
+/// fact, and the plain words used for it in `top_reasons`. Every property of a feature
+/// lives here, so the builder, the encoder and the reasons cannot disagree.
 #[derive(Debug, Clone, Copy)]
 pub struct FeatureDef {
     pub name: &'static str,
     pub kind: FeatureKind,
-    pub words: &'static str,
+    pub(crate) missing: Missing,
+    /// Stated as a yes/no fact ("being on a free trial") rather than an amount ("high …").
+    pub(crate) flag: bool,
+    pub(crate) words: &'static str,
 }
 
-const fn num(name: &'static str, words: &'static str) -> FeatureDef {
-    FeatureDef { name, kind: FeatureKind::Numeric, words }
+/// A numeric feature whose missing value is zero (counts).
+const fn count(name: &'static str, words: &'static str) -> FeatureDef {
+    FeatureDef { name, kind: FeatureKind::Numeric, missing: Missing::Zero, flag: false, words }
 }
-const fn cat(name: &'static str, words: &'static str) -> FeatureDef {
-    FeatureDef { name, kind: FeatureKind::Categorical, words }
+/// A numeric feature whose missing value means unknown or never.
+const fn measure(name: &'static str, words: &'static str) -> FeatureDef {
+    FeatureDef { name, kind: FeatureKind::Numeric, missing: Missing::Unknown, flag: false, words }
+}
+/// A 0/1 feature, stated as a fact; missing is 0.
+const fn flag(name: &'static str, words: &'static str) -> FeatureDef {
+    FeatureDef { name, kind: FeatureKind::Numeric, missing: Missing::Zero, flag: true, words }
+}
+const fn category(name: &'static str, words: &'static str) -> FeatureDef {
+    FeatureDef { name, kind: FeatureKind::Categorical, missing: Missing::Unknown, flag: false, words }
 }
 
 /// Every feature the models may use, with the words a marketer reads.
 pub const FEATURES: &[FeatureDef] = &[
-    num("active_days_7", "active days in the last week"),
-    num("active_days_14", "active days in the last two weeks"),
-    num("active_days_30", "active days in the last 30 days"),
-    num("active_days_60", "active days in the last 60 days"),
-    num("active_days_90", "active days in the last 90 days"),
-    num("streams_7", "streams in the last week"),
-    num("streams_30", "streams in the last 30 days"),
-    num("streams_90", "streams in the last 90 days"),
-    num("hours_played_30", "hours listened in the last 30 days"),
-    num("skips_30", "skips in the last 30 days"),
-    num("skip_rate_30", "share of tracks skipped in the last 30 days"),
-    num("sessions_30", "listening sessions in the last 30 days"),
-    num("searches_30", "searches in the last 30 days"),
-    num("saves_30", "library saves in the last 30 days"),
-    num("unique_tracks_30", "distinct tracks in the last 30 days"),
-    num("listening_trend_14_60", "listening in the last two weeks compared with before"),
-    num("days_since_active", "days since the user last listened"),
-    num("weekend_share_30", "share of active days on weekends"),
-    num("podcast_share_30", "share of listening time on podcasts"),
-    num("failures_30", "failed payments in the last 30 days"),
-    num("failures_90", "failed payments in the last 90 days"),
-    num("failures_365", "failed payments in the last year"),
-    num("failures_insufficient_funds_365", "payments failed for lack of funds in the last year"),
-    num("failures_expired_card_365", "payments failed on an expired card in the last year"),
-    num("recoveries_365", "payments recovered after a failure in the last year"),
-    num("lapses_365", "times premium lapsed in the last year"),
-    num("plan_changes_365", "plan changes in the last year"),
-    num("refunds_365", "refunds in the last year"),
-    num("days_since_failure", "days since the last failed payment"),
-    num("messages_30", "messages received in the last 30 days"),
-    num("messages_90", "messages received in the last 90 days"),
-    num("opens_90", "messages opened in the last 90 days"),
-    num("clicks_90", "messages clicked in the last 90 days"),
-    num("unsubscribes_90", "unsubscribes in the last 90 days"),
-    num("days_since_message", "days since the last message"),
-    num("tenure_days", "days since signing up"),
-    num("price", "current monthly price"),
-    num("price_change_90", "price increase over the last 90 days"),
-    num("is_trial", "being on a free trial"),
-    num("cancel_pending", "having cancelled (premium ends at period end)"),
-    num("days_to_period_end", "days until the paid period ends"),
-    num("open_dunning", "an unresolved failed payment"),
-    num("age", "age"),
-    num("push_opt_in", "push notifications allowed"),
-    num("email_opt_in", "email allowed"),
-    cat("plan", "plan"),
-    cat("country", "country"),
-    cat("signup_platform", "signup platform"),
-    cat("payment_method", "payment method"),
+    count("active_days_7", "active days in the last week"),
+    count("active_days_14", "active days in the last two weeks"),
+    count("active_days_30", "active days in the last 30 days"),
+    count("active_days_60", "active days in the last 60 days"),
+    count("active_days_90", "active days in the last 90 days"),
+    count("streams_7", "streams in the last week"),
+    count("streams_30", "streams in the last 30 days"),
+    count("streams_90", "streams in the last 90 days"),
+    count("hours_played_30", "hours listened in the last 30 days"),
+    count("skips_30", "skips in the last 30 days"),
+    measure("skip_rate_30", "share of tracks skipped in the last 30 days"),
+    count("sessions_30", "listening sessions in the last 30 days"),
+    count("searches_30", "searches in the last 30 days"),
+    count("saves_30", "library saves in the last 30 days"),
+    count("unique_tracks_30", "distinct tracks in the last 30 days"),
+    measure("listening_trend_14_60", "listening in the last two weeks compared with before"),
+    measure("days_since_active", "days since the user last listened"),
+    measure("weekend_share_30", "share of active days on weekends"),
+    measure("podcast_share_30", "share of listening time on podcasts"),
+    count("failures_30", "failed payments in the last 30 days"),
+    count("failures_90", "failed payments in the last 90 days"),
+    count("failures_365", "failed payments in the last year"),
+    count("failures_insufficient_funds_365", "payments failed for lack of funds in the last year"),
+    count("failures_expired_card_365", "payments failed on an expired card in the last year"),
+    count("recoveries_365", "payments recovered after a failure in the last year"),
+    count("lapses_365", "times premium lapsed in the last year"),
+    count("plan_changes_365", "plan changes in the last year"),
+    count("refunds_365", "refunds in the last year"),
+    measure("days_since_failure", "days since the last failed payment"),
+    count("messages_30", "messages received in the last 30 days"),
+    count("messages_90", "messages received in the last 90 days"),
+    count("opens_90", "messages opened in the last 90 days"),
+    count("clicks_90", "messages clicked in the last 90 days"),
+    count("unsubscribes_90", "unsubscribes in the last 90 days"),
+    measure("days_since_message", "days since the last message"),
+    measure("tenure_days", "days since signing up"),
+    measure("price", "current monthly price"),
+    count("price_change_90", "price increase over the last 90 days"),
+    flag("is_trial", "being on a free trial"),
+    flag("cancel_pending", "having cancelled (premium ends at period end)"),
+    measure("days_to_period_end", "days until the paid period ends"),
+    flag("open_dunning", "an unresolved failed payment"),
+    measure("age", "age"),
+    flag("push_opt_in", "push notifications allowed"),
+    flag("email_opt_in", "email allowed"),
+    category("plan", "plan"),
+    category("country", "country"),
+    category("signup_platform", "signup platform"),
+    category("payment_method", "payment method"),
 ];
 
-pub fn feature(name: &str) -> Option<&'static FeatureDef> {
+pub(crate) fn feature(name: &str) -> Option<&'static FeatureDef> {
     FEATURES.iter().find(|f| f.name == name)
 }
 
-/// Numeric features whose missing value means "unknown" or "never", not zero; the models
-/// impute them. Every other numeric feature is a count and a missing one is zero.
-const MISSING_IS_UNKNOWN: &[&str] = &[
-    "skip_rate_30",
-    "weekend_share_30",
-    "podcast_share_30",
-    "days_since_failure",
-    "days_since_message",
-    "tenure_days",
-    "price",
-    "age",
-    "days_to_period_end",
-    "listening_trend_14_60",
-    "days_since_active",
-];
+/// The features as the encoder takes them: names and kinds, in table order.
+pub fn specs() -> Vec<(String, FeatureKind)> {
+    FEATURES.iter().map(|f| (f.name.to_string(), f.kind)).collect()
+}
+
+/// A stable hash of the feature schema (names, kinds and order) the models are built on:
+/// a model refuses to score features of another schema.
+pub(crate) fn feature_schema_hash() -> String {
+    let text: String = FEATURES.iter().map(|f| format!("{}:{:?};", f.name, f.kind)).collect();
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+}
 
 fn days_ago(s: NaiveDate, date: Expr) -> Expr {
     (date_lit(s).cast(DataType::Int32) - date.cast(DataType::Int32)).alias("days_ago")
@@ -157,7 +171,7 @@ pub fn build(inputs: &Inputs, s: NaiveDate) -> Result<DataFrame> {
 /// user's features depend only on that user's rows, so each row is the one [`build`]
 /// gives; callers that need a few users of many snapshots (the campaign history) skip the
 /// rest of each population.
-pub fn build_of(inputs: &Inputs, s: NaiveDate, users: &DataFrame) -> Result<DataFrame> {
+pub(crate) fn build_of(inputs: &Inputs, s: NaiveDate, users: &DataFrame) -> Result<DataFrame> {
     build_in_passes(inputs, s, Some(users), USERS_PER_PASS)
 }
 
@@ -317,7 +331,7 @@ fn features_of(pit: &Inputs, population: LazyFrame, activity: Vec<LazyFrame>, s:
         derived.iter().filter_map(|e| e.clone().meta().output_name().ok().map(|n| n.to_string())).collect();
     let zero_filled: Vec<Expr> = FEATURES
         .iter()
-        .filter(|f| f.kind == FeatureKind::Numeric && !MISSING_IS_UNKNOWN.contains(&f.name))
+        .filter(|f| f.kind == FeatureKind::Numeric && f.missing == Missing::Zero)
         .filter(|f| !derived_names.iter().any(|d| d == f.name))
         .map(|f| col(f.name).fill_null(lit(0)))
         .collect();

@@ -25,13 +25,17 @@
 use chrono::{Duration, NaiveDate};
 use polars::prelude::*;
 
+use crate::config::DEFAULT_LATE_DAYS;
 use crate::contract::{self, Kind, Table};
 use crate::error::{Error, PolarsContext, Result};
 use crate::storage::Storage;
 
-/// Partitions read after the last snapshot for rows that arrive late, unless configured
-/// (`inputs.late_days`).
-pub const DEFAULT_LATE_DAYS: u32 = 3;
+/// How many days of message decisions, ending H days before S, the interventions stage
+/// learns message effects from: long enough for several weekly campaigns of every kind,
+/// short enough to follow changes in what messages say. It sets how far back every
+/// command reads `messages` (H + this), so that message features (`days_since_message`)
+/// are the same whichever command builds them.
+pub(crate) const EFFECT_WINDOW_DAYS: i64 = 120;
 
 /// How far back each table is read, in days before the earliest snapshot of a run, and
 /// how many partitions after the last snapshot are read for late rows.
@@ -47,10 +51,10 @@ impl Lookback {
     /// The lookback for a horizon of `horizon_days`.
     pub fn new(horizon_days: u32) -> Self {
         // Engagement windows go back 90 days. Message effects are learned from decisions
-        // up to H + 120 days old (`interventions::EFFECT_WINDOW_DAYS`). Billing features
+        // up to H + 120 days old ([`EFFECT_WINDOW_DAYS`]). Billing features
         // look back a year, and premium status needs the latest status event, which for a
         // monthly subscriber is never more than a period plus a grace period old.
-        let messages_days = (horizon_days as i64 + crate::interventions::EFFECT_WINDOW_DAYS).max(90) as u32;
+        let messages_days = (horizon_days as i64 + EFFECT_WINDOW_DAYS).max(90) as u32;
         Lookback { activity_days: 90, messages_days, billing_days: 400, late_days: DEFAULT_LATE_DAYS }
     }
 
@@ -77,20 +81,20 @@ pub struct Inputs {
 
 /// The end of day `d` (UTC) as microseconds since the epoch: rows at or after it are
 /// in the future of snapshot `d`.
-pub fn end_of_day_us(d: NaiveDate) -> i64 {
+pub(crate) fn end_of_day_us(d: NaiveDate) -> i64 {
     (d + Duration::days(1)).and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_micros()
 }
 
 /// Days since the Unix epoch, polars' physical Date representation.
-pub fn epoch_days(d: NaiveDate) -> i32 {
+pub(crate) fn epoch_days(d: NaiveDate) -> i32 {
     (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
 }
 
-pub fn date_lit(d: NaiveDate) -> Expr {
+pub(crate) fn date_lit(d: NaiveDate) -> Expr {
     lit(epoch_days(d)).cast(DataType::Date)
 }
 
-pub fn ts_lit_us(us: i64) -> Expr {
+pub(crate) fn ts_lit_us(us: i64) -> Expr {
     lit(us).cast(DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))
 }
 
@@ -189,7 +193,7 @@ fn is_data(rel: &str) -> bool {
 /// Why not one scan per file, each normalised, as before: a union of ninety daily scans is
 /// ninety sources, each planned, opened and read ahead on its own, where one scan reads
 /// its files in turn (reading the inputs of a 1M-user world went from 3.3 s to 2.4 s).
-pub fn scan_table(storage: &Storage, table: &Table, rels: &[String]) -> Result<LazyFrame> {
+pub(crate) fn scan_table(storage: &Storage, table: &Table, rels: &[String]) -> Result<LazyFrame> {
     let mut runs: Vec<(Schema, Vec<String>)> = Vec::new();
     for rel in rels {
         let schema = storage
@@ -215,7 +219,7 @@ pub fn scan_table(storage: &Storage, table: &Table, rels: &[String]) -> Result<L
 }
 
 /// Every contract column present with a type the contract allows.
-pub fn check_schema(table: &Table, rel: &str, schema: &Schema) -> Result<()> {
+pub(crate) fn check_schema(table: &Table, rel: &str, schema: &Schema) -> Result<()> {
     for c in table.columns {
         match schema.get(c.name) {
             None => {
@@ -236,7 +240,7 @@ pub fn check_schema(table: &Table, rel: &str, schema: &Schema) -> Result<()> {
 }
 
 /// `column IN (values…)` for a string column.
-pub fn in_set(column: &str, values: &[&str]) -> Expr {
+pub(crate) fn in_set(column: &str, values: &[&str]) -> Expr {
     col(column).is_in(lit(Series::new("values".into(), values)).implode(false), false)
 }
 

@@ -18,7 +18,7 @@ fn status_events() -> Expr {
 /// `user_id, premium` for every user with a status event before the end of `day`:
 /// premium when the latest of {trial_start, subscribe, renew, payment_recovered, expire}
 /// exists and is not `expire`. `billing` must be deduplicated.
-pub fn status_at(billing: LazyFrame, day: NaiveDate) -> LazyFrame {
+pub(crate) fn status_at(billing: LazyFrame, day: NaiveDate) -> LazyFrame {
     billing
         .filter(col("ts").lt(ts_lit_us(end_of_day_us(day))).and(status_events()))
         // Ties at the same microsecond are broken by event id, so the rule is deterministic.
@@ -29,7 +29,7 @@ pub fn status_at(billing: LazyFrame, day: NaiveDate) -> LazyFrame {
 }
 
 /// The users who are premium at the end of `day`, sorted by id.
-pub fn premium_at(billing: LazyFrame, day: NaiveDate) -> LazyFrame {
+pub(crate) fn premium_at(billing: LazyFrame, day: NaiveDate) -> LazyFrame {
     status_at(billing, day)
         .filter(col("premium"))
         .select([col("user_id")])
@@ -52,7 +52,7 @@ pub fn churn_labels(billing: LazyFrame, s: NaiveDate, horizon_days: u32) -> Lazy
 /// then ends before the validation window starts. Without it one churn event labels a
 /// user in both (weekly windows of 30 days overlap), and a model that can tell users
 /// apart (tenure and age nearly do) is rewarded on validation for remembering them.
-pub fn training_snapshots(s: NaiveDate, horizon_days: u32, n: u32) -> Vec<NaiveDate> {
+pub(crate) fn training_snapshots(s: NaiveDate, horizon_days: u32, n: u32) -> Vec<NaiveDate> {
     let validation = s - Duration::days(horizon_days as i64);
     let gap = horizon_days.div_ceil(7) as i64 * 7;
     std::iter::once(validation)
@@ -67,7 +67,7 @@ pub fn training_snapshots(s: NaiveDate, horizon_days: u32, n: u32) -> Vec<NaiveD
 ///
 /// An episode is open from its first failure until the next `payment_recovered` or
 /// `expire` of the same user; later failures before that are retries of the same episode.
-pub fn dunning_episodes(billing: LazyFrame) -> LazyFrame {
+pub(crate) fn dunning_episodes(billing: LazyFrame) -> LazyFrame {
     let relevant = billing
         .filter(in_set("event_type", &["payment_failed", "payment_recovered", "expire"]))
         .sort(["user_id", "ts", "event_id"], SortMultipleOptions::default());
@@ -110,7 +110,14 @@ pub fn dunning_episodes(billing: LazyFrame) -> LazyFrame {
 /// `recovered_within` = 1 when a `payment_recovered` closed the episode within k days.
 /// Columns: user_id, failure_ts, k (int32), recovered_within (int32). The grace models
 /// learn from the same episodes ([`dunning_episodes`]); this is their label, day by day.
-pub fn recovery_labels(billing: LazyFrame, s: NaiveDate, max_days: u32) -> LazyFrame {
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the contract's label, kept with its test; the grace stage computes the same per episode-day itself"
+    )
+)]
+pub(crate) fn recovery_labels(billing: LazyFrame, s: NaiveDate, max_days: u32) -> LazyFrame {
     let known = ts_lit_us(end_of_day_us(s));
     let days = df!("k" => (1..=max_days as i32).collect::<Vec<i32>>()).expect("a column of days").lazy();
     dunning_episodes(billing.filter(col("ts").lt(known.clone())))

@@ -1,14 +1,23 @@
 //! `retain`: nightly churn scores, uplift-targeted interventions and grace-period
 //! recommendations for a subscription service, from four event tables.
 //!
-//! The modules follow the pipeline: `storage` and `contract` describe where data lives and
-//! what it must look like; `synth` makes a world to test on and `validate` checks one;
-//! `inputs`, `features` and `labels` turn events into rows; `train` (over the `models`
-//! seam) and `score` fit and apply the churn model; `interventions` and `grace` decide
-//! what to do; `run` ties a night together and `app` dispatches the commands.
+//! The modules follow the pipeline, in layers that only import downward
+//! (`ARCHITECTURE.md` draws them):
+//! - foundations: `error`, `storage` (URIs, partitioned reads, atomic commits), `contract`
+//!   (the tables' schemas), `version`, `progress`, `report` (HTML building blocks);
+//! - `models`: the learning seam (encoder, logistic, GBDT, calibration, metrics, uplift
+//!   learners, and the rules that choose among fitted models);
+//! - `config`: the typed settings, resolved once;
+//! - rows: `inputs` (reading the tables), `labels`, `features`, `labelled` (features
+//!   joined with labels, for every learner);
+//! - stages: `train`, `score`, `interventions`, `grace`;
+//! - commands: `run` (a night, or one stage, with its manifest), `backfill`, `validate`,
+//!   `table` (flat-table models for analysts), `synth` (a world to test on);
+//! - the edge: `cli` (clap definitions only) and `app` (settings resolved, command
+//!   dispatched), called by the thin binary.
 
 pub mod app;
-pub mod backfill;
+mod backfill;
 pub mod cli;
 pub mod config;
 pub mod contract;
@@ -17,14 +26,16 @@ pub mod features;
 pub mod grace;
 pub mod inputs;
 pub mod interventions;
+mod labelled;
 pub mod labels;
 pub mod models;
-pub mod progress;
-pub(crate) mod report;
+mod progress;
+mod report;
 pub mod run;
-pub mod score;
+mod score;
 pub mod storage;
 pub mod synth;
-pub mod table;
+mod table;
 pub mod train;
-pub mod validate;
+mod validate;
+mod version;

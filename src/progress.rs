@@ -14,13 +14,13 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
 /// Called once by logging set-up: draw bars or not.
-pub fn enable(on: bool) {
+pub(crate) fn enable(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }
 
 /// A bar of `len` steps (hidden unless enabled); it becomes the active bar until dropped
 /// with [`finish`].
-pub fn bar(len: u64, label: &str) -> ProgressBar {
+pub(crate) fn bar(len: u64, label: &str) -> ProgressBar {
     let pb = if ENABLED.load(Ordering::Relaxed) {
         ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
     } else {
@@ -33,13 +33,13 @@ pub fn bar(len: u64, label: &str) -> ProgressBar {
 }
 
 /// Remove the bar from the screen and stop routing logs around it.
-pub fn finish(pb: &ProgressBar) {
+pub(crate) fn finish(pb: &ProgressBar) {
     pb.finish_and_clear();
     *ACTIVE.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 /// Stderr for `tracing`, suspending the active bar while a line is written.
-pub struct LogWriter;
+pub(crate) struct LogWriter;
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

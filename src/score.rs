@@ -4,6 +4,7 @@
 use ndarray::Array2;
 use polars::prelude::*;
 
+use crate::config::ScoreSettings;
 use crate::error::{PolarsContext, Result};
 use crate::features::feature;
 use crate::models::encoder::{EncodedColumn, Encoding};
@@ -12,7 +13,8 @@ use crate::models::{ModelArtifact, Target};
 /// The scores table for a features table (contract: `scores`), from each target's
 /// champion: `churn_probability` (calibrated), `risk_decile`, `top_reasons`, and, beyond
 /// the contract, `payment_failure_probability`.
-pub fn score(features: &DataFrame, artifact: &ModelArtifact, top_k: usize) -> Result<DataFrame> {
+pub(crate) fn score(features: &DataFrame, artifact: &ModelArtifact, settings: &ScoreSettings) -> Result<DataFrame> {
+    let top_k = settings.top_reasons;
     let churn = artifact.target(Target::Churn)?.champion()?;
     let (x, p) = churn.predict(features)?;
     let deciles = risk_deciles(&p);
@@ -43,7 +45,7 @@ pub fn score(features: &DataFrame, artifact: &ModelArtifact, top_k: usize) -> Re
 
 /// Decile 1 holds the highest-risk tenth. Ties keep row order (rows are sorted by user id),
 /// so the assignment is deterministic.
-pub fn risk_deciles(p: &[f64]) -> Vec<i8> {
+pub(crate) fn risk_deciles(p: &[f64]) -> Vec<i8> {
     let n = p.len();
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
@@ -54,16 +56,15 @@ pub fn risk_deciles(p: &[f64]) -> Vec<i8> {
     out
 }
 
-/// Features stated as a yes/no fact rather than an amount.
-const FLAGS: &[&str] = &["is_trial", "cancel_pending", "open_dunning", "push_opt_in", "email_opt_in"];
-
 /// How one encoded column describes the row's value, in words; None when the column says
 /// nothing about this row (a one-hot column of another category).
 fn describe(column: &EncodedColumn, value: f64) -> Option<String> {
     let f = column.feature.as_str();
-    let plain = feature(f).map(|d| d.words).unwrap_or(f);
+    let def = feature(f);
+    let plain = def.map(|d| d.words).unwrap_or(f);
+    let is_flag = def.is_some_and(|d| d.flag);
     let level = |high: bool| {
-        if FLAGS.contains(&f) {
+        if is_flag {
             if high { plain.to_string() } else { format!("not {plain}") }
         } else if high {
             format!("high {plain}")

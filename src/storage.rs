@@ -60,7 +60,7 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     Local,
     S3,
     Gcs,
@@ -228,10 +228,6 @@ impl Storage {
         &self.uri
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
     fn path(&self, rel: &str) -> StorePath {
         let rel = rel.trim_matches('/');
         if rel.is_empty() {
@@ -253,7 +249,7 @@ impl Storage {
     }
 
     /// The URI of a relative path as polars expects it.
-    pub fn polars_path(&self, rel: &str) -> String {
+    pub(crate) fn polars_path(&self, rel: &str) -> String {
         match &self.local_root {
             Some(root) => root.join(rel).display().to_string(),
             None => format!("{}/{}", self.uri, rel.trim_start_matches('/')),

@@ -12,15 +12,15 @@ use polars::prelude::*;
 use tracing::info;
 
 use crate::error::{Error, PolarsContext, Result};
-use crate::features::FeatureKind;
 use crate::models::encoder::{Encoder, Mode};
 use crate::models::gbdt::{GbdtModel, GbdtParams};
 use crate::models::logistic::LogisticModel;
 use crate::models::metrics::evaluate;
-use crate::models::{Calibration, Classifier};
+use crate::models::uplift::{self as up, Experiment, Learner};
+use crate::models::{Calibration, Classifier, FeatureKind, champion, cores};
 
 /// Read a CSV or Parquet file, by extension.
-pub fn read_flat(path: &Path) -> Result<DataFrame> {
+pub(crate) fn read_flat(path: &Path) -> Result<DataFrame> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let shown = path.display();
     if !path.exists() {
@@ -46,7 +46,7 @@ pub fn read_flat(path: &Path) -> Result<DataFrame> {
 }
 
 /// The feature columns of a flat table and their kinds.
-pub fn feature_specs(df: &DataFrame, exclude: &[&str]) -> Vec<(String, FeatureKind)> {
+pub(crate) fn feature_specs(df: &DataFrame, exclude: &[&str]) -> Vec<(String, FeatureKind)> {
     df.columns()
         .iter()
         .filter(|c| !exclude.contains(&c.name().as_str()))
@@ -63,7 +63,7 @@ pub fn feature_specs(df: &DataFrame, exclude: &[&str]) -> Vec<(String, FeatureKi
 
 /// 0/1 labels from a column: `positive` names the positive value; without it, booleans
 /// are true, numbers are 1, and anything else needs `--positive`.
-pub fn binary_labels(df: &DataFrame, column: &str, positive: Option<&str>, file: &str) -> Result<Vec<i32>> {
+pub(crate) fn binary_labels(df: &DataFrame, column: &str, positive: Option<&str>, file: &str) -> Result<Vec<i32>> {
     let s = df
         .column(column)
         .map_err(|_| Error::data(format!("{file}: no column `{column}`")))?
@@ -108,7 +108,7 @@ fn is_validation_row(i: usize) -> bool {
 
 /// A calibrated binary classifier fitted on a flat table: LightGBM and logistic
 /// regression are both fitted, the one with the lower validation log loss is kept.
-pub struct FlatModel {
+pub(crate) struct FlatModel {
     pub encoder: Encoder,
     pub model: Box<dyn Classifier>,
     pub calibration: Calibration,
@@ -116,7 +116,7 @@ pub struct FlatModel {
 }
 
 impl FlatModel {
-    pub fn fit(df: &DataFrame, y: &[i32], specs: &[(String, FeatureKind)], threads: usize) -> Result<FlatModel> {
+    pub(crate) fn fit(df: &DataFrame, y: &[i32], specs: &[(String, FeatureKind)], threads: usize) -> Result<FlatModel> {
         let valid_mask: Vec<bool> = (0..df.height()).map(is_validation_row).collect();
         let mask = BooleanChunked::from_slice("valid".into(), &valid_mask);
         let train_df = df.filter(&!&mask).ctx("splitting rows")?;
@@ -128,9 +128,9 @@ impl FlatModel {
         if yt.iter().all(|&v| v == yt[0]) || yv.iter().all(|&v| v == yv[0]) {
             return Err(Error::data("the label has a single class: nothing to learn"));
         }
-        let mut best: Option<(f64, FlatModel)> = None;
+        let mut fitted: Vec<(f64, FlatModel)> = Vec::new();
         for mode in [Mode::Native, Mode::Standardized] {
-            let encoder = Encoder::fit_columns(&train_df, mode, specs)?;
+            let encoder = Encoder::fit(&train_df, mode, specs)?;
             let xt = encoder.transform(&train_df)?;
             let xv = encoder.transform(&valid_df)?;
             let (model, name): (Box<dyn Classifier>, String) = match mode {
@@ -154,21 +154,21 @@ impl FlatModel {
             let metrics = evaluate(&cross, &yv);
             info!(model = %name, auc = metrics.auc, log_loss = metrics.log_loss, "fitted on the flat table");
             let description = format!("{name}+{}", calibration.name());
-            if best.as_ref().is_none_or(|(loss, _)| metrics.log_loss < *loss) {
-                best = Some((metrics.log_loss, FlatModel { encoder, model, calibration, description }));
-            }
+            fitted.push((metrics.log_loss, FlatModel { encoder, model, calibration, description }));
         }
-        Ok(best.expect("two candidates were fitted").1)
+        let losses: Vec<f64> = fitted.iter().map(|(loss, _)| *loss).collect();
+        let best = champion(&losses).expect("two candidates were fitted");
+        Ok(fitted.swap_remove(best).1)
     }
 
-    pub fn predict(&self, df: &DataFrame) -> Result<Vec<f64>> {
+    pub(crate) fn predict(&self, df: &DataFrame) -> Result<Vec<f64>> {
         let x = self.encoder.transform(df)?;
         Ok(self.model.predict(&x).into_iter().map(|p| self.calibration.apply(p)).collect())
     }
 }
 
 /// Write one output column as a Parquet file, atomically (temporary name, then rename).
-pub fn write_column(path: &Path, name: &str, values: Vec<f64>) -> Result<()> {
+pub(crate) fn write_column(path: &Path, name: &str, values: Vec<f64>) -> Result<()> {
     let mut df = DataFrame::new_infer_height(vec![Column::new(name.into(), values)]).ctx("assembling the output")?;
     let bytes = crate::storage::parquet_bytes(&mut df).ctx("encoding the output")?;
     let tmp = path.with_extension("parquet.tmp");
@@ -180,7 +180,7 @@ pub fn write_column(path: &Path, name: &str, values: Vec<f64>) -> Result<()> {
 }
 
 /// Check that the test table has every feature column of the training table.
-pub fn check_same_columns(test: &DataFrame, specs: &[(String, FeatureKind)], test_file: &str) -> Result<()> {
+pub(crate) fn check_same_columns(test: &DataFrame, specs: &[(String, FeatureKind)], test_file: &str) -> Result<()> {
     for (name, _) in specs {
         if test.column(name).is_err() {
             return Err(Error::data(format!("{test_file}: column `{name}` of the training table is missing")));
@@ -190,7 +190,7 @@ pub fn check_same_columns(test: &DataFrame, specs: &[(String, FeatureKind)], tes
 }
 
 /// `retain table train`.
-pub fn train(
+pub(crate) fn train(
     train_path: &Path,
     test_path: &Path,
     label: &str,
@@ -206,20 +206,22 @@ pub fn train(
     exclude.push(label);
     let specs = feature_specs(&a, &exclude);
     check_same_columns(&b, &specs, &test_path.display().to_string())?;
-    let model = FlatModel::fit(&a, &y, &specs, crate::train::cores())?;
+    let model = FlatModel::fit(&a, &y, &specs, cores())?;
     let p = model.predict(&b)?;
     info!(model = %model.description, rows = p.len(), output = %output.display(), "probabilities written");
     write_column(output, "probability", p)
 }
 
 /// What `retain table uplift` was asked.
-pub struct UpliftRequest<'a> {
+pub(crate) struct UpliftRequest<'a> {
     pub train: &'a Path,
     pub test: &'a Path,
     pub treatment: &'a str,
     pub treated: &'a str,
     pub control: &'a str,
     pub outcome: &'a str,
+    /// The outcome's positive value (default: true, or 1).
+    pub positive: Option<&'a str>,
     pub ignore: &'a [String],
     pub output: &'a Path,
 }
@@ -229,8 +231,7 @@ pub struct UpliftRequest<'a> {
 /// learned from the features (experiments are not always 50/50, nor uniform). The learner
 /// is chosen as in the pipeline (DR unless T's Qini on a held-out fifth of A beats it by
 /// two bootstrap standard errors) and refitted on all of A.
-pub fn uplift(req: &UpliftRequest) -> Result<()> {
-    use crate::interventions::uplift::{self as up, Experiment, Learner};
+pub(crate) fn uplift(req: &UpliftRequest) -> Result<()> {
     let a = read_flat(req.train)?;
     let b = read_flat(req.test)?;
     let a_name = req.train.display().to_string();
@@ -262,7 +263,7 @@ pub fn uplift(req: &UpliftRequest) -> Result<()> {
             up::MIN_ARM_ROWS
         )));
     }
-    let outcome: Vec<f64> = binary_labels(&a, req.outcome, None, &a_name)?.into_iter().map(f64::from).collect();
+    let outcome: Vec<f64> = binary_labels(&a, req.outcome, req.positive, &a_name)?.into_iter().map(f64::from).collect();
     let mut exclude: Vec<&str> = req.ignore.iter().map(String::as_str).collect();
     exclude.extend([req.treatment, req.outcome]);
     let specs = feature_specs(&a, &exclude);
@@ -270,10 +271,10 @@ pub fn uplift(req: &UpliftRequest) -> Result<()> {
         return Err(Error::data(format!("{a_name}: no feature columns besides the treatment and outcome")));
     }
     check_same_columns(&b, &specs, &req.test.display().to_string())?;
-    let encoder = Encoder::fit_columns(&a, Mode::Native, &specs)?;
+    let encoder = Encoder::fit(&a, Mode::Native, &specs)?;
     let cats = encoder.categorical_columns();
     let x = encoder.transform(&a)?;
-    let threads = crate::train::cores();
+    let threads = cores();
     let propensity = up::assignment_propensity(&x, &treated, &cats, threads)?;
 
     let held_out: Vec<bool> = (0..a.height()).map(is_validation_row).collect();
@@ -294,18 +295,16 @@ pub fn uplift(req: &UpliftRequest) -> Result<()> {
     // rise is, so the held-out fifth is scored on 1 − outcome.
     let flipped: Vec<f64> = yc.iter().map(|y| 1.0 - y).collect();
     let check_part = Experiment { x: &xc, treated: &tc, outcome: &flipped, propensity: &pc };
-    let mut qinis = [0.0; 2];
     let mut benefits: Vec<Vec<f64>> = Vec::new();
-    for (k, learner) in Learner::ALL.into_iter().enumerate() {
+    for learner in Learner::ALL {
         let m = up::fit(learner, &fit_part, &cats, threads)?;
         let benefit = m.effect(&xc);
         let q = up::qini(&benefit, &check_part, 20);
         info!(learner = learner.as_str(), qini = q.qini, auuc = q.auuc, "uplift learner on the held-out fifth of A");
-        qinis[k] = q.qini;
         benefits.push(benefit);
     }
-    let se = up::qini_difference_se(&[(check_part, [benefits[0].as_slice(), benefits[1].as_slice()])]);
-    let chosen = up::choose_learner(qinis[0], qinis[1], se);
+    let choice = up::select_learner(&[(check_part, [benefits[0].as_slice(), benefits[1].as_slice()])]);
+    let (chosen, se) = (choice.chosen, choice.difference_se);
     let all = Experiment { x: &x, treated: &treated, outcome: &outcome, propensity: &propensity };
     let model = up::fit(chosen, &all, &cats, threads)?;
     let u = model.effect(&encoder.transform(&b)?);

@@ -20,7 +20,7 @@ use crate::inputs::check_schema;
 use crate::storage::Storage;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     pub table: String,
     pub file: String,
     pub column: String,
@@ -30,7 +30,7 @@ pub struct Problem {
 }
 
 #[derive(Debug, Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub files: usize,
     pub rows: HashMap<String, u64>,
     pub problems: Vec<Problem>,
@@ -38,7 +38,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let mut tables: Vec<_> = self.rows.iter().collect();
         tables.sort();
@@ -66,7 +66,7 @@ impl Report {
 }
 
 /// Validate every input table under `storage`.
-pub fn validate(storage: &Storage, max_examples: usize) -> Result<Report> {
+pub(crate) fn validate(storage: &Storage, max_examples: usize) -> Result<Report> {
     let mut report = Report::default();
     for table in INPUTS {
         let files: Vec<String> = storage

@@ -55,6 +55,7 @@ pub(crate) struct Fit {
     pub log_likelihood: f64,
 }
 
+use crate::models::linalg::cholesky_solve;
 pub(crate) use crate::models::sigmoid;
 
 pub(crate) fn linear(beta: &[f64], x: &[(usize, f64)]) -> f64 {
@@ -109,7 +110,7 @@ pub(crate) fn fit(d: &Design, penalty: &[f64], start: Vec<f64>, max_iter: usize)
                 hess[b * p + a] = s;
             }
         }
-        let Some(step) = solve_spd(&hess, &grad, p) else { break };
+        let Some(step) = cholesky_solve(&hess, &grad) else { break };
         let mut t = 1.0;
         let mut improved = false;
         for _ in 0..30 {
@@ -130,38 +131,6 @@ pub(crate) fn fit(d: &Design, penalty: &[f64], start: Vec<f64>, max_iter: usize)
     }
     let penalty_term = 0.5 * beta.iter().zip(penalty).map(|(b, l)| l * b * b).sum::<f64>();
     Fit { beta, iterations, log_likelihood: obj + penalty_term }
-}
-
-/// Solve A x = b for a symmetric positive definite A (row-major p × p) by Cholesky.
-fn solve_spd(a: &[f64], b: &[f64], p: usize) -> Option<Vec<f64>> {
-    let mut l = vec![0.0; p * p];
-    for i in 0..p {
-        for j in 0..=i {
-            let mut s = a[i * p + j];
-            for k in 0..j {
-                s -= l[i * p + k] * l[j * p + k];
-            }
-            if i == j {
-                if s <= 0.0 || !s.is_finite() {
-                    return None;
-                }
-                l[i * p + i] = s.sqrt();
-            } else {
-                l[i * p + j] = s / l[j * p + j];
-            }
-        }
-    }
-    let mut y = vec![0.0; p];
-    for i in 0..p {
-        let s: f64 = (0..i).map(|k| l[i * p + k] * y[k]).sum();
-        y[i] = (b[i] - s) / l[i * p + i];
-    }
-    let mut x = vec![0.0; p];
-    for i in (0..p).rev() {
-        let s: f64 = (i + 1..p).map(|k| l[k * p + i] * x[k]).sum();
-        x[i] = (y[i] - s) / l[i * p + i];
-    }
-    Some(x)
 }
 
 #[cfg(test)]

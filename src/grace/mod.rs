@@ -28,11 +28,11 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use polars::prelude::*;
-use serde::Serialize;
 
 pub use episodes::lookback;
 pub use evaluate::{ArmComparison, Decision, Estimate, Evaluation};
 pub use model::FitSummary;
+pub use report::{GraceReport, ReasonCurve};
 
 use crate::config::Grace as GraceConfig;
 use crate::contract::FAILURE_REASONS;
@@ -42,47 +42,19 @@ use episodes::Episode;
 use model::{COMEBACK_DAYS, Models};
 
 /// Days of the recovery curve in the output.
-pub const CURVE_DAYS: usize = 30;
+pub(crate) const CURVE_DAYS: usize = 30;
 /// Example episodes whose value curves the report draws.
 const EXAMPLES: usize = 4;
 
-/// P(recovered by day d) after a failure, d = 0..=days, for one failure reason: the
-/// model's average over the reason's episodes (no grace limit), and the empirical
-/// (Kaplan–Meier) curve of the same training rows, which stops where grace ended.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReasonCurve {
-    pub episodes: usize,
-    pub model: Vec<f64>,
-    pub empirical: Vec<f64>,
-}
-
-/// What the grace stage learned and how well it does, for the run manifest and report.
-#[derive(Debug, Clone, Serialize)]
-pub struct GraceReport {
-    pub snapshot: NaiveDate,
-    pub episodes_in_history: usize,
-    pub open_episodes: usize,
-    pub recovery_model: Option<FitSummary>,
-    pub comeback_model: Option<FitSummary>,
-    /// Open episodes by recommended total grace length.
-    pub recommended_days: BTreeMap<usize, usize>,
-    /// Open episodes told to end the grace now.
-    pub end_now: usize,
-    pub recovery_curves: BTreeMap<String, ReasonCurve>,
-    /// Inverse-propensity evaluation on closed historical episodes (None when the
-    /// history has no closed episode with a fitted model before it).
-    pub evaluation: Option<Evaluation>,
-}
-
 /// The grace table (contract: `grace`), the report's numbers and its HTML page.
-pub struct GraceOutput {
+pub(crate) struct GraceOutput {
     pub table: DataFrame,
     pub report: GraceReport,
     pub html: String,
 }
 
 /// Where the HTML report for snapshot `s` goes, relative to the output root.
-pub fn report_path(s: NaiveDate) -> String {
+pub(crate) fn report_path(s: NaiveDate) -> String {
     format!("reports/snapshot={s}/grace.html")
 }
 
@@ -92,7 +64,7 @@ fn model_days(cfg: &GraceConfig) -> usize {
 
 /// Recommend a grace length for every episode open at the end of `s`. The inputs must
 /// reach back as far as [`lookback`] says.
-pub fn recommend_all(inputs: &Inputs, s: NaiveDate, cfg: &GraceConfig) -> Result<GraceOutput> {
+pub(crate) fn recommend_all(inputs: &Inputs, s: NaiveDate, cfg: &GraceConfig) -> Result<GraceOutput> {
     let s_day = epoch_days(s);
     let eps = episodes::load(inputs, s, cfg)?;
     let days = model_days(cfg);

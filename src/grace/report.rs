@@ -2,11 +2,44 @@
 //! (recovery curves by failure reason, the value curves of a few open episodes) and the
 //! evaluation tables, written next to the outputs so that a person can open it.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::GraceReport;
+use chrono::NaiveDate;
+use serde::Serialize;
+
+use super::evaluate::Evaluation;
+use super::model::FitSummary;
 use crate::config::Grace as GraceConfig;
 use crate::report::{COLORS, Line, chart};
+
+/// P(recovered by day d) after a failure, d = 0..=days, for one failure reason: the
+/// model's average over the reason's episodes (no grace limit), and the empirical
+/// (Kaplan–Meier) curve of the same training rows, which stops where grace ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReasonCurve {
+    pub episodes: usize,
+    pub model: Vec<f64>,
+    pub empirical: Vec<f64>,
+}
+
+/// What the grace stage learned and how well it does, for the run manifest and report.
+#[derive(Debug, Clone, Serialize)]
+pub struct GraceReport {
+    pub snapshot: NaiveDate,
+    pub episodes_in_history: usize,
+    pub open_episodes: usize,
+    pub recovery_model: Option<FitSummary>,
+    pub comeback_model: Option<FitSummary>,
+    /// Open episodes by recommended total grace length.
+    pub recommended_days: BTreeMap<usize, usize>,
+    /// Open episodes told to end the grace now.
+    pub end_now: usize,
+    pub recovery_curves: BTreeMap<String, ReasonCurve>,
+    /// Inverse-propensity evaluation on closed historical episodes (None when the
+    /// history has no closed episode with a fitted model before it).
+    pub evaluation: Option<Evaluation>,
+}
 
 /// An open episode whose value curve the report draws.
 pub(crate) struct Example {
@@ -18,7 +51,7 @@ pub(crate) struct Example {
     pub best: usize,
 }
 
-fn est(e: &super::Estimate) -> String {
+fn est(e: &super::evaluate::Estimate) -> String {
     format!("{:.2} <small>[{:.2}, {:.2}]</small>", e.value, e.ci_low, e.ci_high)
 }
 

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 /// One logged decision of an evaluation day.
 #[derive(Debug, Clone)]
-pub struct Logged {
+pub(super) struct Logged {
     /// Index of the user in the day's population.
     pub user: usize,
     pub arm: usize,
@@ -36,7 +36,7 @@ pub struct Logged {
 /// What a policy gives one user: an arm, the outcome models' predicted churn reduction
 /// for it, and whether the user is inside the support of the arm's message type.
 #[derive(Debug, Clone, Copy)]
-pub struct Action {
+pub(super) struct Action {
     pub arm: usize,
     pub predicted: f64,
     pub supported: bool,
@@ -44,7 +44,7 @@ pub struct Action {
 
 /// An evaluation day: the population size, the logged decisions, and for each policy and
 /// each user of the population what the policy gives them.
-pub struct Day {
+pub(super) struct Day {
     pub population: usize,
     pub logged: Vec<Logged>,
     pub actions: Vec<Vec<Option<Action>>>,
@@ -52,7 +52,7 @@ pub struct Day {
 
 /// A value and its 95% interval, in churn events prevented per 1,000 premium users.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub struct Estimate {
+pub(crate) struct Estimate {
     pub per_1000: f64,
     pub low: f64,
     pub high: f64,
@@ -67,7 +67,7 @@ impl Estimate {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct PolicyValue {
+pub(crate) struct PolicyValue {
     pub policy: String,
     /// Sends the policy made over the evaluation days.
     pub sends: usize,
@@ -84,7 +84,7 @@ pub struct PolicyValue {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct PolicyEvaluation {
+pub(crate) struct PolicyEvaluation {
     pub snapshots: Vec<chrono::NaiveDate>,
     pub premium_users: usize,
     pub logged_decisions: usize,
@@ -104,7 +104,7 @@ fn terms(l: &Logged, action: Option<Action>) -> (f64, f64) {
 }
 
 /// Value `names.len()` policies over the days; the difference is policy 0 minus policy 1.
-pub fn evaluate(names: &[&str], snapshots: Vec<chrono::NaiveDate>, days: &[Day]) -> PolicyEvaluation {
+pub(super) fn evaluate(names: &[&str], snapshots: Vec<chrono::NaiveDate>, days: &[Day]) -> PolicyEvaluation {
     let n: f64 = days.iter().map(|d| d.population).sum::<usize>().max(1) as f64;
     let k = names.len();
     let (mut ips, mut ips_sq, mut dr, mut dr_sq, mut sends) =

@@ -17,19 +17,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{Duration, NaiveDate};
 use polars::prelude::*;
 
-use super::EFFECT_WINDOW_DAYS;
 use crate::error::{PolarsContext, Result};
-use crate::inputs::{Inputs, date_lit, epoch_days};
+use crate::inputs::{EFFECT_WINDOW_DAYS, Inputs, date_lit, epoch_days};
+use crate::labelled;
 use crate::labels;
-use crate::train::labelled_snapshot_of;
 
 /// How many days of the newest decisions form the evaluation slice.
-pub const EVALUATION_DAYS: i64 = 28;
+pub(super) const EVALUATION_DAYS: i64 = 28;
 /// The most feature snapshots a run builds for the history.
-pub const MAX_DECISION_SNAPSHOTS: usize = 24;
+pub(super) const MAX_DECISION_SNAPSHOTS: usize = 24;
 
 /// Labelled decisions and the populations of the evaluation slice.
-pub struct History {
+pub(super) struct History {
     /// One row per past decision: `snapshot`, `message_type`, `channel`, `treated` (bool),
     /// `propensity`, then the labelled snapshot's columns (user_id, features, `churned`).
     pub rows: DataFrame,
@@ -44,10 +43,10 @@ pub struct History {
 }
 
 /// The most users per snapshot kept in [`History::background`].
-pub const BACKGROUND_PER_SNAPSHOT: usize = 5000;
+pub(super) const BACKGROUND_PER_SNAPSHOT: usize = 5000;
 
 /// The snapshot each decision day is attributed to.
-pub fn decision_snapshots(days: &BTreeSet<NaiveDate>, last: NaiveDate) -> BTreeMap<NaiveDate, NaiveDate> {
+pub(super) fn decision_snapshots(days: &BTreeSet<NaiveDate>, last: NaiveDate) -> BTreeMap<NaiveDate, NaiveDate> {
     let weekly = days.len() > MAX_DECISION_SNAPSHOTS;
     days.iter()
         .map(|&d| {
@@ -58,7 +57,7 @@ pub fn decision_snapshots(days: &BTreeSet<NaiveDate>, last: NaiveDate) -> BTreeM
         .collect()
 }
 
-pub fn load(inputs: &Inputs, s: NaiveDate, horizon_days: u32) -> Result<History> {
+pub(super) fn load(inputs: &Inputs, s: NaiveDate, horizon_days: u32) -> Result<History> {
     load_with(inputs, s, horizon_days, BACKGROUND_PER_SNAPSHOT)
 }
 
@@ -124,7 +123,7 @@ fn load_with(inputs: &Inputs, s: NaiveDate, horizon_days: u32, background_size: 
         // users', are all the features needed, except on the evaluation slice, where the
         // policy is replayed on the whole population.
         let (population, cut) = if sn >= evaluation_from {
-            let population = labelled_snapshot_of(inputs, sn, horizon_days, None)?;
+            let population = labelled::snapshot_of(inputs, sn, horizon_days, None)?;
             let cut = background_cut(&population, background_size)?;
             (population, cut)
         } else {
@@ -139,7 +138,7 @@ fn load_with(inputs: &Inputs, s: NaiveDate, horizon_days: u32, background_size: 
             )
             .and_then(|l| l.unique(None, UniqueKeepStrategy::Any).collect())
             .ctx(format!("listing the users of the decisions of {sn}"))?;
-            (labelled_snapshot_of(inputs, sn, horizon_days, Some(&needed))?, cut)
+            (labelled::snapshot_of(inputs, sn, horizon_days, Some(&needed))?, cut)
         };
         let decided = decisions
             .join(population.clone().lazy(), [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Inner))
@@ -193,7 +192,6 @@ fn in_background(users: &DataFrame, cut: u64) -> Result<BooleanChunked> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::labelled_snapshot;
 
     /// The history built from the users it needs is the one built from every premium
     /// user: each snapshot's decisions joined with its whole labelled snapshot, and the
@@ -216,7 +214,7 @@ mod tests {
         let mut background = Vec::new();
         for &d in &snapshots {
             let sn = epoch + Duration::days(d as i64);
-            let whole = labelled_snapshot(&inputs, sn, h).unwrap();
+            let whole = labelled::snapshot(&inputs, sn, h).unwrap();
             let mine = hist.rows.clone().lazy().filter(col("snapshot").eq(date_lit(sn)));
             let expected = mine
                 .clone()

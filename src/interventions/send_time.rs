@@ -15,16 +15,16 @@ use polars::prelude::*;
 use crate::error::{PolarsContext, Result};
 use crate::inputs::{Inputs, date_lit, end_of_day_us, ts_lit_us};
 
-pub const OPEN_WEIGHT: f64 = 3.0;
-pub const PRIOR_DAYS: f64 = 5.0;
+pub(super) const OPEN_WEIGHT: f64 = 3.0;
+pub(super) const PRIOR_DAYS: f64 = 5.0;
 const HISTORY_DAYS: i64 = 90;
 
 /// Hour counts of one user (or the population).
-pub type Hours = [f64; 24];
+pub(super) type Hours = [f64; 24];
 
 /// The hour with the most smoothed evidence, the user's counts shrunk toward the
 /// population's shares. Ties go to the earlier hour.
-pub fn best_hour(user: &Hours, population: &Hours) -> u32 {
+pub(super) fn best_hour(user: &Hours, population: &Hours) -> u32 {
     let total: f64 = population.iter().sum::<f64>().max(1e-12);
     let mut score = [0.0; 24];
     let mass = |j: usize| user[j] + PRIOR_DAYS * population[j] / total;
@@ -35,7 +35,7 @@ pub fn best_hour(user: &Hours, population: &Hours) -> u32 {
 }
 
 /// Per-user hour evidence and the population's, as of the end of `s`.
-pub fn hour_evidence(pit: &Inputs, s: NaiveDate) -> Result<(HashMap<String, Hours>, Hours)> {
+pub(super) fn hour_evidence(pit: &Inputs, s: NaiveDate) -> Result<(HashMap<String, Hours>, Hours)> {
     let since = s - Duration::days(HISTORY_DAYS);
     let listening = pit
         .activity
@@ -96,9 +96,34 @@ pub fn hour_evidence(pit: &Inputs, s: NaiveDate) -> Result<(HashMap<String, Hour
     Ok((users, population))
 }
 
+/// The UTC instant of local `hour` on the day after `s` in `timezone` (UTC when unknown).
+/// A local time skipped by a daylight-saving change moves to the next hour.
+pub(super) fn utc(s: NaiveDate, timezone: Option<&str>, hour: u32) -> i64 {
+    let day = s + Duration::days(1);
+    let tz: chrono_tz::Tz = timezone.and_then(|t| t.parse().ok()).unwrap_or(chrono_tz::UTC);
+    for h in hour..hour + 3 {
+        let naive = day.and_hms_opt(h % 24, 0, 0).expect("valid hour");
+        if let Some(t) = tz.from_local_datetime(&naive).earliest() {
+            return t.timestamp_micros();
+        }
+    }
+    day.and_hms_opt(hour % 24, 0, 0).expect("valid hour").and_utc().timestamp_micros()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn send_time_is_the_local_hour_in_utc() {
+        let s = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        // Stockholm is UTC+1 in November: 19:00 local is 18:00 UTC on the 21st.
+        let t = utc(s, Some("Europe/Stockholm"), 19);
+        let expected = NaiveDate::from_ymd_opt(2026, 11, 21).unwrap().and_hms_opt(18, 0, 0).unwrap().and_utc();
+        assert_eq!(t, expected.timestamp_micros());
+        // Unknown zones fall back to UTC.
+        assert_eq!(utc(s, Some("Mars/Olympus"), 19), expected.timestamp_micros() + 3_600_000_000);
+    }
 
     #[test]
     fn little_history_is_shrunk_toward_the_population_and_much_is_not() {

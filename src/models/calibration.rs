@@ -8,37 +8,37 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{logit, sigmoid};
+use super::classifier::{logit, sigmoid};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "method", rename_all = "snake_case")]
-pub enum Calibration {
+pub(crate) enum Calibration {
     Platt(Platt),
     Isotonic(Isotonic),
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct Platt {
+pub(crate) struct Platt {
     pub a: f64,
     pub b: f64,
 }
 
 /// A non-decreasing step function: `thresholds[i]` is the smallest raw score of block i.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Isotonic {
+pub(crate) struct Isotonic {
     pub thresholds: Vec<f64>,
     pub values: Vec<f64>,
 }
 
 impl Calibration {
-    pub fn apply(&self, p_raw: f64) -> f64 {
+    pub(crate) fn apply(&self, p_raw: f64) -> f64 {
         match self {
             Calibration::Platt(c) => c.apply(p_raw),
             Calibration::Isotonic(c) => c.apply(p_raw),
         }
     }
 
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Calibration::Platt(_) => "platt",
             Calibration::Isotonic(_) => "isotonic",
@@ -48,7 +48,7 @@ impl Calibration {
     /// Choose and fit a calibrator on validation rows. Also returns cross-fitted
     /// calibrated predictions (each row calibrated by a fit that did not see it), which
     /// give honest validation metrics.
-    pub fn choose(p_raw: &[f64], y: &[i32]) -> (Calibration, Vec<f64>) {
+    pub(crate) fn choose(p_raw: &[f64], y: &[i32]) -> (Calibration, Vec<f64>) {
         let n = p_raw.len();
         // Halves by position parity: rows are ordered by user id, so this is a fixed,
         // label-independent split.
@@ -74,11 +74,11 @@ impl Calibration {
 }
 
 impl Platt {
-    pub const IDENTITY: Platt = Platt { a: 1.0, b: 0.0 };
+    pub(crate) const IDENTITY: Platt = Platt { a: 1.0, b: 0.0 };
 
     /// Fit by Newton's method on the log-likelihood (a small ridge keeps it finite when
     /// the validation set is separable or tiny).
-    pub fn fit(p_raw: &[f64], y: &[i32]) -> Platt {
+    pub(crate) fn fit(p_raw: &[f64], y: &[i32]) -> Platt {
         let z: Vec<f64> = p_raw.iter().map(|&p| logit(p)).collect();
         let (mut a, mut b) = (1.0, 0.0);
         let ridge = 1e-3;
@@ -109,7 +109,7 @@ impl Platt {
         if a.is_finite() && b.is_finite() { Platt { a, b } } else { Platt::IDENTITY }
     }
 
-    pub fn apply(&self, p_raw: f64) -> f64 {
+    pub(crate) fn apply(&self, p_raw: f64) -> f64 {
         sigmoid(self.a * logit(p_raw) + self.b)
     }
 }
@@ -117,7 +117,7 @@ impl Platt {
 impl Isotonic {
     /// Pool-adjacent-violators on rows sorted by raw score; block values are shrunk a
     /// little toward the overall rate so no calibrated probability is exactly 0 or 1.
-    pub fn fit(p_raw: &[f64], y: &[i32]) -> Isotonic {
+    pub(crate) fn fit(p_raw: &[f64], y: &[i32]) -> Isotonic {
         let mut order: Vec<usize> = (0..p_raw.len()).collect();
         order.sort_by(|&a, &b| p_raw[a].total_cmp(&p_raw[b]));
         // Blocks of (start score, sum of y, count).
@@ -145,7 +145,7 @@ impl Isotonic {
         }
     }
 
-    pub fn apply(&self, p_raw: f64) -> f64 {
+    pub(crate) fn apply(&self, p_raw: f64) -> f64 {
         match self.thresholds.partition_point(|&t| t <= p_raw) {
             0 => self.values.first().copied().unwrap_or(p_raw),
             k => self.values[k - 1],

@@ -16,15 +16,18 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, PolarsContext, Result};
-use crate::features::{FEATURES, FeatureKind};
 
+/// Categories seen fewer times than this in training get no column or code of their own.
 const MIN_CATEGORY_ROWS: usize = 20;
-
-struct Spec<'a> {
-    name: &'a str,
-    kind: FeatureKind,
-}
+/// Most categories of one feature given a column or code.
 const MAX_CATEGORIES: usize = 30;
+
+/// Whether a column is a number or a category: all the encoder needs to know of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureKind {
+    Numeric,
+    Categorical,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,12 +39,12 @@ pub enum Mode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Encoder {
     pub mode: Mode,
-    pub columns: Vec<EncodedColumn>,
+    pub(crate) columns: Vec<EncodedColumn>,
 }
 
 /// One column of the design matrix.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EncodedColumn {
+pub(crate) struct EncodedColumn {
     /// The feature it comes from.
     pub feature: String,
     pub kind: Encoding,
@@ -49,7 +52,7 @@ pub struct EncodedColumn {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Encoding {
+pub(crate) enum Encoding {
     Numeric {
         median: f64,
         mean: f64,
@@ -85,20 +88,15 @@ fn string_values(df: &DataFrame, name: &str) -> Result<Vec<Option<String>>> {
 }
 
 impl Encoder {
-    /// Fit on the training rows of a features table.
-    pub fn fit(df: &DataFrame, mode: Mode) -> Result<Self> {
-        let specs: Vec<(String, FeatureKind)> = FEATURES.iter().map(|f| (f.name.to_string(), f.kind)).collect();
-        Self::fit_columns(df, mode, &specs)
-    }
-
-    /// Fit on named columns of any table (flat tables for analysts).
-    pub fn fit_columns(df: &DataFrame, mode: Mode, specs: &[(String, FeatureKind)]) -> Result<Self> {
+    /// Fit on the training rows of a table, for the named columns (`features::specs()`
+    /// for the pipeline's features table, any columns of an analyst's flat table).
+    pub fn fit(df: &DataFrame, mode: Mode, specs: &[(String, FeatureKind)]) -> Result<Self> {
         let mut columns = Vec::new();
         for (name, kind) in specs {
-            let f = Spec { name: name.as_str(), kind: *kind };
-            match f.kind {
+            let name = name.as_str();
+            match kind {
                 FeatureKind::Numeric => {
-                    let vals = numeric_values(df, f.name)?;
+                    let vals = numeric_values(df, name)?;
                     let mut present: Vec<f64> = vals.iter().flatten().copied().collect();
                     if present.is_empty() {
                         continue; // never observed: carries no information
@@ -106,7 +104,7 @@ impl Encoder {
                     present.sort_by(f64::total_cmp);
                     let median = present[present.len() / 2];
                     if mode == Mode::Native {
-                        columns.push(EncodedColumn { feature: f.name.into(), kind: Encoding::Raw { median } });
+                        columns.push(EncodedColumn { feature: name.into(), kind: Encoding::Raw { median } });
                         continue;
                     }
                     let n = vals.len() as f64;
@@ -114,14 +112,13 @@ impl Encoder {
                     let mean = imputed.iter().sum::<f64>() / n;
                     let var = imputed.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
                     let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
-                    columns
-                        .push(EncodedColumn { feature: f.name.into(), kind: Encoding::Numeric { median, mean, std } });
+                    columns.push(EncodedColumn { feature: name.into(), kind: Encoding::Numeric { median, mean, std } });
                     if present.len() < vals.len() {
-                        columns.push(EncodedColumn { feature: f.name.into(), kind: Encoding::Missing });
+                        columns.push(EncodedColumn { feature: name.into(), kind: Encoding::Missing });
                     }
                 }
                 FeatureKind::Categorical => {
-                    let vals = string_values(df, f.name)?;
+                    let vals = string_values(df, name)?;
                     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
                     for v in vals.into_iter().flatten() {
                         *counts.entry(v).or_default() += 1;
@@ -131,13 +128,13 @@ impl Encoder {
                     frequent.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
                     if mode == Mode::Native {
                         let values = frequent.into_iter().take(MAX_CATEGORIES).map(|(v, _)| v).collect();
-                        columns.push(EncodedColumn { feature: f.name.into(), kind: Encoding::Codes { values } });
+                        columns.push(EncodedColumn { feature: name.into(), kind: Encoding::Codes { values } });
                         continue;
                     }
                     // The most frequent category is the baseline (no column), so the
                     // one-hot block is not collinear with the intercept.
                     for (value, _) in frequent.into_iter().skip(1).take(MAX_CATEGORIES) {
-                        columns.push(EncodedColumn { feature: f.name.into(), kind: Encoding::OneHot { value } });
+                        columns.push(EncodedColumn { feature: name.into(), kind: Encoding::OneHot { value } });
                     }
                 }
             }
@@ -153,10 +150,6 @@ impl Encoder {
             .filter(|(_, c)| matches!(c.kind, Encoding::Codes { .. }))
             .map(|(i, _)| i)
             .collect()
-    }
-
-    pub fn width(&self) -> usize {
-        self.columns.len()
     }
 
     /// Encode rows of a features table (which must have every feature column).
@@ -218,10 +211,4 @@ impl Encoder {
         }
         Ok(x)
     }
-}
-
-/// A stable hash of the feature schema (names, kinds and order) the models are built on.
-pub fn feature_schema_hash() -> String {
-    let text: String = FEATURES.iter().map(|f| format!("{}:{:?};", f.name, f.kind)).collect();
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }

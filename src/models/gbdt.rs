@@ -13,7 +13,7 @@ use lightgbm3_sys as sys;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use super::Classifier;
+use super::classifier::Classifier;
 use crate::error::{Error, Result};
 
 /// LightGBM settings used for every fit (`[training.gbdt]` in the config).
@@ -257,7 +257,7 @@ impl GbdtModel {
     }
 
     /// A stored text model; it must load in LightGBM.
-    pub fn from_text(text: &str, threads: usize) -> Result<Self> {
+    pub(crate) fn from_text(text: &str, threads: usize) -> Result<Self> {
         let booster = lightgbm3::Booster::from_string(text)
             .map_err(|e| Error::data(format!("the stored LightGBM model does not load: {e}")))?;
         Ok(GbdtModel {

@@ -30,7 +30,8 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Zip, s};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Classifier, sigmoid};
+use super::classifier::{Classifier, sigmoid};
+use super::linalg::cholesky_solve;
 use crate::error::{Error, Result};
 
 /// Rows per chunk of the parallel sums. Fixed, never derived from the thread count: the
@@ -128,39 +129,6 @@ impl Problem<'_> {
     }
 }
 
-/// Solve the symmetric positive definite system `a x = b` by Cholesky.
-fn cholesky_solve(a: &Array2<f64>, b: &Array1<f64>) -> Option<Array1<f64>> {
-    let n = b.len();
-    let mut l = Array2::<f64>::zeros((n, n));
-    for i in 0..n {
-        for j in 0..=i {
-            let mut sum = a[[i, j]];
-            for k in 0..j {
-                sum -= l[[i, k]] * l[[j, k]];
-            }
-            if i == j {
-                if sum <= 0.0 {
-                    return None;
-                }
-                l[[i, i]] = sum.sqrt();
-            } else {
-                l[[i, j]] = sum / l[[j, j]];
-            }
-        }
-    }
-    let mut y = Array1::<f64>::zeros(n);
-    for i in 0..n {
-        let s: f64 = (0..i).map(|k| l[[i, k]] * y[k]).sum();
-        y[i] = (b[i] - s) / l[[i, i]];
-    }
-    let mut x = Array1::<f64>::zeros(n);
-    for i in (0..n).rev() {
-        let s: f64 = (i + 1..n).map(|k| l[[k, i]] * x[k]).sum();
-        x[i] = (y[i] - s) / l[[i, i]];
-    }
-    Some(x)
-}
-
 impl LogisticModel {
     /// Fit on encoded (standardised) rows and 0/1 labels. Runs on the current rayon pool;
     /// the result does not depend on its size.
@@ -187,8 +155,11 @@ impl LogisticModel {
             for j in 0..=p {
                 hess[[j, j]] += 1e-9 * (1.0 + hess[[j, j]]);
             }
-            let step =
-                cholesky_solve(&hess, &grad).ok_or_else(|| Error::internal("logistic regression: singular Hessian"))?;
+            let step = cholesky_solve(
+                hess.as_slice().expect("a new matrix is contiguous"),
+                grad.as_slice().expect("contiguous"),
+            )
+            .ok_or_else(|| Error::internal("logistic regression: singular Hessian"))?;
             // Newton step with halving until the objective does not increase.
             let mut t = 1.0;
             let (new_w, new_z, new_f) = loop {
@@ -295,7 +266,7 @@ mod tests {
             for j in 0..k {
                 hess[[j, j]] += 1e-9 * (1.0 + hess[[j, j]]);
             }
-            let step = cholesky_solve(&hess, &grad).unwrap();
+            let step = cholesky_solve(hess.as_slice().unwrap(), grad.as_slice().unwrap()).unwrap();
             let mut t = 1.0;
             let (new_w, new_z, new_f) = loop {
                 let cand: Vec<f64> = w.iter().zip(step.iter()).map(|(w, s)| w - t * s).collect();

@@ -8,7 +8,7 @@ fn f64_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub rows: usize,
     #[serde(deserialize_with = "f64_or_null")]
     pub positive_rate: f64,
@@ -56,7 +56,7 @@ pub fn auc(p: &[f64], y: &[i32]) -> f64 {
 }
 
 /// Average precision: mean precision at the rank of each positive (ties broken by row).
-pub fn average_precision(p: &[f64], y: &[i32]) -> f64 {
+pub(crate) fn average_precision(p: &[f64], y: &[i32]) -> f64 {
     let mut order: Vec<usize> = (0..p.len()).collect();
     order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
     let positives = y.iter().filter(|&&v| v == 1).count();
@@ -75,7 +75,7 @@ pub fn average_precision(p: &[f64], y: &[i32]) -> f64 {
 
 /// One bin of a reliability curve.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ReliabilityBin {
+pub(crate) struct ReliabilityBin {
     pub rows: usize,
     #[serde(deserialize_with = "f64_or_null")]
     pub mean_predicted: f64,
@@ -84,7 +84,7 @@ pub struct ReliabilityBin {
 }
 
 /// Predicted against observed rates in ten bins of equal count (deciles of the score).
-pub fn reliability(p: &[f64], y: &[i32]) -> Vec<ReliabilityBin> {
+pub(crate) fn reliability(p: &[f64], y: &[i32]) -> Vec<ReliabilityBin> {
     let mut order: Vec<usize> = (0..p.len()).collect();
     order.sort_by(|&a, &b| p[a].total_cmp(&p[b]).then(a.cmp(&b)));
     let n = order.len();
@@ -100,7 +100,7 @@ pub fn reliability(p: &[f64], y: &[i32]) -> Vec<ReliabilityBin> {
         .collect()
 }
 
-pub fn evaluate(p: &[f64], y: &[i32]) -> Metrics {
+pub(crate) fn evaluate(p: &[f64], y: &[i32]) -> Metrics {
     let n = p.len().max(1) as f64;
     let rate = y.iter().filter(|&&v| v == 1).count() as f64 / n;
     let log_loss = p

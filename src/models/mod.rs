@@ -1,57 +1,50 @@
-//! The model seam: a small trait of our own over the learning libraries, the design
-//! matrix encoding shared by training and scoring, calibration, metrics, and the stored
-//! artifact.
-//!
-//! Why our own trait: linfa, smartcore and LightGBM have different shapes (datasets,
-//! parameter guards, native model files). The pipeline only needs "probabilities for
-//! rows" and "which features pushed this row up", so that is the trait; each library
-//! gets one adapter behind it.
+//! The learning layer, below every stage and blind to the subscriber contract: the model
+//! seam ([`Classifier`], one adapter per library: `logistic`, `gbdt`), the design-matrix
+//! `encoder` shared by training and scoring, `calibration`, `metrics`, the Newton solvers'
+//! `linalg`, the `uplift` learners, and, here, the stored artifact and the rules that
+//! choose among fitted models (the champion; the uplift learner in `uplift`), shared by
+//! the pipeline and `retain table`.
 
 pub mod calibration;
+mod classifier;
 pub mod encoder;
 pub mod gbdt;
+pub(crate) mod linalg;
 pub mod logistic;
 pub mod metrics;
+pub(crate) mod uplift;
 
 use chrono::NaiveDate;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-pub use calibration::{Calibration, Platt};
-pub use encoder::Encoder;
+pub(crate) use calibration::Calibration;
+pub use classifier::Classifier;
+pub(crate) use classifier::sigmoid;
+pub use encoder::{Encoder, FeatureKind};
 
 use crate::error::{Error, Result};
 use metrics::{Metrics, ReliabilityBin};
 
-/// A fitted binary classifier over an encoded design matrix.
-pub trait Classifier: Send + Sync {
-    /// Model family and version, e.g. `logistic-l2/1`.
-    fn name(&self) -> String;
-    /// Uncalibrated probability of the positive class for each row.
-    fn predict(&self, x: &Array2<f64>) -> Vec<f64>;
-    /// Each column's additive contribution to the row's log-odds (same shape as `x`).
-    fn contributions(&self, x: &Array2<f64>) -> Array2<f64>;
-}
-
 /// The model families a run trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Family {
+pub(crate) enum Family {
     Logistic,
     Gbdt,
 }
 
 impl Family {
-    pub const ALL: [Family; 2] = [Family::Logistic, Family::Gbdt];
+    pub(crate) const ALL: [Family; 2] = [Family::Logistic, Family::Gbdt];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Family::Logistic => "logistic",
             Family::Gbdt => "gbdt",
         }
     }
 
-    pub fn encoding(self) -> encoder::Mode {
+    pub(crate) fn encoding(self) -> encoder::Mode {
         match self {
             Family::Logistic => encoder::Mode::Standardized,
             Family::Gbdt => encoder::Mode::Native,
@@ -59,7 +52,7 @@ impl Family {
     }
 
     /// The file name of a fitted model of this family for `target`.
-    pub fn file_name(self, target: Target) -> String {
+    pub(crate) fn file_name(self, target: Target) -> String {
         match self {
             Family::Logistic => format!("{}.logistic.json", target.as_str()),
             Family::Gbdt => format!("{}.gbdt.txt", target.as_str()),
@@ -78,7 +71,7 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 2] = [Target::Churn, Target::PaymentFailure];
+    pub(crate) const ALL: [Target; 2] = [Target::Churn, Target::PaymentFailure];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -98,13 +91,13 @@ impl Target {
 
 /// A fitted model of either family.
 #[derive(Debug, Clone)]
-pub enum Fitted {
+pub(crate) enum Fitted {
     Logistic(logistic::LogisticModel),
     Gbdt(gbdt::GbdtModel),
 }
 
 impl Fitted {
-    pub fn classifier(&self) -> &dyn Classifier {
+    pub(crate) fn classifier(&self) -> &dyn Classifier {
         match self {
             Fitted::Logistic(m) => m,
             Fitted::Gbdt(m) => m,
@@ -112,7 +105,7 @@ impl Fitted {
     }
 
     /// The model file's content (JSON coefficients, or LightGBM's native text model).
-    pub fn to_file(&self) -> Result<Vec<u8>> {
+    pub(crate) fn to_file(&self) -> Result<Vec<u8>> {
         match self {
             Fitted::Logistic(m) => serde_json::to_vec_pretty(m).map_err(Error::internal),
             // LightGBM's own text model: it opens as is in Python LightGBM.
@@ -120,7 +113,7 @@ impl Fitted {
         }
     }
 
-    pub fn from_file(family: Family, bytes: &[u8], threads: usize) -> Result<Self> {
+    pub(crate) fn from_file(family: Family, bytes: &[u8], threads: usize) -> Result<Self> {
         let bad =
             |e: &dyn std::fmt::Display| Error::data(format!("a stored {} model does not read: {e}", family.as_str()));
         match family {
@@ -135,7 +128,7 @@ impl Fitted {
 
 /// One trained candidate for a target, as stored in the artifact.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     pub family: Family,
     pub name: String,
     pub encoder: Encoder,
@@ -152,12 +145,12 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    pub fn fitted(&self) -> Result<&Fitted> {
+    pub(crate) fn fitted(&self) -> Result<&Fitted> {
         self.model.as_ref().ok_or_else(|| Error::internal(format!("model {} is not loaded", self.file)))
     }
 
     /// Calibrated probabilities for a features table.
-    pub fn predict(&self, features: &polars::prelude::DataFrame) -> Result<(Array2<f64>, Vec<f64>)> {
+    pub(crate) fn predict(&self, features: &polars::prelude::DataFrame) -> Result<(Array2<f64>, Vec<f64>)> {
         let x = self.encoder.transform(features)?;
         let p = self.fitted()?.classifier().predict(&x).into_iter().map(|v| self.calibration.apply(v)).collect();
         Ok((x, p))
@@ -166,7 +159,7 @@ impl Candidate {
 
 /// The candidates of one target and the one chosen to score.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TargetModels {
+pub(crate) struct TargetModels {
     pub target: Target,
     /// Chosen by the lowest validation log loss.
     pub champion: Family,
@@ -174,7 +167,7 @@ pub struct TargetModels {
 }
 
 impl TargetModels {
-    pub fn champion(&self) -> Result<&Candidate> {
+    pub(crate) fn champion(&self) -> Result<&Candidate> {
         self.candidates.iter().find(|c| c.family == self.champion).ok_or_else(|| {
             Error::internal(format!("no {} candidate for {}", self.champion.as_str(), self.target.as_str()))
         })
@@ -184,7 +177,7 @@ impl TargetModels {
 /// Everything needed to score, stored as `models/snapshot=S/model.json` plus one file per
 /// fitted model in `dir`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModelArtifact {
+pub(crate) struct ModelArtifact {
     pub format_version: u32,
     /// Hash of the feature schema the encoders were fitted on; scoring refuses a mismatch.
     pub feature_schema_hash: String,
@@ -206,7 +199,7 @@ pub struct ModelArtifact {
 }
 
 impl ModelArtifact {
-    pub fn target(&self, target: Target) -> Result<&TargetModels> {
+    pub(crate) fn target(&self, target: Target) -> Result<&TargetModels> {
         self.targets
             .iter()
             .find(|t| t.target == target)
@@ -214,7 +207,7 @@ impl ModelArtifact {
     }
 
     /// A summary for manifests: champions and their validation metrics.
-    pub fn summary(&self) -> serde_json::Value {
+    pub(crate) fn summary(&self) -> serde_json::Value {
         serde_json::json!({
             "validated_on": self.validated_on,
             "trained_on": self.trained_on,
@@ -238,16 +231,15 @@ impl ModelArtifact {
     }
 }
 
-pub(crate) fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
-    }
+/// The champion among candidates fitted for one target: the lowest validation log loss
+/// (calibrated, cross-fitted), the first on a tie. Log loss rather than AUC because the
+/// scores are used as probabilities (expected churn prevented, budgets), not only as a
+/// ranking. The pipeline's models and `retain table train` choose by this one rule.
+pub(crate) fn champion(log_losses: &[f64]) -> Option<usize> {
+    log_losses.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i)
 }
 
-pub(crate) fn logit(p: f64) -> f64 {
-    let p = p.clamp(1e-9, 1.0 - 1e-9);
-    (p / (1.0 - p)).ln()
+/// Cores available to this process: the size of the fitting pools.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }

@@ -21,22 +21,22 @@
 use ndarray::{Array2, Axis};
 use serde::Serialize;
 
+use super::classifier::Classifier;
+use super::gbdt::{GbdtModel, GbdtParams, Objective, Rows};
 use crate::error::{Error, Result};
-use crate::models::Classifier;
-use crate::models::gbdt::{GbdtModel, GbdtParams, Objective, Rows};
 
 /// Which learner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Learner {
+pub(crate) enum Learner {
     T,
     Dr,
 }
 
 impl Learner {
-    pub const ALL: [Learner; 2] = [Learner::T, Learner::Dr];
+    pub(crate) const ALL: [Learner; 2] = [Learner::T, Learner::Dr];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Learner::T => "t_learner",
             Learner::Dr => "dr_learner",
@@ -46,7 +46,7 @@ impl Learner {
 
 /// Rows of one experiment: features, arm, binary outcome, and the probability of the arm
 /// each row got.
-pub struct Experiment<'a> {
+pub(crate) struct Experiment<'a> {
     pub x: &'a Array2<f64>,
     pub treated: &'a [bool],
     pub outcome: &'a [f64],
@@ -59,7 +59,7 @@ impl Experiment<'_> {
     }
 
     /// Inverse-propensity weights, normalised to mean 1 within each arm.
-    pub fn weights(&self) -> Vec<f64> {
+    pub(crate) fn weights(&self) -> Vec<f64> {
         let raw: Vec<f64> = self.propensity.iter().map(|p| 1.0 / p.clamp(0.01, 1.0)).collect();
         let mut sum = [0.0; 2];
         let mut n = [0usize; 2];
@@ -73,7 +73,7 @@ impl Experiment<'_> {
 
 /// GBDT settings for the effect models: smaller trees than the churn model's, because an
 /// arm has thousands of rows rather than millions.
-pub fn params() -> GbdtParams {
+pub(crate) fn params() -> GbdtParams {
     GbdtParams {
         num_rounds: 300,
         learning_rate: 0.05,
@@ -88,7 +88,7 @@ pub fn params() -> GbdtParams {
 }
 
 /// The fewest rows per arm a learner is fitted on.
-pub const MIN_ARM_ROWS: usize = 100;
+pub(crate) const MIN_ARM_ROWS: usize = 100;
 
 /// Where an arm was tried: a classifier of "this user got a decision of the arm" against
 /// the background population, the score above which 95% of the tried users lie, and the
@@ -101,7 +101,7 @@ pub const MIN_ARM_ROWS: usize = 100;
 /// over 365 days) are beyond the range the classifier saw. So the cut is never stricter
 /// than the one that keeps the historical share of a population inside; it is a ranking
 /// within the population, not a fixed score.
-pub struct Support {
+pub(crate) struct Support {
     pub model: GbdtModel,
     pub threshold: f64,
     pub background_inside: f64,
@@ -111,7 +111,7 @@ pub struct Support {
 const SUPPORT_TAIL: f64 = 0.05;
 
 impl Support {
-    pub fn fit(
+    pub(crate) fn fit(
         tried: &Array2<f64>,
         background: &Array2<f64>,
         categorical: &[usize],
@@ -131,7 +131,7 @@ impl Support {
 
     /// Which rows of a population lie inside the support: those at or above the fitted
     /// threshold, or within the population's top `background_inside` share by score.
-    pub fn contains(&self, population: &Array2<f64>) -> Vec<bool> {
+    pub(crate) fn contains(&self, population: &Array2<f64>) -> Vec<bool> {
         let scores = self.model.predict(population);
         let mut sorted = scores.clone();
         sorted.sort_by(|a, b| b.total_cmp(a));
@@ -145,7 +145,7 @@ impl Support {
 }
 
 /// A fitted uplift model.
-pub struct UpliftModel {
+pub(crate) struct UpliftModel {
     pub learner: Learner,
     /// Churn probability when not sent, and when sent (the T-learner's two fits; also
     /// the outcome models of the doubly robust policy evaluation).
@@ -157,7 +157,7 @@ pub struct UpliftModel {
 
 impl UpliftModel {
     /// Effect of sending on the outcome's probability, per row.
-    pub fn effect(&self, x: &Array2<f64>) -> Vec<f64> {
+    pub(crate) fn effect(&self, x: &Array2<f64>) -> Vec<f64> {
         match &self.effect {
             Some(m) => m.predict(x).into_iter().map(|v| v.clamp(-1.0, 1.0)).collect(),
             None => self.treated.predict(x).into_iter().zip(self.control.predict(x)).map(|(a, b)| a - b).collect(),
@@ -200,13 +200,13 @@ fn fit_on(
 }
 
 /// Fit `learner` on an experiment.
-pub fn fit(learner: Learner, e: &Experiment, categorical: &[usize], threads: usize) -> Result<UpliftModel> {
+pub(crate) fn fit(learner: Learner, e: &Experiment, categorical: &[usize], threads: usize) -> Result<UpliftModel> {
     Ok(fit_each(&[learner], e, categorical, threads)?.pop().expect("one learner"))
 }
 
 /// Fit each of `learners` on an experiment, in that order. The learners' outcome models
 /// are the same fits (same rows, weights and settings), so they are fitted once and shared.
-pub fn fit_each(
+pub(crate) fn fit_each(
     learners: &[Learner],
     e: &Experiment,
     categorical: &[usize],
@@ -242,7 +242,7 @@ pub fn fit_each(
 /// chance of being picked for the campaign at all, which is about who was eligible, not
 /// about how the arms were assigned; weighting outcome models by it would let a handful
 /// of rarely-eligible users dominate the fits.
-pub fn assignment_propensity(
+pub(crate) fn assignment_propensity(
     x: &Array2<f64>,
     treated: &[bool],
     categorical: &[usize],
@@ -288,14 +288,35 @@ fn fit_dr(e: &Experiment, w: &[f64], categorical: &[usize], threads: usize) -> R
 /// arms differ in who they hold, which the difference of two separately regularised
 /// T-learner fits is not; a Qini gap within the noise of the evaluation rows is no reason
 /// to give that up.
-pub fn choose_learner(qini_t: f64, qini_dr: f64, difference_se: f64) -> Learner {
+pub(crate) fn choose_learner(qini_t: f64, qini_dr: f64, difference_se: f64) -> Learner {
     if qini_t - qini_dr > 2.0 * difference_se { Learner::T } else { Learner::Dr }
+}
+
+/// How the learners did on rows they never saw, and the one chosen.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LearnerChoice {
+    /// Summed Qini of each learner, in [`Learner::ALL`] order.
+    pub(crate) qini: [f64; 2],
+    /// Bootstrap standard error of the T-learner's summed Qini minus the DR-learner's.
+    pub(crate) difference_se: f64,
+    pub(crate) chosen: Learner,
+}
+
+/// Choose the learner by evidence, as the pipeline and `retain table uplift` both do: each
+/// learner's Qini summed over held-out experiments (an arm's later decisions, or the
+/// held-out fifth of an analyst's table), given with each learner's predicted benefit on
+/// their rows (in [`Learner::ALL`] order), then [`choose_learner`].
+pub(crate) fn select_learner(evaluations: &[(Experiment, [&[f64]; 2])]) -> LearnerChoice {
+    let qini_of = |k: usize| -> f64 { evaluations.iter().map(|(e, b)| qini(b[k], e, 20).qini).sum() };
+    let qini = [qini_of(0), qini_of(1)];
+    let difference_se = qini_difference_se(evaluations);
+    LearnerChoice { qini, difference_se, chosen: choose_learner(qini[0], qini[1], difference_se) }
 }
 
 /// Bootstrap standard error (rows resampled within each experiment) of the summed Qini of
 /// the T-learner minus the DR-learner's, over experiments given with each learner's
 /// predicted benefit on their rows (in [`Learner::ALL`] order).
-pub fn qini_difference_se(evaluations: &[(Experiment, [&[f64]; 2])]) -> f64 {
+pub(crate) fn qini_difference_se(evaluations: &[(Experiment, [&[f64]; 2])]) -> f64 {
     use rand::{Rng, SeedableRng};
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(29);
     let rounds = 100;
@@ -320,7 +341,7 @@ pub fn qini_difference_se(evaluations: &[(Experiment, [&[f64]; 2])]) -> f64 {
 /// A Qini curve: the estimated churn events prevented among the top share of users ranked
 /// by predicted benefit, per user of the experiment's (weighted) population.
 #[derive(Debug, Clone, Serialize)]
-pub struct Qini {
+pub(crate) struct Qini {
     /// (share of users targeted, churn prevented per user of the population).
     pub curve: Vec<(f64, f64)>,
     /// Area between the curve and random targeting (the straight line to the full-send
@@ -333,7 +354,7 @@ pub struct Qini {
 /// The Qini curve of `benefit` (predicted churn prevented: higher = target first) on an
 /// experiment the model did not see. Gains are inverse-propensity weighted differences of
 /// churn rates between the arms within each top share.
-pub fn qini(benefit: &[f64], e: &Experiment, points: usize) -> Qini {
+pub(crate) fn qini(benefit: &[f64], e: &Experiment, points: usize) -> Qini {
     let n = benefit.len();
     let w = e.weights();
     let mut order: Vec<usize> = (0..n).collect();

@@ -1,16 +1,83 @@
 //! Exit codes and error messages: the contract orchestrators branch on.
+//!
+//! What a person sees is pinned with insta snapshots (`tests/it/snapshots/`): the command
+//! line, the exit code and stderr from the first `error:` line on (the `error:` and `hint:`
+//! lines and any continuation of a multi-line message; JSON log lines dropped), with
+//! temporary folders, the repository path and ports replaced by placeholders. After an
+//! intended change, review and accept with `cargo insta review` (or rerun with
+//! `INSTA_UPDATE=always` and read the diff).
 
 use std::path::Path;
+use std::process::Command;
 
 use crate::util::*;
 
-fn code(cmd: &mut std::process::Command) -> (i32, String, String) {
+fn code(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().expect("retain starts");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
     )
+}
+
+/// Replace machine-specific paths by placeholders: each `(path, placeholder)`, then the
+/// repository as `[REPO]`.
+fn normalise(text: &str, paths: &[(&Path, &str)]) -> String {
+    let mut text = text.to_string();
+    let mut paths: Vec<(String, &str)> = paths.iter().map(|(p, name)| (p.display().to_string(), *name)).collect();
+    paths.push((repo().display().to_string(), "[REPO]"));
+    // Longest first, so a folder inside another is replaced as itself.
+    paths.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    for (p, name) in paths {
+        text = text.replace(&p, name);
+    }
+    text
+}
+
+/// object_store says how long a request took (`… in 105.001244ms, after 1 retries`):
+/// every ` in <digits…>` up to the next `,` becomes ` in [ELAPSED]`.
+fn mask_elapsed(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(" in ") {
+        let after = &rest[at + 4..];
+        out += &rest[..at + 4];
+        let end = after.find(',').unwrap_or(after.len());
+        if after.starts_with(|c: char| c.is_ascii_digit()) && !after[..end].contains(char::is_whitespace) {
+            out += "[ELAPSED]";
+            rest = &after[end..];
+        } else {
+            rest = after;
+        }
+    }
+    out + rest
+}
+
+/// The command as a person would type it: the `RETAIN_*` variables it sets (the harness's
+/// `RETAIN_LOG` aside), `retain` and its arguments.
+fn command_line(cmd: &Command) -> String {
+    let mut parts: Vec<String> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_str()?, v?.to_str()?)))
+        .filter(|(k, _)| k.starts_with("RETAIN_") && *k != "RETAIN_LOG")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    parts.sort();
+    parts.push("retain".into());
+    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    parts.join(" ")
+}
+
+/// Run a command expected to fail: `$ <command line>`, `exit code: N`, then what stderr
+/// says from the first `error:` line on, without the JSON log lines; normalised.
+fn failure(cmd: &mut Command, paths: &[(&Path, &str)]) -> (i32, String) {
+    let line = command_line(cmd);
+    let (c, _, err) = code(cmd);
+    let said: Vec<&str> =
+        err.lines().skip_while(|l| !l.starts_with("error:")).filter(|l| !l.trim_start().starts_with('{')).collect();
+    assert!(!said.is_empty(), "no `error:` line on stderr (exit {c}):\n{err}");
+    (c, normalise(&format!("$ {line}\nexit code: {c}\n{}\n", said.join("\n").trim_end()), paths))
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -41,90 +108,180 @@ fn walk(dir: &Path) -> Vec<String> {
 
 #[test]
 fn usage_errors_exit_2() {
-    assert_eq!(code(retain().arg("run").arg("--bogus")).0, 2);
-    let (c, _, err) = code(retain().args(["run", "--input", "x", "--output", "y"]));
-    assert_eq!(c, 2, "{err}");
-    assert!(err.contains("--as-of"), "{err}");
+    let (c, text) = failure(retain().args(["run", "--bogus"]), &[]);
+    assert_eq!(c, 2, "{text}");
+    insta::assert_snapshot!("exit_2_unknown_flag", text);
+    let (c, text) = failure(retain().args(["run", "--input", "x", "--output", "y"]), &[]);
+    assert_eq!(c, 2, "{text}");
+    insta::assert_snapshot!("exit_2_missing_as_of", text);
 }
 
 #[test]
 fn configuration_errors_exit_78() {
     let dir = tempfile::tempdir().unwrap();
+    let tmp = [(dir.path(), "[TMP]")];
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "[interventions]\nholdout_fractoin = 0.1\n").unwrap();
-    let (c, _, err) = code(retain().args(["run", "--as-of", SAMPLE_AS_OF, "--config"]).arg(&cfg));
-    assert_eq!(c, 78, "{err}");
-    assert!(err.contains("holdout_fractoin"), "names the bad key: {err}");
-    let (c, _, _) =
-        code(retain().args(["run", "--as-of", SAMPLE_AS_OF, "--input", "ftp://x/y", "--output"]).arg(dir.path()));
-    assert_eq!(c, 78);
+    let (c, text) = failure(retain().args(["run", "--as-of", SAMPLE_AS_OF, "--config"]).arg(&cfg), &tmp);
+    assert_eq!(c, 78, "{text}");
+    insta::assert_snapshot!("exit_78_unknown_config_key", text);
+
+    std::fs::write(&cfg, "[interventions]\nholdout_fraction = 1.5\n").unwrap();
+    let (c, text) = failure(retain().args(["run", "--as-of", SAMPLE_AS_OF, "--config"]).arg(&cfg), &tmp);
+    assert_eq!(c, 78, "{text}");
+    insta::assert_snapshot!("exit_78_bad_config_value", text);
+
+    let (c, text) = failure(
+        retain().args(["run", "--as-of", SAMPLE_AS_OF, "--input", "ftp://x/y", "--output"]).arg(dir.path().join("o")),
+        &tmp,
+    );
+    assert_eq!(c, 78, "{text}");
+    insta::assert_snapshot!("exit_78_unsupported_uri_scheme", text);
 }
 
+/// A config file, the environment and flags at once: flags > environment > file > defaults,
+/// and storage secrets are shown redacted.
 #[test]
 fn show_config_prints_the_resolved_settings_with_flags_over_env_over_file() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, "horizon_days = 21\nseed = 5\n[storage]\naws_secret_access_key = \"hunter2\"\n").unwrap();
-    let (c, out, _) = code(
-        retain()
-            .args(["run", "--show-config", "--config"])
-            .arg(&cfg)
-            .env("RETAIN_SEED", "6")
-            .args(["--horizon-days", "14"]),
-    );
-    assert_eq!(c, 0);
-    let shown: toml::Value = toml::from_str(&out).unwrap();
-    assert_eq!(shown["horizon_days"].as_integer(), Some(14), "flag beats file");
-    assert_eq!(shown["seed"].as_integer(), Some(6), "environment beats file");
+    std::fs::write(
+        &cfg,
+        "input = \"from-file/in\"\noutput = \"from-file/out\"\nhorizon_days = 21\nseed = 5\n\
+         [training]\nsnapshots = 6\n\
+         [storage]\naws_region = \"eu-north-1\"\naws_secret_access_key = \"hunter2\"\n",
+    )
+    .unwrap();
+    let tmp = [(dir.path(), "[TMP]")];
+
+    // run: the file by flag; RETAIN_SEED beats the file's seed, RETAIN_INPUT its input,
+    // --horizon-days beats both RETAIN_HORIZON_DAYS and the file.
+    let mut cmd = retain();
+    cmd.args(["run", "--show-config", "--as-of", SAMPLE_AS_OF, "--config"])
+        .arg(&cfg)
+        .args(["--horizon-days", "14"])
+        .env("RETAIN_SEED", "6")
+        .env("RETAIN_INPUT", "from-env/in")
+        .env("RETAIN_HORIZON_DAYS", "28");
+    let line = command_line(&cmd);
+    let (c, out, err) = code(&mut cmd);
+    assert_eq!(c, 0, "{err}");
     assert!(!out.contains("hunter2"), "secrets are not printed");
+    let shown: toml::Value = toml::from_str(&out).expect("the output is TOML");
+    assert_eq!(shown["horizon_days"].as_integer(), Some(14), "flag beats environment and file");
+    assert_eq!(shown["seed"].as_integer(), Some(6), "environment beats file");
+    assert_eq!(shown["input"].as_str(), Some("from-env/in"), "environment beats file");
+    assert_eq!(shown["output"].as_str(), Some("from-file/out"), "file beats defaults");
+    let shown = normalise(&format!("$ {line}\n{out}"), &tmp);
+    insta::assert_snapshot!("show_config_run", shown);
+
+    // train: the file by RETAIN_CONFIG; RETAIN_HORIZON_DAYS beats the file, --seed beats it.
+    let mut cmd = retain();
+    cmd.args(["train", "--show-config", "--seed", "9"]).env("RETAIN_CONFIG", &cfg).env("RETAIN_HORIZON_DAYS", "28");
+    let line = command_line(&cmd);
+    let (c, out, err) = code(&mut cmd);
+    assert_eq!(c, 0, "{err}");
+    assert!(!out.contains("hunter2"), "secrets are not printed");
+    let shown = normalise(&format!("$ {line}\n{out}"), &tmp);
+    insta::assert_snapshot!("show_config_train", shown);
+}
+
+/// `backfill` takes a date range, not a snapshot: `--show-config` prints its settings and
+/// builds nothing; the single-date flags are refused rather than silently ignored.
+#[test]
+fn backfill_shows_its_config_and_refuses_single_date_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let range = ["backfill", "--from", "2026-11-19", "--to", "2026-11-20", "--input"];
+    let (c, shown, err) = code(retain().args(range).arg(sample_data()).arg("--output").arg(&out).arg("--show-config"));
+    assert_eq!(c, 0, "{err}");
+    let shown: toml::Value = toml::from_str(&shown).expect("the output is TOML");
+    assert_eq!(shown["output"].as_str(), Some(out.to_str().unwrap()));
+    assert!(!out.exists(), "--show-config builds nothing");
+    for flag in [&["--as-of", SAMPLE_AS_OF][..], &["--retrain"]] {
+        let (c, _, err) = code(retain().args(range).arg(sample_data()).arg("--output").arg(&out).args(flag));
+        assert_eq!(c, 2, "{flag:?} is not a backfill flag: {err}");
+        assert!(err.contains(flag[0]), "names the flag: {err}");
+        assert!(!out.exists(), "nothing built");
+    }
 }
 
 #[test]
 fn missing_input_tables_exit_65_and_write_nothing() {
     let input = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let (c, _, err) = code(
+    let (c, text) = failure(
         retain()
             .args(["run", "--as-of", SAMPLE_AS_OF, "--input"])
             .arg(input.path())
             .arg("--output")
             .arg(out.path().join("o")),
+        &[(input.path(), "[IN]"), (out.path(), "[OUT]")],
     );
-    assert_eq!(c, 65, "{err}");
-    assert!(err.contains("users"), "names the table: {err}");
+    assert_eq!(c, 65, "{text}");
+    insta::assert_snapshot!("exit_65_missing_input_table", text);
     assert!(no_committed_outputs(&out.path().join("o")));
+}
+
+/// A copy of the sample world with one partition of `table` rewritten by `change`; returns
+/// the partition's path relative to the root.
+fn sample_with_one_partition_changed(
+    input: &Path,
+    table: &str,
+    change: impl FnOnce(polars::prelude::DataFrame) -> polars::prelude::DataFrame,
+) -> String {
+    copy_dir(&sample_data(), input);
+    let store = open(input);
+    let victim =
+        store.list_files(table).unwrap().into_iter().map(|f| f.rel).find(|r| r.contains("dt=2026-11-1")).unwrap();
+    let mut df = change(store.read_parquet(&victim).unwrap());
+    store.write_bytes(&victim, retain::storage::parquet_bytes(&mut df).unwrap().into()).unwrap();
+    victim
+}
+
+fn run_on(input: &Path, out: &Path) -> (i32, String) {
+    failure(
+        retain()
+            .args(["run", "--config"])
+            .arg(repo().join("pipelines/sample.toml"))
+            .args(["--as-of", SAMPLE_AS_OF, "--input"])
+            .arg(input)
+            .arg("--output")
+            .arg(out),
+        &[(input, "[IN]"), (out, "[OUT]")],
+    )
 }
 
 #[test]
 fn a_file_missing_a_column_is_named_and_stops_the_run_before_any_output() {
     let input = tempfile::tempdir().unwrap();
-    copy_dir(&sample_data(), input.path());
-    // Rewrite one billing partition without its `plan` column.
-    let store = open(input.path());
-    let victim =
-        store.list_files("billing").unwrap().into_iter().map(|f| f.rel).find(|r| r.contains("dt=2026-11-1")).unwrap();
-    let mut df = store.read_parquet(&victim).unwrap().drop("plan").unwrap();
-    store.write_bytes(&victim, retain::storage::parquet_bytes(&mut df).unwrap().into()).unwrap();
+    // One billing partition without its `plan` column.
+    let victim = sample_with_one_partition_changed(input.path(), "billing", |df| df.drop("plan").unwrap());
     let out = tempfile::tempdir().unwrap();
-    let (c, _, err) = code(
-        retain()
-            .args(["run", "--config"])
-            .arg(repo().join("pipelines/sample.toml"))
-            .args(["--as-of", SAMPLE_AS_OF, "--input"])
-            .arg(input.path())
-            .arg("--output")
-            .arg(out.path()),
-    );
-    assert_eq!(c, 65, "{err}");
-    assert!(
-        err.contains("billing") && err.contains(&victim) && err.contains("`plan`"),
-        "table, file and column named: {err}"
-    );
+    let (c, text) = run_on(input.path(), out.path());
+    assert_eq!(c, 65, "{text}");
+    insta::assert_snapshot!("exit_65_missing_column", text);
     assert!(no_committed_outputs(out.path()));
 
     let (c, report, _) = code(retain().arg("validate").arg("--input").arg(input.path()));
     assert_eq!(c, 65);
     assert!(report.contains("table `billing`") && report.contains(&victim) && report.contains("`plan`"), "{report}");
+}
+
+#[test]
+fn a_column_of_the_wrong_type_is_named_and_stops_the_run_before_any_output() {
+    let input = tempfile::tempdir().unwrap();
+    // One billing partition whose `amount` was exported as text.
+    sample_with_one_partition_changed(input.path(), "billing", |mut df| {
+        let amount = df.column("amount").unwrap().cast(&polars::prelude::DataType::String).unwrap();
+        df.replace("amount", amount).unwrap();
+        df
+    });
+    let out = tempfile::tempdir().unwrap();
+    let (c, text) = run_on(input.path(), out.path());
+    assert_eq!(c, 65, "{text}");
+    insta::assert_snapshot!("exit_65_wrong_column_type", text);
+    assert!(no_committed_outputs(out.path()));
 }
 
 #[test]
@@ -165,11 +322,12 @@ fn score_without_a_model_is_bad_input_not_a_crash() {
             .arg("--output")
             .arg(out.path()),
     );
-    let (c, _, err) = code(
+    let (c, text) = failure(
         retain().args(["score", "--as-of", SAMPLE_AS_OF, "--input"]).arg(sample_data()).arg("--output").arg(out.path()),
+        &[(out.path(), "[OUT]")],
     );
-    assert_eq!(c, 65, "{err}");
-    assert!(err.contains("retain train"), "says what to run: {err}");
+    assert_eq!(c, 65, "{text}");
+    insta::assert_snapshot!("exit_65_score_without_a_model", text);
 }
 
 #[test]
@@ -182,12 +340,15 @@ fn unreachable_object_storage_is_a_temporary_failure() {
         "[storage]\naws_endpoint_url = \"http://127.0.0.1:{port}\"\naws_allow_http = \"true\"\naws_region = \"us-east-1\"\n\
          aws_access_key_id = \"k\"\naws_secret_access_key = \"s\"\nconnect_timeout = \"1s\"\nmax_retries = \"1\"\nretry_timeout = \"2\"\n"
     )).unwrap();
-    let (c, _, err) = code(
+    let (c, text) = failure(
         retain()
             .args(["run", "--as-of", SAMPLE_AS_OF, "--input", "s3://bucket/in", "--config"])
             .arg(&cfg)
             .arg("--output")
             .arg(out.path().join("o")),
+        &[(out.path(), "[TMP]")],
     );
-    assert_eq!(c, 75, "{err}");
+    assert_eq!(c, 75, "{text}");
+    let text = mask_elapsed(&text.replace(&format!(":{port}"), ":[PORT]"));
+    insta::assert_snapshot!("exit_75_unreachable_storage", text);
 }

@@ -88,6 +88,41 @@ fn table_uplift_finds_who_an_email_moves_in_a_hillstrom_shaped_experiment() {
     assert!(others.abs() < 0.04, "and by nothing for the others: {others}");
 }
 
+/// An outcome written as text is read with `--positive`, as `table train` reads a label:
+/// the same experiment with `visit` as yes/no gives the same uplift as with 0/1.
+#[test]
+fn table_uplift_reads_a_text_outcome_with_positive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = hillstrom_like(4_000, 5);
+    let words: StringChunked =
+        a.column("visit").unwrap().i64().unwrap().iter().map(|v| if v == Some(1) { "yes" } else { "no" }).collect();
+    a.with_column(words.into_series().with_name("visited".into()).into()).unwrap();
+    let (train, test) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+    write_csv(&mut a, &train);
+    write_csv(&mut hillstrom_like(500, 6), &test);
+    let uplift = |outcome: &str, extra: &[&str], out: &str| {
+        let mut cmd = retain();
+        cmd.args(["table", "uplift", "--treatment", "segment", "--treated", "Mens E-Mail", "--control", "No E-Mail"])
+            .args(["--outcome", outcome, "--ignore", "conversion,visit,visited", "--train"])
+            .arg(&train)
+            .arg("--test")
+            .arg(&test)
+            .args(extra)
+            .arg("--output")
+            .arg(dir.path().join(out));
+        cmd
+    };
+    let o = uplift("visited", &[], "none.parquet").output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "a text outcome needs --positive");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--positive"));
+    run_ok(&mut uplift("visited", &["--positive", "yes"], "words.parquet"));
+    run_ok(&mut uplift("visit", &[], "numbers.parquet"));
+    let read = |f: &str| {
+        floats(&ParquetReader::new(std::fs::File::open(dir.path().join(f)).unwrap()).finish().unwrap(), "uplift")
+    };
+    assert_eq!(read("words.parquet"), read("numbers.parquet"));
+}
+
 #[test]
 fn table_uplift_says_which_arm_is_missing() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,7 +192,8 @@ impl std::fmt::Display for AgainstTruth {
 
 /// Compare the plan of the run in `out` with the truth of `world` (see [`AgainstTruth`]).
 fn against_truth(world: &Path, out: &Path, budgets: [u64; 3]) -> AgainstTruth {
-    use retain::interventions::{Arm, CHANNELS, Candidates, allocate, risk_policy};
+    use retain::contract::CHANNELS;
+    use retain::interventions::{Arm, Candidates, allocate, risk_policy};
     let plan = read_table(out, "interventions");
     let features = read_table(out, "features");
     let scores = read_table(out, "scores");
@@ -330,7 +366,8 @@ fn plan_from_the_features(
     use ndarray::Axis;
     use retain::models::Classifier;
     use retain::models::gbdt::{GbdtModel, GbdtParams, Objective, Rows};
-    let enc = retain::models::Encoder::fit(features, retain::models::encoder::Mode::Native).unwrap();
+    let enc = retain::models::Encoder::fit(features, retain::models::encoder::Mode::Native, &retain::features::specs())
+        .unwrap();
     let (x, cats) = (enc.transform(features).unwrap(), enc.categorical_columns());
     let params = GbdtParams { num_leaves: 15, min_data_in_leaf: 20, early_stopping_rounds: 400, ..Default::default() };
     let predicted: Vec<Vec<f64>> = arms

@@ -9,23 +9,23 @@ use polars::prelude::*;
 use retain::storage::{Storage, StorageOptions};
 
 /// The snapshot the sample world ends on.
-pub const SAMPLE_AS_OF: &str = "2026-11-20";
+pub(crate) const SAMPLE_AS_OF: &str = "2026-11-20";
 
-pub fn sample_as_of() -> NaiveDate {
+pub(crate) fn sample_as_of() -> NaiveDate {
     SAMPLE_AS_OF.parse().unwrap()
 }
 
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn sample_data() -> PathBuf {
+pub(crate) fn sample_data() -> PathBuf {
     repo().join("data-samples")
 }
 
 /// A `retain` command with a clean environment: no RETAIN_* or cloud variables leak in
 /// from the machine, and logs are JSON (stderr is not a terminal here anyway).
-pub fn retain() -> Command {
+pub(crate) fn retain() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_retain"));
     for (k, _) in std::env::vars() {
         if k.starts_with("RETAIN_") || k.starts_with("AWS_") || k.starts_with("GOOGLE_") {
@@ -36,7 +36,7 @@ pub fn retain() -> Command {
     cmd
 }
 
-pub fn run_ok(cmd: &mut Command) -> Output {
+pub(crate) fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("retain starts");
     assert!(
         out.status.success(),
@@ -48,21 +48,21 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
-pub fn open(dir: &Path) -> Storage {
+pub(crate) fn open(dir: &Path) -> Storage {
     Storage::open(dir.to_str().unwrap(), &StorageOptions::default(), false).unwrap()
 }
 
 /// A local root for writing (created when missing).
-pub fn open_for_write(dir: &Path) -> Storage {
+pub(crate) fn open_for_write(dir: &Path) -> Storage {
     Storage::open(dir.to_str().unwrap(), &StorageOptions::default(), true).unwrap()
 }
 
-pub fn read_table(dir: &Path, table: &str) -> DataFrame {
+pub(crate) fn read_table(dir: &Path, table: &str) -> DataFrame {
     open(dir).read_committed(table, sample_as_of()).unwrap()
 }
 
 /// `retain run` with the sample config on the sample world into `out`.
-pub fn run_sample_into(out: &Path) {
+pub(crate) fn run_sample_into(out: &Path) {
     run_ok(
         retain()
             .args(["run", "--config"])
@@ -75,7 +75,7 @@ pub fn run_sample_into(out: &Path) {
 }
 
 /// `retain run` on the sample world, once per test binary; tests share its outputs.
-pub fn sample_run() -> &'static Path {
+pub(crate) fn sample_run() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -85,16 +85,16 @@ pub fn sample_run() -> &'static Path {
     .path()
 }
 
-pub fn strings(df: &DataFrame, column: &str) -> Vec<String> {
+pub(crate) fn strings(df: &DataFrame, column: &str) -> Vec<String> {
     df.column(column).unwrap().str().unwrap().iter().map(|v| v.unwrap().to_string()).collect()
 }
 
-pub fn floats(df: &DataFrame, column: &str) -> Vec<f64> {
+pub(crate) fn floats(df: &DataFrame, column: &str) -> Vec<f64> {
     df.column(column).unwrap().cast(&DataType::Float64).unwrap().f64().unwrap().iter().map(|v| v.unwrap()).collect()
 }
 
 /// Write a table as CSV (the analysts' flat-table format).
-pub fn write_csv(df: &mut DataFrame, path: &Path) {
+pub(crate) fn write_csv(df: &mut DataFrame, path: &Path) {
     let mut f = std::fs::File::create(path).unwrap();
     CsvWriter::new(&mut f).finish(df).unwrap();
 }

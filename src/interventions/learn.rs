@@ -1,0 +1,332 @@
+//! Learning each message type's effect from the campaign history, and choosing the
+//! learner by evidence.
+//!
+//! Per message type, a T-learner and a DR-learner ([`crate::models::uplift`]) are fitted
+//! on the older decisions and scored by Qini on the newest ones (the later slice), arm by
+//! arm; the learner is chosen over all arms by the shared rule
+//! ([`uplift::select_learner`]). One model per message type learns from all its channels,
+//! with the channel as a feature. Each type also gets a support model: where in feature
+//! space it was ever tried, so that no prediction is trusted far from the data.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ndarray::{Array2, Axis};
+use rayon::prelude::*;
+
+use super::frame::{floats, strings};
+use super::history::History;
+use super::policy::Arm;
+use super::predict::{ArmPredictor, with_channel};
+use super::report::{ArmReport, LearnerCurves};
+use crate::contract::CHANNELS;
+use crate::error::Result;
+use crate::features;
+use crate::models::encoder::{Encoder, Mode};
+use crate::models::uplift::{self, Experiment, Learner, LearnerChoice, Support, UpliftModel};
+
+/// What the history taught: per arm its report and curves, per message type its support
+/// and the learners fitted on the older decisions, and the learner chosen.
+pub(super) struct Learned {
+    /// The arms seen in the history, sorted (message type, then channel).
+    pub arms: Vec<Arm>,
+    /// The encoder of the history's features (native, for the GBDT learners).
+    pub encoder: Encoder,
+    pub reports: Vec<ArmReport>,
+    pub curves: Vec<LearnerCurves>,
+    pub choice: LearnerChoice,
+    /// Per arm, the index of its message type.
+    type_of: Vec<usize>,
+    /// Per message type: all its decisions (for the production fit).
+    type_rows: Vec<ArmRows>,
+    /// Per message type: where it was tried (None when too few decisions to learn from).
+    supports: Vec<Option<Support>>,
+    /// Per message type: the learners fitted on the older decisions, in [`Learner::ALL`] order.
+    evaluated: Vec<Option<Vec<UpliftModel>>>,
+    /// Categorical columns of the encoded features with the channel appended.
+    categorical: Vec<usize>,
+}
+
+/// Learn from the history; None when it holds no decisions.
+pub(super) fn learn(hist: &History) -> Result<Option<Learned>> {
+    let rows = &hist.rows;
+    if rows.height() == 0 {
+        return Ok(None);
+    }
+    let enc = Encoder::fit(rows, Mode::Native, &features::specs())?;
+    let cats = enc.categorical_columns();
+    let x = enc.transform(rows)?;
+    let types = strings(rows, "message_type")?;
+    let channels = strings(rows, "channel")?;
+    let treated: Vec<bool> = floats(rows, "treated")?.into_iter().map(|t| t == 1.0).collect();
+    let churned = floats(rows, "churned")?;
+    let eval_from = crate::inputs::epoch_days(hist.evaluation_from) as f64;
+    let in_eval: Vec<bool> = floats(rows, "snapshot")?.into_iter().map(|d| d >= eval_from).collect();
+    let distinct: BTreeSet<Arm> = types
+        .iter()
+        .zip(&channels)
+        .map(|(t, c)| Arm { message_type: t.clone(), channel: c.clone() })
+        .filter(|a| a.channel_index().is_some())
+        .collect();
+    let arms: Vec<Arm> = distinct.into_iter().collect();
+    let channel_code: Vec<f64> =
+        channels.iter().map(|c| CHANNELS.iter().position(|k| k == c).unwrap_or(0) as f64).collect();
+    let xc = with_channel(&x, |i| channel_code[i]);
+    let mut cats_c = cats.clone();
+    cats_c.push(x.ncols());
+    let rows_of = |keep: &dyn Fn(usize) -> bool| -> Vec<usize> { (0..rows.height()).filter(|&i| keep(i)).collect() };
+    let message_types: Vec<String> =
+        arms.iter().map(|a| a.message_type.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    // The probability of each decision's arm given its features, per message type.
+    let mut propensity = vec![0.5; rows.height()];
+    let per_type: Vec<(Vec<usize>, Vec<f64>)> = message_types
+        .par_iter()
+        .map(|t| {
+            let idx = rows_of(&|i| types[i] == *t);
+            let sent: Vec<bool> = idx.iter().map(|&i| treated[i]).collect();
+            Ok((idx.clone(), uplift::assignment_propensity(&xc.select(Axis(0), &idx), &sent, &cats_c, 1)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for (idx, p) in per_type {
+        for (j, i) in idx.into_iter().enumerate() {
+            propensity[i] = p[j];
+        }
+    }
+    // Per arm: its training and evaluation rows (for reports and Qini).
+    let arm_rows: Vec<(ArmRows, ArmRows)> = arms
+        .iter()
+        .map(|arm| {
+            let mine = |i: usize| types[i] == arm.message_type && channels[i] == arm.channel;
+            (
+                ArmRows::new(&xc, &rows_of(&|i| mine(i) && !in_eval[i]), &treated, &churned, &propensity),
+                ArmRows::new(&xc, &rows_of(&|i| mine(i) && in_eval[i]), &treated, &churned, &propensity),
+            )
+        })
+        .collect();
+    // Per message type: training rows, all rows, and (without the channel) the rows
+    // that define where the type was tried.
+    let type_rows: Vec<(ArmRows, ArmRows, Array2<f64>)> = message_types
+        .iter()
+        .map(|t| {
+            let all = rows_of(&|i| types[i] == *t);
+            let train = rows_of(&|i| types[i] == *t && !in_eval[i]);
+            (
+                ArmRows::new(&xc, &train, &treated, &churned, &propensity),
+                ArmRows::new(&xc, &all, &treated, &churned, &propensity),
+                x.select(Axis(0), &all),
+            )
+        })
+        .collect();
+    let type_of: Vec<usize> =
+        arms.iter().map(|a| message_types.iter().position(|t| *t == a.message_type).expect("listed")).collect();
+    let fits: Vec<TypeFit> = message_types
+        .par_iter()
+        .enumerate()
+        .map(|(t, _)| {
+            let mine: Vec<(&Arm, &ArmRows, &ArmRows)> = (0..arms.len())
+                .filter(|&a| type_of[a] == t)
+                .map(|a| (&arms[a], &arm_rows[a].0, &arm_rows[a].1))
+                .collect();
+            fit_type(&mine, &type_rows[t].0, &cats_c)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let x_background = enc.transform(&hist.background)?;
+    let supports = type_rows
+        .par_iter()
+        .map(
+            |(_, all, tried)| {
+                if all.fittable() { Support::fit(tried, &x_background, &cats, 1).map(Some) } else { Ok(None) }
+            },
+        )
+        .collect::<Result<Vec<_>>>()?;
+    let mut reports: Vec<Option<ArmReport>> = vec![None; arms.len()];
+    let mut curves: Vec<LearnerCurves> = vec![Vec::new(); arms.len()];
+    let mut later: Vec<Vec<Vec<f64>>> = vec![Vec::new(); arms.len()];
+    let mut evaluated = Vec::with_capacity(fits.len());
+    for (t, f) in fits.into_iter().enumerate() {
+        let mine: Vec<usize> = (0..arms.len()).filter(|&a| type_of[a] == t).collect();
+        for (j, &a) in mine.iter().enumerate() {
+            reports[a] = Some(f.reports[j].clone());
+            curves[a] = f.curves[j].clone();
+            later[a] = f.later.get(j).cloned().unwrap_or_default();
+        }
+        evaluated.push(f.evaluated);
+    }
+    let reports: Vec<ArmReport> = reports.into_iter().map(|r| r.expect("every arm has a type")).collect();
+    // The learner: by Qini over the arms where both learners were scored.
+    let scored: Vec<usize> = (0..arms.len()).filter(|&a| reports[a].qini.len() == Learner::ALL.len()).collect();
+    let evaluations: Vec<(Experiment, [&[f64]; 2])> = scored
+        .iter()
+        .map(|&a| (arm_rows[a].1.experiment(), [later[a][0].as_slice(), later[a][1].as_slice()]))
+        .collect();
+    let choice = uplift::select_learner(&evaluations);
+    Ok(Some(Learned {
+        arms,
+        encoder: enc,
+        reports,
+        curves,
+        choice,
+        type_of,
+        type_rows: type_rows.into_iter().map(|(_, all, _)| all).collect(),
+        supports,
+        evaluated,
+        categorical: cats_c,
+    }))
+}
+
+impl Learned {
+    /// Per arm, its churn reduction averaged over the training slice (inverse-propensity
+    /// weighted): what risk-ranked targeting knows of each arm.
+    pub(super) fn average_reductions(&self) -> Vec<f64> {
+        self.reports.iter().map(|r| r.average_churn_reduction).collect()
+    }
+
+    /// Per arm, the chosen learner fitted on the older decisions only (for the replay on
+    /// the later slice); None for arms without a model.
+    pub(super) fn evaluated_predictors(&self) -> Vec<Option<ArmPredictor<'_>>> {
+        let chosen = Learner::ALL.iter().position(|l| *l == self.choice.chosen).expect("a learner");
+        self.predictors(|t| self.evaluated[t].as_ref().map(|m| &m[chosen]))
+    }
+
+    /// Per message type, the chosen learner fitted on all its decisions: tonight's models.
+    pub(super) fn fit_production(&self) -> Result<Vec<Option<UpliftModel>>> {
+        let chosen = self.choice.chosen;
+        self.type_rows
+            .par_iter()
+            .map(|all| {
+                if all.fittable() {
+                    uplift::fit(chosen, &all.experiment(), &self.categorical, 1).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
+            .collect()
+    }
+
+    /// Per arm, a predictor from the given message-type models (None for arms without a
+    /// model or a support).
+    pub(super) fn production_predictors<'a>(
+        &'a self,
+        models: &'a [Option<UpliftModel>],
+    ) -> Vec<Option<ArmPredictor<'a>>> {
+        self.predictors(|t| models[t].as_ref())
+    }
+
+    /// The message type of arm `a` (an index into the production models).
+    pub(super) fn type_index(&self, a: usize) -> usize {
+        self.type_of[a]
+    }
+
+    fn predictors<'a>(&'a self, model_of: impl Fn(usize) -> Option<&'a UpliftModel>) -> Vec<Option<ArmPredictor<'a>>> {
+        (0..self.arms.len())
+            .map(|a| {
+                let t = self.type_of[a];
+                match (model_of(t), self.supports[t].as_ref()) {
+                    (Some(m), Some(support)) => Some(ArmPredictor::new(&self.arms[a], m, support)),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+}
+
+/// One arm's decisions as an experiment over rows `idx` of the encoded history.
+struct ArmRows {
+    x: Array2<f64>,
+    treated: Vec<bool>,
+    outcome: Vec<f64>,
+    propensity: Vec<f64>,
+}
+
+impl ArmRows {
+    fn new(x: &Array2<f64>, idx: &[usize], treated: &[bool], outcome: &[f64], propensity: &[f64]) -> Self {
+        ArmRows {
+            x: x.select(Axis(0), idx),
+            treated: idx.iter().map(|&i| treated[i]).collect(),
+            outcome: idx.iter().map(|&i| outcome[i]).collect(),
+            propensity: idx.iter().map(|&i| propensity[i]).collect(),
+        }
+    }
+
+    fn experiment(&self) -> Experiment<'_> {
+        Experiment { x: &self.x, treated: &self.treated, outcome: &self.outcome, propensity: &self.propensity }
+    }
+
+    fn arm_sizes(&self) -> (usize, usize) {
+        let sent = self.treated.iter().filter(|t| **t).count();
+        (sent, self.treated.len() - sent)
+    }
+
+    /// Inverse-propensity-weighted churn held out minus sent.
+    fn average_reduction(&self) -> f64 {
+        let e = self.experiment();
+        let w = e.weights();
+        let (mut ws, mut wy) = ([0.0; 2], [0.0; 2]);
+        for i in 0..self.treated.len() {
+            ws[self.treated[i] as usize] += w[i];
+            wy[self.treated[i] as usize] += w[i] * self.outcome[i];
+        }
+        if ws[0] > 0.0 && ws[1] > 0.0 { wy[0] / ws[0] - wy[1] / ws[1] } else { 0.0 }
+    }
+
+    fn fittable(&self) -> bool {
+        let (sent, held) = self.arm_sizes();
+        sent >= uplift::MIN_ARM_ROWS && held >= uplift::MIN_ARM_ROWS
+    }
+}
+
+/// Per arm of one message type: its training and evaluation rows.
+struct TypeFit {
+    reports: Vec<ArmReport>,
+    /// Learners fitted on the training slice (for the evaluation), by [`Learner::ALL`] order.
+    evaluated: Option<Vec<UpliftModel>>,
+    /// Per arm, per learner (by [`Learner::ALL`] order): predicted benefit on the arm's
+    /// evaluation rows, for the bootstrap of the learners' Qini difference.
+    later: Vec<Vec<Vec<f64>>>,
+    curves: Vec<LearnerCurves>,
+}
+
+/// Fit both learners on a message type's training slice and score them, arm by arm, on
+/// its evaluation slice. `arms` are the type's arms with their rows.
+fn fit_type(arms: &[(&Arm, &ArmRows, &ArmRows)], train: &ArmRows, categorical: &[usize]) -> Result<TypeFit> {
+    let mut reports: Vec<ArmReport> = arms
+        .iter()
+        .map(|(arm, tr, ev)| {
+            let (sent, held_out) = tr.arm_sizes();
+            let (eval_sent, eval_held) = ev.arm_sizes();
+            ArmReport {
+                message_type: arm.message_type.clone(),
+                channel: arm.channel.clone(),
+                training_rows: tr.treated.len(),
+                evaluation_rows: ev.treated.len(),
+                sent: sent + eval_sent,
+                held_out: held_out + eval_held,
+                average_churn_reduction: tr.average_reduction(),
+                qini: BTreeMap::new(),
+                auuc: BTreeMap::new(),
+                used: false,
+            }
+        })
+        .collect();
+    let mut curves = vec![Vec::new(); arms.len()];
+    if !train.fittable() {
+        return Ok(TypeFit { reports, evaluated: None, later: Vec::new(), curves });
+    }
+    let mut models = Vec::new();
+    let mut later = vec![Vec::new(); arms.len()];
+    for m in uplift::fit_each(&Learner::ALL, &train.experiment(), categorical, 1)? {
+        let learner = m.learner;
+        for (a, (_, _, ev)) in arms.iter().enumerate() {
+            let benefit: Vec<f64> = m.effect(&ev.x).into_iter().map(|e| -e).collect();
+            let (eval_sent, eval_held) = ev.arm_sizes();
+            if eval_sent >= 10 && eval_held >= 10 {
+                let q = uplift::qini(&benefit, &ev.experiment(), 20);
+                reports[a].qini.insert(learner.as_str(), q.qini);
+                reports[a].auuc.insert(learner.as_str(), q.auuc);
+                curves[a].push((learner.as_str(), q.curve));
+            }
+            later[a].push(benefit);
+        }
+        models.push(m);
+    }
+    Ok(TypeFit { reports, evaluated: Some(models), later, curves })
+}

@@ -1,0 +1,136 @@
+//! What every command of a night shares: the snapshot, its resolved settings, the two
+//! storage roots, the run id, stage timings and the progress bar, and the manifest
+//! written last.
+
+use std::time::Instant;
+
+use chrono::{NaiveDate, Utc};
+use polars::prelude::*;
+use serde_json::{Value, json};
+use tracing::info;
+
+use crate::config::StageSettings;
+use crate::error::Result;
+use crate::inputs::{EFFECT_WINDOW_DAYS, Inputs, Lookback};
+use crate::storage::{Commit, Storage};
+use crate::version::code_version;
+use crate::{grace, labels};
+
+/// What every stage of a command gets: the snapshot, settings and the two storage roots.
+pub struct Context {
+    pub as_of: NaiveDate,
+    /// The resolved settings, each stage's section among them.
+    pub stage: StageSettings,
+    pub input: Storage,
+    pub output: Storage,
+    pub run_id: String,
+    timings: Vec<(String, f64)>,
+    started: Instant,
+    bar: indicatif::ProgressBar,
+}
+
+/// What a command reads besides the inputs of S itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Reads {
+    /// The labelled snapshots of training and the campaign history.
+    pub history: bool,
+    /// The dunning episodes of the grace stage.
+    pub grace: bool,
+}
+
+impl Context {
+    /// Open the roots for a command of `steps` timed stages (for the progress bar).
+    pub fn open(stage: StageSettings, steps: u64) -> Result<Self> {
+        let opts = stage.settings.storage_options();
+        let input = Storage::open(&stage.input, &opts, false)?;
+        let output = Storage::open(&stage.output, &opts, true)?;
+        let run_id = format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), std::process::id());
+        Ok(Context {
+            as_of: stage.as_of,
+            stage,
+            input,
+            output,
+            run_id,
+            timings: Vec::new(),
+            started: Instant::now(),
+            bar: crate::progress::bar(steps, "retain"),
+        })
+    }
+
+    /// Time a stage for the manifest.
+    pub fn timed<T>(&mut self, name: &str, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
+        let t = Instant::now();
+        info!(stage = name, as_of = %self.as_of, "stage started");
+        self.bar.set_message(name.to_string());
+        let out = f(self)?;
+        let secs = t.elapsed().as_secs_f64();
+        self.bar.inc(1);
+        info!(stage = name, seconds = secs, "stage finished");
+        self.timings.push((name.to_string(), secs));
+        Ok(out)
+    }
+
+    /// The first snapshot whose features a run needs: the oldest training snapshot, and
+    /// the oldest campaign decision the uplift models learn from.
+    fn first_snapshot(&self, with_history: bool) -> NaiveDate {
+        if with_history {
+            let t = &self.stage.settings;
+            let snapshots = labels::training_snapshots(self.as_of, t.horizon_days, t.training.snapshots);
+            let decisions = self.as_of - chrono::Duration::days(t.horizon_days as i64 + EFFECT_WINDOW_DAYS);
+            snapshots.into_iter().min().unwrap_or(self.as_of).min(decisions)
+        } else {
+            self.as_of
+        }
+    }
+
+    /// Read the inputs for S: with `reads.history` for the labelled snapshots the models
+    /// learn from, with `reads.grace` as far back as the grace stage's episodes reach.
+    pub fn load_inputs(&mut self, reads: Reads) -> Result<Inputs> {
+        let first = self.first_snapshot(reads.history);
+        let last = self.as_of;
+        let input = self.input.clone();
+        let settings = &self.stage.settings;
+        let mut lookback = Lookback::new(settings.horizon_days).with_late_days(settings.inputs.late_days);
+        if reads.grace {
+            lookback = grace::lookback(lookback, &self.stage.grace, first, last);
+        }
+        self.timed("read inputs", |_| Inputs::load(&input, first, last, lookback))
+    }
+
+    fn commit_meta(&self) -> Value {
+        json!({ "run_id": self.run_id, "code_version": code_version() })
+    }
+
+    /// Commit table `table` of snapshot S (atomically, see `storage`).
+    pub fn publish(&self, table: &str, df: &DataFrame) -> Result<Commit> {
+        let commit = self.output.publish(table, self.as_of, df, self.commit_meta())?;
+        info!(table, rows = commit.rows, files = commit.files.len(), "table committed");
+        Ok(commit)
+    }
+
+    /// Write the run manifest: `runs/snapshot=S/<command>.json`, last.
+    pub fn write_manifest(&self, command: &str, inputs: Option<&Inputs>, outputs: Value, extra: Value) -> Result<()> {
+        let manifest = json!({
+            "command": command,
+            "as_of": self.as_of,
+            "run_id": self.run_id,
+            "code_version": code_version(),
+            "finished_at": Utc::now().to_rfc3339(),
+            "seconds": self.started.elapsed().as_secs_f64(),
+            "stages": self.timings.iter().map(|(n, s)| json!({"stage": n, "seconds": s})).collect::<Vec<_>>(),
+            "input": {
+                "root": self.input.uri(),
+                "files": inputs.map(|i| i.files.len()),
+                "file_list": inputs.map(|i| i.files.clone()),
+            },
+            "output": { "root": self.output.uri(), "tables": outputs },
+            "config": toml::from_str::<toml::Value>(&self.stage.settings.to_redacted_toml()).ok(),
+            "details": extra,
+        });
+        let rel = format!("runs/snapshot={}/{command}.json", self.as_of);
+        self.output
+            .write_bytes(&rel, serde_json::to_vec_pretty(&manifest).map_err(crate::error::Error::internal)?.into())?;
+        crate::progress::finish(&self.bar);
+        Ok(())
+    }
+}

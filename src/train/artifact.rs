@@ -1,0 +1,92 @@
+//! The stored model: `models/snapshot=S/` holds one file per fitted model (LightGBM's
+//! native text model, the logistic coefficients as JSON), then `model.json`, written
+//! last, which makes the artifact complete.
+
+use chrono::NaiveDate;
+
+use crate::error::{Error, Result};
+use crate::features::feature_schema_hash;
+use crate::models::{Fitted, ModelArtifact, cores};
+use crate::storage::Storage;
+
+pub(super) const MODEL_TABLE: &str = "models";
+const MANIFEST: &str = "model.json";
+
+pub(super) fn model_dir(s: NaiveDate) -> String {
+    format!("{MODEL_TABLE}/snapshot={s}")
+}
+
+/// Store the model files, then the manifest (which makes the artifact complete), then the
+/// models report.
+pub(crate) fn save(output: &Storage, s: NaiveDate, artifact: &ModelArtifact) -> Result<()> {
+    if artifact.reused_from.is_none() {
+        for t in &artifact.targets {
+            for c in &t.candidates {
+                output.write_bytes(&format!("{}/{}", artifact.dir, c.file), c.fitted()?.to_file()?.into())?;
+            }
+        }
+    }
+    let body = serde_json::to_vec_pretty(artifact).map_err(Error::internal)?;
+    output.write_bytes(&format!("{}/{MANIFEST}", model_dir(s)), body.into())?;
+    let report = super::report::models_html(artifact, s);
+    output.write_bytes(&format!("reports/snapshot={s}/models.html"), report.into_bytes().into())
+}
+
+fn read_manifest(output: &Storage, s: NaiveDate) -> Result<Option<ModelArtifact>> {
+    let rel = format!("{}/{MANIFEST}", model_dir(s));
+    if !output.exists(&rel)? {
+        return Ok(None);
+    }
+    let bytes = output.read_bytes(&rel)?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::data(format!("{}/{rel} is not a model artifact this version can read: {e}", output.uri())))
+}
+
+/// The newest model trained for a snapshot at or before `s`, if any.
+pub(super) fn latest_model(output: &Storage, s: NaiveDate) -> Result<Option<ModelArtifact>> {
+    let mut dates: Vec<NaiveDate> = output
+        .list_dirs(MODEL_TABLE)?
+        .iter()
+        .filter_map(|d| d.strip_prefix("snapshot=").and_then(|d| d.parse().ok()))
+        .filter(|d| *d <= s)
+        .collect();
+    dates.sort();
+    match dates.last() {
+        Some(&d) => read_manifest(output, d).or(Ok(None)),
+        None => Ok(None),
+    }
+}
+
+/// Read the fitted models an artifact lists from its folder.
+pub(super) fn load_models(output: &Storage, mut artifact: ModelArtifact) -> Result<ModelArtifact> {
+    let threads = cores();
+    for t in &mut artifact.targets {
+        for c in &mut t.candidates {
+            let rel = format!("{}/{}", artifact.dir, c.file);
+            let bytes = output.read_bytes(&rel)?;
+            c.model = Some(Fitted::from_file(c.family, &bytes, threads)?);
+        }
+    }
+    Ok(artifact)
+}
+
+/// Load the artifact trained for snapshot `s`, refusing one built on another feature schema.
+pub(crate) fn load(output: &Storage, s: NaiveDate) -> Result<ModelArtifact> {
+    let rel = format!("{}/{MANIFEST}", model_dir(s));
+    let artifact = read_manifest(output, s)?.ok_or_else(|| {
+        Error::data(format!(
+            "no model for snapshot {s} at {}/{rel}: run `retain train --as-of {s}` first",
+            output.uri()
+        ))
+    })?;
+    if artifact.feature_schema_hash != feature_schema_hash() {
+        return Err(Error::data(format!(
+            "the model at {}/{rel} was trained on feature schema {} but this build computes schema {}: retrain it",
+            output.uri(),
+            artifact.feature_schema_hash,
+            feature_schema_hash()
+        )));
+    }
+    load_models(output, artifact)
+}

@@ -1,0 +1,71 @@
+//! The labelled rows of a night's training: the validation snapshot (S − H) and the
+//! training snapshots before it, and the fingerprint that says whether they changed.
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use rayon::prelude::*;
+
+use crate::config::TrainSettings;
+use crate::error::{Error, PolarsContext, Result};
+use crate::features::feature_schema_hash;
+use crate::inputs::Inputs;
+use crate::models::Target;
+use crate::storage::parquet_bytes;
+use crate::version::code_version;
+use crate::{labelled, labels};
+
+/// The labelled data of a run: validation (newest) and training snapshots.
+pub struct TrainingData {
+    pub validated_on: NaiveDate,
+    pub valid: DataFrame,
+    pub trained_on: Vec<NaiveDate>,
+    pub train: DataFrame,
+    /// Hash of the rows, the feature schema, the code version and the training settings:
+    /// equal fingerprints mean a model fitted on them again would be the same model.
+    pub fingerprint: String,
+}
+
+/// Build the labelled snapshots of `labels::training_snapshots` for snapshot `s` and
+/// fingerprint them with the settings.
+pub fn training_data(inputs: &Inputs, s: NaiveDate, settings: &TrainSettings) -> Result<TrainingData> {
+    let h = settings.horizon_days;
+    let snapshots = labels::training_snapshots(s, h, settings.training.snapshots);
+    let frames: Vec<(NaiveDate, DataFrame)> = snapshots
+        .par_iter()
+        .map(|&snap| labelled::snapshot(inputs, snap, h).map(|df| (snap, df)))
+        .collect::<Result<Vec<_>>>()?;
+    let frames: Vec<(NaiveDate, DataFrame)> = frames.into_iter().filter(|(_, df)| df.height() > 0).collect();
+    if frames.len() < 2 {
+        return Err(Error::data(format!(
+            "training for {s} needs at least two labelled snapshots with premium users among {snapshots:?}; \
+             the input history is too short"
+        )));
+    }
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(feature_schema_hash().as_bytes());
+    hasher.update(code_version().as_bytes());
+    hasher.update(serde_json::to_string(&settings.training).map_err(Error::internal)?.as_bytes());
+    hasher.update(&h.to_le_bytes());
+    for (d, df) in &frames {
+        hasher.update(d.to_string().as_bytes());
+        hasher.update(&parquet_bytes(&mut df.clone()).ctx("fingerprinting training rows")?);
+    }
+    let (validated_on, valid) = frames[0].clone();
+    let mut train = frames[1].1.clone();
+    for (_, df) in &frames[2..] {
+        train.vstack_mut(df).ctx("stacking training snapshots")?;
+    }
+    Ok(TrainingData {
+        validated_on,
+        valid,
+        trained_on: frames[1..].iter().map(|(d, _)| *d).collect(),
+        train,
+        fingerprint: format!("{:016x}", hasher.digest()),
+    })
+}
+
+/// A target's 0/1 labels, in row order.
+pub(super) fn labels_of(df: &DataFrame, target: Target) -> Result<Vec<i32>> {
+    let name = target.label();
+    Ok(df.column(name).ctx(name)?.cast(&DataType::Int32).ctx(name)?.i32().ctx(name)?.into_no_null_iter().collect())
+}
