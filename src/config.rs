@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::CHANNELS;
 use crate::error::{Error, Result};
-use crate::models::gbdt::GbdtParams;
+use crate::models::gbdt::{GbdtParams, lightgbm_seed};
 use crate::storage::StorageOptions;
 
 /// Partitions read after the last snapshot for rows that arrive late, unless configured
@@ -29,7 +29,9 @@ pub struct Settings {
     pub output: Option<String>,
     /// Churn label horizon H in days.
     pub horizon_days: u32,
-    /// Seed for the holdout hash and model fitting.
+    /// Seed for everything random: the holdout hash, LightGBM's bagging and feature
+    /// sampling (unless `training.gbdt.seed` is set), the uplift learners' fits and the
+    /// bootstrap that compares them.
     pub seed: u64,
     /// How the input tables are read.
     pub inputs: InputSettings,
@@ -219,6 +221,13 @@ impl Settings {
         if self.training.l2.is_nan() || self.training.l2 < 0.0 {
             return Err(Error::config("training.l2 must be ≥ 0"));
         }
+        if let Some(seed) = self.training.gbdt.seed
+            && seed >= 1 << 31
+        {
+            return Err(Error::config(format!(
+                "training.gbdt.seed must be below 2^31 (LightGBM's seeds are 32-bit), got {seed}"
+            )));
+        }
         let g = &self.grace;
         if g.max_days == 0 || g.max_days > 90 {
             return Err(Error::config(format!("grace.max_days must be in 1..=90, got {}", g.max_days)));
@@ -279,7 +288,8 @@ pub(crate) fn resolve(overrides: &Overrides) -> Result<Settings> {
     Ok(s)
 }
 
-/// What the train stage reads of the settings.
+/// What the train stage reads of the settings. `training.gbdt.seed` is always set: the
+/// configured one, or the run's `seed` made a LightGBM seed.
 #[derive(Debug, Clone)]
 pub struct TrainSettings {
     pub horizon_days: u32,
@@ -297,7 +307,7 @@ pub struct ScoreSettings {
 #[derive(Debug, Clone)]
 pub struct InterventionSettings {
     pub horizon_days: u32,
-    /// Seed of the holdout hash.
+    /// The run's seed: the holdout hash, the uplift learners' fits, the bootstrap.
     pub seed: u64,
     pub holdout_fraction: f64,
     /// Most sends per channel, in the order of [`CHANNELS`].
@@ -327,12 +337,14 @@ impl StageSettings {
     pub fn new(settings: Settings, as_of: NaiveDate, retrain: bool) -> Result<Self> {
         let (input, output) = settings.roots()?;
         let s = &settings;
+        let mut training = s.training.clone();
+        training.gbdt.seed = Some(training.gbdt.seed.unwrap_or(lightgbm_seed(s.seed)));
         Ok(StageSettings {
             as_of,
             retrain,
             input,
             output,
-            train: TrainSettings { horizon_days: s.horizon_days, training: s.training.clone() },
+            train: TrainSettings { horizon_days: s.horizon_days, training },
             score: ScoreSettings { top_reasons: s.training.top_reasons },
             interventions: InterventionSettings {
                 horizon_days: s.horizon_days,

@@ -16,7 +16,7 @@ use crate::models::encoder::{Encoder, Mode};
 use crate::models::gbdt::{GbdtModel, GbdtParams};
 use crate::models::logistic::LogisticModel;
 use crate::models::metrics::evaluate;
-use crate::models::uplift::{self as up, Experiment, Learner};
+use crate::models::uplift::{self as up, Experiment, Fitting, Learner};
 use crate::models::{Calibration, Classifier, FeatureKind, champion, cores};
 
 /// Read a CSV or Parquet file, by extension.
@@ -99,6 +99,11 @@ pub(crate) fn binary_labels(df: &DataFrame, column: &str, positive: Option<&str>
     };
     Ok(values)
 }
+
+/// `retain table` has no `--seed`: its random draws use fixed seeds, so the same tables give
+/// the same output (LightGBM's default seed for `table train`, these for `table uplift`).
+const UPLIFT_SEED: u64 = 17;
+const BOOTSTRAP_SEED: u64 = 29;
 
 /// Rows kept for early stopping and calibration: a fixed fifth chosen by a hash of the
 /// row number, so the split is the same on every run and unrelated to the row order.
@@ -274,8 +279,8 @@ pub(crate) fn uplift(req: &UpliftRequest) -> Result<()> {
     let encoder = Encoder::fit(&a, Mode::Native, &specs)?;
     let cats = encoder.categorical_columns();
     let x = encoder.transform(&a)?;
-    let threads = cores();
-    let propensity = up::assignment_propensity(&x, &treated, &cats, threads)?;
+    let fitting = Fitting { threads: cores(), seed: UPLIFT_SEED };
+    let propensity = up::assignment_propensity(&x, &treated, &cats, fitting)?;
 
     let held_out: Vec<bool> = (0..a.height()).map(is_validation_row).collect();
     let pick = |keep: bool| -> Vec<usize> { (0..a.height()).filter(|&i| held_out[i] == keep).collect() };
@@ -297,16 +302,16 @@ pub(crate) fn uplift(req: &UpliftRequest) -> Result<()> {
     let check_part = Experiment { x: &xc, treated: &tc, outcome: &flipped, propensity: &pc };
     let mut benefits: Vec<Vec<f64>> = Vec::new();
     for learner in Learner::ALL {
-        let m = up::fit(learner, &fit_part, &cats, threads)?;
+        let m = up::fit(learner, &fit_part, &cats, fitting)?;
         let benefit = m.effect(&xc);
         let q = up::qini(&benefit, &check_part, 20);
         info!(learner = learner.as_str(), qini = q.qini, auuc = q.auuc, "uplift learner on the held-out fifth of A");
         benefits.push(benefit);
     }
-    let choice = up::select_learner(&[(check_part, [benefits[0].as_slice(), benefits[1].as_slice()])]);
+    let choice = up::select_learner(&[(check_part, [benefits[0].as_slice(), benefits[1].as_slice()])], BOOTSTRAP_SEED);
     let (chosen, se) = (choice.chosen, choice.difference_se);
     let all = Experiment { x: &x, treated: &treated, outcome: &outcome, propensity: &propensity };
-    let model = up::fit(chosen, &all, &cats, threads)?;
+    let model = up::fit(chosen, &all, &cats, fitting)?;
     let u = model.effect(&encoder.transform(&b)?);
     info!(learner = chosen.as_str(), qini_difference_se = se, rows = u.len(), output = %req.output.display(), "uplift written");
     write_column(req.output, "uplift", u)

@@ -315,7 +315,7 @@ fn carry_forward(mut v: Vec<f64>) -> Vec<f64> {
 }
 
 impl Recovery {
-    /// The daily recovery hazards h[k], k = 1..=horizon (h[0] = 0), of an episode open
+    /// The daily recovery hazards `h[k]`, k = 1..=horizon (`h[0] = 0`), of an episode open
     /// `elapsed` days after its failure, from what was known then: a reminder already
     /// received stays in force; one not yet received arrives later with the chance seen
     /// in training (`reminder_share`), and retries go on at the usual pace.

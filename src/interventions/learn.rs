@@ -22,7 +22,8 @@ use crate::contract::CHANNELS;
 use crate::error::Result;
 use crate::features;
 use crate::models::encoder::{Encoder, Mode};
-use crate::models::uplift::{self, Experiment, Learner, LearnerChoice, Support, UpliftModel};
+use crate::models::gbdt::lightgbm_seed;
+use crate::models::uplift::{self, Experiment, Fitting, Learner, LearnerChoice, Support, UpliftModel};
 
 /// What the history taught: per arm its report and curves, per message type its support
 /// and the learners fitted on the older decisions, and the learner chosen.
@@ -44,14 +45,18 @@ pub(super) struct Learned {
     evaluated: Vec<Option<Vec<UpliftModel>>>,
     /// Categorical columns of the encoded features with the channel appended.
     categorical: Vec<usize>,
+    fitting: Fitting,
 }
 
-/// Learn from the history; None when it holds no decisions.
-pub(super) fn learn(hist: &History) -> Result<Option<Learned>> {
+/// Learn from the history; None when it holds no decisions. `seed` (the run's) seeds the
+/// learners' fits and the bootstrap that compares them.
+pub(super) fn learn(hist: &History, seed: u64) -> Result<Option<Learned>> {
     let rows = &hist.rows;
     if rows.height() == 0 {
         return Ok(None);
     }
+    // One LightGBM thread per fit: the message types are fitted in parallel.
+    let fitting = Fitting { threads: 1, seed: lightgbm_seed(seed) };
     let enc = Encoder::fit(rows, Mode::Native, &features::specs())?;
     let cats = enc.categorical_columns();
     let x = enc.transform(rows)?;
@@ -83,7 +88,7 @@ pub(super) fn learn(hist: &History) -> Result<Option<Learned>> {
         .map(|t| {
             let idx = rows_of(&|i| types[i] == *t);
             let sent: Vec<bool> = idx.iter().map(|&i| treated[i]).collect();
-            Ok((idx.clone(), uplift::assignment_propensity(&xc.select(Axis(0), &idx), &sent, &cats_c, 1)?))
+            Ok((idx.clone(), uplift::assignment_propensity(&xc.select(Axis(0), &idx), &sent, &cats_c, fitting)?))
         })
         .collect::<Result<Vec<_>>>()?;
     for (idx, p) in per_type {
@@ -126,7 +131,7 @@ pub(super) fn learn(hist: &History) -> Result<Option<Learned>> {
                 .filter(|&a| type_of[a] == t)
                 .map(|a| (&arms[a], &arm_rows[a].0, &arm_rows[a].1))
                 .collect();
-            fit_type(&mine, &type_rows[t].0, &cats_c)
+            fit_type(&mine, &type_rows[t].0, &cats_c, fitting)
         })
         .collect::<Result<Vec<_>>>()?;
     let x_background = enc.transform(&hist.background)?;
@@ -134,7 +139,7 @@ pub(super) fn learn(hist: &History) -> Result<Option<Learned>> {
         .par_iter()
         .map(
             |(_, all, tried)| {
-                if all.fittable() { Support::fit(tried, &x_background, &cats, 1).map(Some) } else { Ok(None) }
+                if all.fittable() { Support::fit(tried, &x_background, &cats, fitting).map(Some) } else { Ok(None) }
             },
         )
         .collect::<Result<Vec<_>>>()?;
@@ -158,7 +163,7 @@ pub(super) fn learn(hist: &History) -> Result<Option<Learned>> {
         .iter()
         .map(|&a| (arm_rows[a].1.experiment(), [later[a][0].as_slice(), later[a][1].as_slice()]))
         .collect();
-    let choice = uplift::select_learner(&evaluations);
+    let choice = uplift::select_learner(&evaluations, seed);
     Ok(Some(Learned {
         arms,
         encoder: enc,
@@ -170,6 +175,7 @@ pub(super) fn learn(hist: &History) -> Result<Option<Learned>> {
         supports,
         evaluated,
         categorical: cats_c,
+        fitting,
     }))
 }
 
@@ -194,7 +200,7 @@ impl Learned {
             .par_iter()
             .map(|all| {
                 if all.fittable() {
-                    uplift::fit(chosen, &all.experiment(), &self.categorical, 1).map(Some)
+                    uplift::fit(chosen, &all.experiment(), &self.categorical, self.fitting).map(Some)
                 } else {
                     Ok(None)
                 }
@@ -287,7 +293,12 @@ struct TypeFit {
 
 /// Fit both learners on a message type's training slice and score them, arm by arm, on
 /// its evaluation slice. `arms` are the type's arms with their rows.
-fn fit_type(arms: &[(&Arm, &ArmRows, &ArmRows)], train: &ArmRows, categorical: &[usize]) -> Result<TypeFit> {
+fn fit_type(
+    arms: &[(&Arm, &ArmRows, &ArmRows)],
+    train: &ArmRows,
+    categorical: &[usize],
+    fitting: Fitting,
+) -> Result<TypeFit> {
     let mut reports: Vec<ArmReport> = arms
         .iter()
         .map(|(arm, tr, ev)| {
@@ -313,7 +324,7 @@ fn fit_type(arms: &[(&Arm, &ArmRows, &ArmRows)], train: &ArmRows, categorical: &
     }
     let mut models = Vec::new();
     let mut later = vec![Vec::new(); arms.len()];
-    for m in uplift::fit_each(&Learner::ALL, &train.experiment(), categorical, 1)? {
+    for m in uplift::fit_each(&Learner::ALL, &train.experiment(), categorical, fitting)? {
         let learner = m.learner;
         for (a, (_, _, ev)) in arms.iter().enumerate() {
             let benefit: Vec<f64> = m.effect(&ev.x).into_iter().map(|e| -e).collect();

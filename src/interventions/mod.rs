@@ -77,7 +77,7 @@ pub(crate) fn plan(
         qini_curves: Vec::new(),
     };
     let c = Candidates::from_features(features, settings.frequency_cap_days)?;
-    let learned = learn::learn(&hist)?;
+    let learned = learn::learn(&hist, settings.seed)?;
     let production = match &learned {
         Some(l) => l.fit_production()?,
         None => Vec::new(),

@@ -50,8 +50,9 @@ impl<'a> ArmPredictor<'a> {
 
 /// Each arm's predicted churn reduction for each user of `c` (rows of `x`) who may get it
 /// ([`Candidates::allows`]) and is inside the arm's support; zero for the others, whom
-/// [`uplift_policy`] never gives the arm, and for arms without a model. The arms of one
-/// message type share its support model, which is evaluated once.
+/// [`uplift_policy`](super::policy::uplift_policy) never gives the arm, and for arms
+/// without a model. The arms of one message type share its support model, which is
+/// evaluated once.
 pub(super) fn benefits(
     predictors: &[Option<ArmPredictor>],
     arms: &[Arm],

@@ -28,7 +28,20 @@ pub struct GbdtParams {
     pub bagging_fraction: f64,
     pub lambda_l2: f64,
     pub early_stopping_rounds: u32,
-    pub seed: u64,
+    /// LightGBM's seed (bagging and feature sampling). Unset, the pipeline derives it from
+    /// the run's `seed` ([`lightgbm_seed`]); a fit no run reaches (`retain table`) uses
+    /// [`DEFAULT_SEED`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// The seed of fits that no run's seed reaches (`retain table`, which has no `--seed`).
+pub(crate) const DEFAULT_SEED: u64 = 7;
+
+/// LightGBM's seed for a run's `seed`: LightGBM reads seeds as 32-bit signed integers, so
+/// the run's seed is taken modulo 2³¹.
+pub(crate) fn lightgbm_seed(seed: u64) -> u64 {
+    seed % (1 << 31)
 }
 
 impl Default for GbdtParams {
@@ -42,7 +55,7 @@ impl Default for GbdtParams {
             bagging_fraction: 0.8,
             lambda_l2: 1.0,
             early_stopping_rounds: 30,
-            seed: 7,
+            seed: None,
         }
     }
 }
@@ -194,7 +207,7 @@ impl GbdtModel {
         // threads than the buffers another's call left room for (a segfault in SparseBin::Push).
         let dataset_params = format!(
             "max_bin=255 verbosity=-1 seed={seed} num_threads={threads}{cat}",
-            seed = params.seed,
+            seed = params.seed.unwrap_or(DEFAULT_SEED),
             threads = threads.max(1),
             cat = if cats.is_empty() { String::new() } else { format!(" categorical_feature={cats}") }
         );
@@ -217,7 +230,7 @@ impl GbdtModel {
             bf = params.bagging_fraction,
             l2 = params.lambda_l2,
             threads = threads.max(1),
-            seed = params.seed,
+            seed = params.seed.unwrap_or(DEFAULT_SEED),
         );
         let booster_params = CString::new(booster_params).map_err(Error::internal)?;
         let mut handle = std::ptr::null_mut();

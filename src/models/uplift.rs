@@ -71,9 +71,18 @@ impl Experiment<'_> {
     }
 }
 
+/// How the effect models are fitted: LightGBM's threads per fit and its seed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fitting {
+    pub(crate) threads: usize,
+    /// LightGBM's seed (bagging and feature sampling): the run's, through
+    /// [`crate::models::gbdt::lightgbm_seed`].
+    pub(crate) seed: u64,
+}
+
 /// GBDT settings for the effect models: smaller trees than the churn model's, because an
 /// arm has thousands of rows rather than millions.
-pub(crate) fn params() -> GbdtParams {
+fn params(seed: u64) -> GbdtParams {
     GbdtParams {
         num_rounds: 300,
         learning_rate: 0.05,
@@ -83,7 +92,7 @@ pub(crate) fn params() -> GbdtParams {
         bagging_fraction: 0.8,
         lambda_l2: 20.0,
         early_stopping_rounds: 30,
-        seed: 17,
+        seed: Some(seed),
     }
 }
 
@@ -115,12 +124,12 @@ impl Support {
         tried: &Array2<f64>,
         background: &Array2<f64>,
         categorical: &[usize],
-        threads: usize,
+        fitting: Fitting,
     ) -> Result<Support> {
         let x = ndarray::concatenate(Axis(0), &[tried.view(), background.view()]).map_err(Error::internal)?;
         let y: Vec<f64> = (0..x.nrows()).map(|i| f64::from(u8::from(i < tried.nrows()))).collect();
         let all: Vec<usize> = (0..x.nrows()).collect();
-        let model = fit_on(Objective::Binary, &x, &y, None, &all, categorical, threads)?;
+        let model = fit_on(Objective::Binary, &x, &y, None, &all, categorical, fitting)?;
         let mut scores = model.predict(tried);
         scores.sort_by(f64::total_cmp);
         let threshold = scores.get((scores.len() as f64 * SUPPORT_TAIL) as usize).copied().unwrap_or(0.0);
@@ -182,7 +191,7 @@ fn fit_on(
     w: Option<&[f64]>,
     rows: &[usize],
     categorical: &[usize],
-    threads: usize,
+    fitting: Fitting,
 ) -> Result<GbdtModel> {
     let (fit, stop): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&i| part(i, 1, 5) != 0);
     let pick = |idx: &[usize], v: &[f64]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
@@ -194,14 +203,14 @@ fn fit_on(
         &Rows { x: &xf, y: &yf, weights: wf.as_deref() },
         &Rows { x: &xs, y: &ys, weights: ws.as_deref() },
         categorical,
-        &params(),
-        threads,
+        &params(fitting.seed),
+        fitting.threads,
     )
 }
 
 /// Fit `learner` on an experiment.
-pub(crate) fn fit(learner: Learner, e: &Experiment, categorical: &[usize], threads: usize) -> Result<UpliftModel> {
-    Ok(fit_each(&[learner], e, categorical, threads)?.pop().expect("one learner"))
+pub(crate) fn fit(learner: Learner, e: &Experiment, categorical: &[usize], fitting: Fitting) -> Result<UpliftModel> {
+    Ok(fit_each(&[learner], e, categorical, fitting)?.pop().expect("one learner"))
 }
 
 /// Fit each of `learners` on an experiment, in that order. The learners' outcome models
@@ -210,7 +219,7 @@ pub(crate) fn fit_each(
     learners: &[Learner],
     e: &Experiment,
     categorical: &[usize],
-    threads: usize,
+    fitting: Fitting,
 ) -> Result<Vec<UpliftModel>> {
     let n = e.len();
     let treated_rows: Vec<usize> = (0..n).filter(|&i| e.treated[i]).collect();
@@ -223,14 +232,14 @@ pub(crate) fn fit_each(
         )));
     }
     let w = e.weights();
-    let control = fit_on(Objective::Binary, e.x, e.outcome, Some(&w), &control_rows, categorical, threads)?;
-    let treated = fit_on(Objective::Binary, e.x, e.outcome, Some(&w), &treated_rows, categorical, threads)?;
+    let control = fit_on(Objective::Binary, e.x, e.outcome, Some(&w), &control_rows, categorical, fitting)?;
+    let treated = fit_on(Objective::Binary, e.x, e.outcome, Some(&w), &treated_rows, categorical, fitting)?;
     learners
         .iter()
         .map(|&learner| {
             let effect = match learner {
                 Learner::T => None,
-                Learner::Dr => Some(fit_dr(e, &w, categorical, threads)?),
+                Learner::Dr => Some(fit_dr(e, &w, categorical, fitting)?),
             };
             Ok(UpliftModel { learner, control: control.clone(), treated: treated.clone(), effect })
         })
@@ -246,7 +255,7 @@ pub(crate) fn assignment_propensity(
     x: &Array2<f64>,
     treated: &[bool],
     categorical: &[usize],
-    threads: usize,
+    fitting: Fitting,
 ) -> Result<Vec<f64>> {
     let sent = treated.iter().filter(|t| **t).count();
     let share = sent as f64 / treated.len().max(1) as f64;
@@ -255,22 +264,22 @@ pub(crate) fn assignment_propensity(
     } else {
         let y: Vec<f64> = treated.iter().map(|&t| f64::from(u8::from(t))).collect();
         let all: Vec<usize> = (0..treated.len()).collect();
-        fit_on(Objective::Binary, x, &y, None, &all, categorical, threads)?.predict(x)
+        fit_on(Objective::Binary, x, &y, None, &all, categorical, fitting)?.predict(x)
     };
     Ok(p.into_iter().zip(treated).map(|(p, &t)| if t { p } else { 1.0 - p }.clamp(0.05, 0.95)).collect())
 }
 
 /// The DR-learner's second stage on cross-fitted pseudo-outcomes.
-fn fit_dr(e: &Experiment, w: &[f64], categorical: &[usize], threads: usize) -> Result<GbdtModel> {
+fn fit_dr(e: &Experiment, w: &[f64], categorical: &[usize], fitting: Fitting) -> Result<GbdtModel> {
     let n = e.len();
     let t: Vec<f64> = e.treated.iter().map(|&t| f64::from(u8::from(t))).collect();
     let mut pseudo = vec![0.0; n];
     for fold in 0..2 {
         let (train, here): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| part(i, 2, 2) != fold);
         let arm = |sent: bool| train.iter().copied().filter(|&i| e.treated[i] == sent).collect::<Vec<usize>>();
-        let mu0 = fit_on(Objective::Binary, e.x, e.outcome, Some(w), &arm(false), categorical, threads)?;
-        let mu1 = fit_on(Objective::Binary, e.x, e.outcome, Some(w), &arm(true), categorical, threads)?;
-        let ps = fit_on(Objective::Binary, e.x, &t, None, &train, categorical, threads)?;
+        let mu0 = fit_on(Objective::Binary, e.x, e.outcome, Some(w), &arm(false), categorical, fitting)?;
+        let mu1 = fit_on(Objective::Binary, e.x, e.outcome, Some(w), &arm(true), categorical, fitting)?;
+        let ps = fit_on(Objective::Binary, e.x, &t, None, &train, categorical, fitting)?;
         let xh = select(e.x, &here);
         let (m0, m1, p) = (mu0.predict(&xh), mu1.predict(&xh), ps.predict(&xh));
         for (j, &i) in here.iter().enumerate() {
@@ -280,7 +289,7 @@ fn fit_dr(e: &Experiment, w: &[f64], categorical: &[usize], threads: usize) -> R
         }
     }
     let all: Vec<usize> = (0..n).collect();
-    fit_on(Objective::Regression, e.x, &pseudo, None, &all, categorical, threads)
+    fit_on(Objective::Regression, e.x, &pseudo, None, &all, categorical, fitting)
 }
 
 /// The DR-learner unless the T-learner's Qini beats it by two bootstrap standard errors.
@@ -306,19 +315,20 @@ pub(crate) struct LearnerChoice {
 /// learner's Qini summed over held-out experiments (an arm's later decisions, or the
 /// held-out fifth of an analyst's table), given with each learner's predicted benefit on
 /// their rows (in [`Learner::ALL`] order), then [`choose_learner`].
-pub(crate) fn select_learner(evaluations: &[(Experiment, [&[f64]; 2])]) -> LearnerChoice {
+/// `seed` draws the bootstrap.
+pub(crate) fn select_learner(evaluations: &[(Experiment, [&[f64]; 2])], seed: u64) -> LearnerChoice {
     let qini_of = |k: usize| -> f64 { evaluations.iter().map(|(e, b)| qini(b[k], e, 20).qini).sum() };
     let qini = [qini_of(0), qini_of(1)];
-    let difference_se = qini_difference_se(evaluations);
+    let difference_se = qini_difference_se(evaluations, seed);
     LearnerChoice { qini, difference_se, chosen: choose_learner(qini[0], qini[1], difference_se) }
 }
 
 /// Bootstrap standard error (rows resampled within each experiment) of the summed Qini of
 /// the T-learner minus the DR-learner's, over experiments given with each learner's
-/// predicted benefit on their rows (in [`Learner::ALL`] order).
-pub(crate) fn qini_difference_se(evaluations: &[(Experiment, [&[f64]; 2])]) -> f64 {
+/// predicted benefit on their rows (in [`Learner::ALL`] order); `seed` draws the resamples.
+fn qini_difference_se(evaluations: &[(Experiment, [&[f64]; 2])], seed: u64) -> f64 {
     use rand::{Rng, SeedableRng};
-    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(29);
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let rounds = 100;
     let mut diffs = Vec::with_capacity(rounds);
     for _ in 0..rounds {
@@ -392,6 +402,8 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
+    const FITTING: Fitting = Fitting { threads: 1, seed: 17 };
+
     /// A randomised experiment where sending cuts churn by 0.2 for x0 > 0.5 and raises
     /// it by 0.1 otherwise; x1 is noise; the treated share depends on x1 (known).
     /// Features, sent, churned, propensity of the arm got, true effect.
@@ -424,7 +436,7 @@ mod tests {
         let (xv, tv, yv, pv, tau) = experiment(8000, 2);
         let valid = Experiment { x: &xv, treated: &tv, outcome: &yv, propensity: &pv };
         for learner in Learner::ALL {
-            let m = fit(learner, &train, &[], 1).unwrap();
+            let m = fit(learner, &train, &[], FITTING).unwrap();
             let effect = m.effect(&xv);
             let right = effect.iter().zip(&tau).filter(|(e, t)| (**e < 0.0) == (**t < 0.0)).count();
             assert!(right as f64 > 0.85 * tau.len() as f64, "{learner:?}: {right} of {} signs right", tau.len());
@@ -448,7 +460,7 @@ mod tests {
         let background = Array2::from_shape_fn((20_000, 2), |_| r.random::<f64>());
         let tried_rows: Vec<usize> = (0..background.nrows()).filter(|&i| background[[i, 0]] > 0.7).collect();
         let tried = background.select(Axis(0), &tried_rows);
-        let support = Support::fit(&tried, &background, &[], 1).unwrap();
+        let support = Support::fit(&tried, &background, &[], FITTING).unwrap();
         assert!((support.background_inside - 0.3).abs() < 0.06, "about the tried share: {}", support.background_inside);
 
         let later = Array2::from_shape_fn((5_000, 2), |(_, j)| r.random::<f64>() + j as f64);
@@ -463,5 +475,19 @@ mod tests {
         let strict = Support { threshold: 2.0, ..support };
         let inside = strict.contains(&later).iter().filter(|&&i| i).count() as f64 / later.nrows() as f64;
         assert!((inside - strict.background_inside).abs() < 0.01, "{inside}");
+    }
+
+    #[test]
+    fn the_seed_reaches_the_fits_and_the_bootstrap() {
+        let (x, t, y, p, _) = experiment(4000, 3);
+        let e = Experiment { x: &x, treated: &t, outcome: &y, propensity: &p };
+        let effect = |seed: u64| fit(Learner::Dr, &e, &[], Fitting { threads: 1, seed }).unwrap().effect(&x);
+        assert_eq!(effect(1), effect(1), "a seed gives one fit");
+        assert_ne!(effect(1), effect(2), "another seed samples other rows");
+        let benefit = effect(1);
+        let evaluations = [(e, [benefit.as_slice(), y.as_slice()])];
+        let se = |seed: u64| select_learner(&evaluations, seed).difference_se;
+        assert_eq!(se(5), se(5));
+        assert_ne!(se(5), se(6), "the bootstrap draws from the seed");
     }
 }

@@ -275,9 +275,10 @@ impl Graph {
         for (from, s) in kept_scans.into_iter().enumerate() {
             for (target, r) in s.refs {
                 if let Some(to) = g.file_of(&target)
-                    && to != from {
-                        g.edges.entry((from, to)).or_default().push(r);
-                    }
+                    && to != from
+                {
+                    g.edges.entry((from, to)).or_default().push(r);
+                }
             }
         }
         for refs in g.edges.values_mut() {
@@ -989,19 +990,21 @@ fn scan(text: &str, file_module: &[String], is_module: &dyn Fn(&[String]) -> boo
             i = j + 1;
             continue;
         }
-        if is_ident(t.get(i), "mod") && is_punct(t.get(i + 2), '{')
-            && let Some(name) = ident(t.get(i + 1)) {
-                let mut m = here.clone();
-                m.push(name.to_string());
-                inline_modules.insert(m);
-                for _ in 0..3 {
-                    module_at.push(here.clone());
-                }
-                depth += 1;
-                stack.push((name.to_string(), depth));
-                i += 3;
-                continue;
+        if is_ident(t.get(i), "mod")
+            && is_punct(t.get(i + 2), '{')
+            && let Some(name) = ident(t.get(i + 1))
+        {
+            let mut m = here.clone();
+            m.push(name.to_string());
+            inline_modules.insert(m);
+            for _ in 0..3 {
+                module_at.push(here.clone());
             }
+            depth += 1;
+            stack.push((name.to_string(), depth));
+            i += 3;
+            continue;
+        }
         match t[i].tok {
             Tok::Punct('{') => depth += 1,
             Tok::Punct('}') => {

@@ -2,6 +2,7 @@
 //! contract columns and the invariants the business relies on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 
 use polars::prelude::*;
 use retain::contract::{GRACE, INTERVENTIONS, SCORES, Table};
@@ -139,6 +140,36 @@ fn the_interventions_report_has_qini_and_policy_values() {
     let html =
         std::fs::read_to_string(out.join(format!("reports/snapshot={SAMPLE_AS_OF}/interventions.html"))).unwrap();
     assert!(html.contains("outside support") && html.contains("Qini"), "the human-readable summary says it too");
+}
+
+/// `--seed` is the seed of everything random: besides the holdout, it reaches LightGBM's
+/// sampling in the churn models and the uplift learners and their bootstrap comparison.
+#[test]
+fn the_seed_reaches_every_model_fit() {
+    let shared = sample_run();
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(
+        retain()
+            .args(["run", "--config"])
+            .arg(repo().join("pipelines/sample.toml"))
+            .args(["--as-of", SAMPLE_AS_OF, "--seed", "7", "--input"])
+            .arg(sample_data())
+            .arg("--output")
+            .arg(dir.path()),
+    );
+    let json = |out: &Path, rel: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(out.join(rel)).unwrap()).unwrap()
+    };
+    let model = format!("models/snapshot={SAMPLE_AS_OF}");
+    let seeds =
+        [shared, dir.path()].map(|out| json(out, &format!("{model}/model.json"))["training"]["gbdt"]["seed"].clone());
+    assert_eq!(seeds, [serde_json::json!(20261120), serde_json::json!(7)], "LightGBM's seed is the run's");
+    let trees = [shared, dir.path()].map(|out| std::fs::read(out.join(format!("{model}/churn.gbdt.txt"))).unwrap());
+    assert_ne!(trees[0], trees[1], "another seed samples other rows and features");
+    let manifest = format!("runs/snapshot={SAMPLE_AS_OF}/run.json");
+    let uplift = [shared, dir.path()].map(|out| json(out, &manifest)["details"]["interventions"].clone());
+    assert_ne!(uplift[0]["qini_difference_se"], uplift[1]["qini_difference_se"], "the bootstrap is the run's");
+    assert_ne!(uplift[0]["arms"], uplift[1]["arms"], "the learners' fits are the run's");
 }
 
 #[test]
