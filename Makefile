@@ -50,3 +50,8 @@ bench-features: tools
 .PHONY: bench-models
 bench-models: tools
 	bash benches/bench-models.sh
+
+## The whole night at production size: `retain run` on 100k- and 1M-user worlds, per-stage wall, CPU and peak memory (not a test); prints rows for BENCHMARKS.md.
+.PHONY: bench-nightly
+bench-nightly: tools
+	bash benches/bench-nightly.sh

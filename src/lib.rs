@@ -4,7 +4,8 @@
 //! The modules follow the pipeline, in layers that only import downward
 //! (`ARCHITECTURE.md` draws them):
 //! - foundations: `error`, `storage` (URIs, partitioned reads, atomic commits), `contract`
-//!   (the tables' schemas), `version`, `progress`, `report` (HTML building blocks);
+//!   (the tables' schemas), `version`, `progress`, `resources` (CPU and memory per stage),
+//!   `report` (HTML building blocks);
 //! - `models`: the learning seam (encoder, logistic, GBDT, calibration, metrics, uplift
 //!   learners, and the rules that choose among fitted models);
 //! - `config`: the typed settings, resolved once;
@@ -31,6 +32,7 @@ pub mod labels;
 pub mod models;
 mod progress;
 mod report;
+mod resources;
 pub mod run;
 mod score;
 pub mod storage;

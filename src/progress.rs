@@ -32,6 +32,17 @@ pub(crate) fn bar(len: u64, label: &str) -> ProgressBar {
     pb
 }
 
+/// Report progress inside a long stage: `done` of `total` units of `what` (passes,
+/// snapshots, rows), as a JSON/text log line and on the active bar's message.
+pub(crate) fn step(what: &str, done: usize, total: usize) {
+    tracing::info!(what, done, total, "progress");
+    if let Some(pb) = ACTIVE.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        let stage = pb.message();
+        let stage = stage.split(" · ").next().unwrap_or_default().to_string();
+        pb.set_message(format!("{stage} · {what} {done}/{total}"));
+    }
+}
+
 /// Remove the bar from the screen and stop routing logs around it.
 pub(crate) fn finish(pb: &ProgressBar) {
     pb.finish_and_clear();

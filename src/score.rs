@@ -1,14 +1,26 @@
 //! Scoring every premium user at S: calibrated churn probability, risk decile and the
 //! features that push each user's risk up most, in words.
+//!
+//! The reasons are the costly part at a million users: TreeSHAP contributions of every
+//! feature for every row. They are computed in chunks of [`REASON_ROWS`] rows (a row's
+//! contributions do not depend on the others), so memory is bounded by the chunk, and
+//! each chunk's rows are put into words in parallel, only for the features that make a
+//! row's top k.
 
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2, s};
 use polars::prelude::*;
+use rayon::prelude::*;
 
 use crate::config::ScoreSettings;
 use crate::error::{PolarsContext, Result};
 use crate::features::feature;
 use crate::models::encoder::{EncodedColumn, Encoding};
-use crate::models::{ModelArtifact, Target};
+use crate::models::{Classifier, ModelArtifact, Target};
+use crate::progress;
+
+/// Rows whose contributions are computed at once: about 25 MB of contributions for the
+/// models' ~50 columns.
+const REASON_ROWS: usize = 65_536;
 
 /// The scores table for a features table (contract: `scores`), from each target's
 /// champion: `churn_probability` (calibrated), `risk_decile`, `top_reasons`, and, beyond
@@ -18,8 +30,7 @@ pub(crate) fn score(features: &DataFrame, artifact: &ModelArtifact, settings: &S
     let churn = artifact.target(Target::Churn)?.champion()?;
     let (x, p) = churn.predict(features)?;
     let deciles = risk_deciles(&p);
-    let contributions = churn.fitted()?.classifier().contributions(&x);
-    let reasons = top_reasons(&churn.encoder.columns, &x, &contributions, top_k);
+    let reasons = explain(churn.fitted()?.classifier(), &churn.encoder.columns, &x, top_k, REASON_ROWS);
     let (_, p_fail) = artifact.target(Target::PaymentFailure)?.champion()?.predict(features)?;
     let n = features.height();
     let model_name = format!("{}+{}", churn.name, churn.calibration.name());
@@ -87,9 +98,29 @@ fn describe(column: &EncodedColumn, value: f64) -> Option<String> {
     }
 }
 
+/// [`top_reasons`] for every row of `x`, `rows_per_chunk` rows' contributions at a time.
+fn explain(
+    classifier: &dyn Classifier,
+    cols: &[EncodedColumn],
+    x: &Array2<f64>,
+    k: usize,
+    rows_per_chunk: usize,
+) -> Vec<Vec<String>> {
+    let n = x.nrows();
+    let mut reasons: Vec<Vec<String>> = Vec::with_capacity(n);
+    for start in (0..n).step_by(rows_per_chunk.max(1)) {
+        let rows = x.slice(s![start..(start + rows_per_chunk).min(n), ..]);
+        let contributions = classifier.contributions(&rows.to_owned());
+        reasons.extend(top_reasons(cols, rows, &contributions, k));
+        progress::step("rows explained", start + rows.nrows(), n);
+    }
+    reasons
+}
+
 /// Per row, the features whose contributions to the log-odds are largest and positive,
-/// in words (a feature's encoded columns are summed).
-fn top_reasons(cols: &[EncodedColumn], x: &Array2<f64>, contrib: &Array2<f64>, k: usize) -> Vec<Vec<String>> {
+/// in words (a feature's encoded columns are summed); ties on the contribution go to the
+/// words in alphabetical order.
+fn top_reasons(cols: &[EncodedColumn], x: ArrayView2<f64>, contrib: &Array2<f64>, k: usize) -> Vec<Vec<String>> {
     let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
     for (j, c) in cols.iter().enumerate() {
         match groups.iter_mut().find(|(f, _)| *f == c.feature) {
@@ -97,20 +128,40 @@ fn top_reasons(cols: &[EncodedColumn], x: &Array2<f64>, contrib: &Array2<f64>, k
             None => groups.push((&c.feature, vec![j])),
         }
     }
+    let words = |i: usize, js: &[usize]| js.iter().find_map(|&j| describe(&cols[j], x[[i, j]]));
     (0..x.nrows())
+        .into_par_iter()
         .map(|i| {
-            let mut per_feature: Vec<(f64, String)> = groups
+            // The features that push this row up and can be put into words, largest first.
+            let mut pushing: Vec<(f64, &[usize])> = groups
                 .iter()
                 .filter_map(|(_, js)| {
                     let total: f64 = js.iter().map(|&j| contrib[[i, j]]).sum();
-                    let words = js.iter().find_map(|&j| describe(&cols[j], x[[i, j]]))?;
-                    (total > 0.0).then_some((total, words))
+                    (total > 0.0 && js.iter().any(|&j| describable(&cols[j], x[[i, j]])))
+                        .then_some((total, js.as_slice()))
                 })
                 .collect();
-            per_feature.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            per_feature.into_iter().take(k).map(|(_, w)| w).collect()
+            pushing.sort_by(|a, b| b.0.total_cmp(&a.0));
+            // Words only for the top k and whatever ties with the k-th.
+            let last = pushing.get(k.saturating_sub(1)).map(|p| p.0);
+            let mut chosen: Vec<(f64, String)> = pushing
+                .into_iter()
+                .enumerate()
+                .take_while(|(rank, (total, _))| *rank < k || Some(*total) == last)
+                .filter_map(|(_, (total, js))| words(i, js).map(|w| (total, w)))
+                .collect();
+            chosen.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            chosen.into_iter().take(k).map(|(_, w)| w).collect()
         })
         .collect()
+}
+
+/// Whether [`describe`] says something of this column's value (without the words).
+fn describable(column: &EncodedColumn, value: f64) -> bool {
+    match &column.kind {
+        Encoding::Missing | Encoding::OneHot { .. } => value > 0.0,
+        Encoding::Numeric { .. } | Encoding::Raw { .. } | Encoding::Codes { .. } => true,
+    }
 }
 
 #[cfg(test)]
@@ -126,5 +177,60 @@ mod tests {
         for k in 1..=10 {
             assert_eq!(d.iter().filter(|&&v| v == k).count(), 10);
         }
+    }
+
+    /// The reasons as first written: every pushing feature put into words, then sorted.
+    fn reference(cols: &[EncodedColumn], x: &Array2<f64>, contrib: &Array2<f64>, k: usize) -> Vec<Vec<String>> {
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (j, c) in cols.iter().enumerate() {
+            match groups.iter_mut().find(|(f, _)| *f == c.feature) {
+                Some((_, js)) => js.push(j),
+                None => groups.push((&c.feature, vec![j])),
+            }
+        }
+        (0..x.nrows())
+            .map(|i| {
+                let mut per_feature: Vec<(f64, String)> = groups
+                    .iter()
+                    .filter_map(|(_, js)| {
+                        let total: f64 = js.iter().map(|&j| contrib[[i, j]]).sum();
+                        let words = js.iter().find_map(|&j| describe(&cols[j], x[[i, j]]))?;
+                        (total > 0.0).then_some((total, words))
+                    })
+                    .collect();
+                per_feature.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+                per_feature.into_iter().take(k).map(|(_, w)| w).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reasons_are_the_top_pushing_features_whatever_the_chunks() {
+        use crate::models::logistic::LogisticModel;
+        let col = |feature: &str, kind: Encoding| EncodedColumn { feature: feature.into(), kind };
+        let numeric = || Encoding::Numeric { median: 0.0, mean: 0.0, std: 1.0 };
+        let cols = vec![
+            col("active_days_7", numeric()),
+            col("price", numeric()),
+            col("price", Encoding::Missing),
+            col("is_trial", numeric()),
+            col("plan", Encoding::OneHot { value: "premium_duo".into() }),
+            col("plan", Encoding::OneHot { value: "premium_family".into() }),
+            col("skips_30", numeric()),
+        ];
+        // Values on a coarse grid and equal weights, so that totals tie often.
+        let n = 500;
+        let x = Array2::from_shape_fn((n, cols.len()), |(i, j)| {
+            let v = ((i * 7 + j * 13) % 5) as f64 - 2.0;
+            if matches!(cols[j].kind, Encoding::Missing | Encoding::OneHot { .. }) { f64::from(v > 0.0) } else { v }
+        });
+        let model = LogisticModel { intercept: 0.0, coefficients: vec![1.0, 0.5, 0.5, 1.0, 1.0, 2.0, 0.5] };
+        let whole = explain(&model, &cols, &x, 3, n);
+        assert_eq!(whole, reference(&cols, &x, &model.contributions(&x), 3), "only the top k are put into words");
+        assert_eq!(explain(&model, &cols, &x, 3, 7), whole, "chunks change nothing");
+        assert!(
+            whole.iter().any(|r| r.len() == 3)
+                && whole.iter().any(|r| r.contains(&"high skips in the last 30 days".to_string()))
+        );
     }
 }

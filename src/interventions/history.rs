@@ -19,8 +19,7 @@ use polars::prelude::*;
 
 use crate::error::{PolarsContext, Result};
 use crate::inputs::{EFFECT_WINDOW_DAYS, Inputs, date_lit, epoch_days};
-use crate::labelled;
-use crate::labels;
+use crate::{labelled, labels, progress};
 
 /// How many days of the newest decisions form the evaluation slice.
 pub(super) const EVALUATION_DAYS: i64 = 28;
@@ -117,7 +116,8 @@ fn load_with(inputs: &Inputs, s: NaiveDate, horizon_days: u32, background_size: 
     let mut rows = Vec::new();
     let mut populations = Vec::new();
     let mut background = Vec::new();
-    for sn in snapshots {
+    for (k, sn) in snapshots.iter().copied().enumerate() {
+        progress::step("decision snapshots", k, snapshots.len());
         let decisions = msgs.clone().lazy().filter(col("snapshot").eq(date_lit(sn)));
         // The background is drawn from everyone premium at sn; its rows, and the decided
         // users', are all the features needed, except on the evaluation slice, where the
@@ -152,6 +152,7 @@ fn load_with(inputs: &Inputs, s: NaiveDate, horizon_days: u32, background_size: 
             populations.push((sn, population));
         }
     }
+    progress::step("decision snapshots", snapshots.len(), snapshots.len());
     let rows = if rows.is_empty() {
         DataFrame::empty()
     } else {

@@ -1,6 +1,6 @@
 //! What every command of a night shares: the snapshot, its resolved settings, the two
-//! storage roots, the run id, stage timings and the progress bar, and the manifest
-//! written last.
+//! storage roots, the run id, what each stage cost (wall and CPU seconds, peak memory), the
+//! progress bar, and the manifest written last.
 
 use std::time::Instant;
 
@@ -12,6 +12,7 @@ use tracing::info;
 use crate::config::StageSettings;
 use crate::error::Result;
 use crate::inputs::{EFFECT_WINDOW_DAYS, Inputs, Lookback};
+use crate::resources::{self, RssSampler};
 use crate::storage::{Commit, Storage};
 use crate::version::code_version;
 use crate::{grace, labels};
@@ -24,9 +25,20 @@ pub struct Context {
     pub input: Storage,
     pub output: Storage,
     pub run_id: String,
-    timings: Vec<(String, f64)>,
+    costs: Vec<StageCost>,
     started: Instant,
+    cpu_at_start: f64,
+    rss: RssSampler,
     bar: indicatif::ProgressBar,
+}
+
+/// What one stage cost, for the manifest.
+struct StageCost {
+    stage: String,
+    seconds: f64,
+    cpu_seconds: f64,
+    /// The largest resident set sampled during the stage.
+    peak_rss_bytes: Option<u64>,
 }
 
 /// What a command reads besides the inputs of S itself.
@@ -51,22 +63,36 @@ impl Context {
             input,
             output,
             run_id,
-            timings: Vec::new(),
+            costs: Vec::new(),
             started: Instant::now(),
+            cpu_at_start: resources::cpu_seconds(),
+            rss: RssSampler::start(),
             bar: crate::progress::bar(steps, "retain"),
         })
     }
 
-    /// Time a stage for the manifest.
+    /// Run a stage, recording its wall and CPU seconds and peak memory for the manifest.
     pub fn timed<T>(&mut self, name: &str, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), resources::cpu_seconds());
+        self.rss.mark();
         info!(stage = name, as_of = %self.as_of, "stage started");
         self.bar.set_message(name.to_string());
         let out = f(self)?;
-        let secs = t.elapsed().as_secs_f64();
+        let cost = StageCost {
+            stage: name.to_string(),
+            seconds: t.elapsed().as_secs_f64(),
+            cpu_seconds: resources::cpu_seconds() - cpu,
+            peak_rss_bytes: self.rss.peak(),
+        };
         self.bar.inc(1);
-        info!(stage = name, seconds = secs, "stage finished");
-        self.timings.push((name.to_string(), secs));
+        info!(
+            stage = name,
+            seconds = cost.seconds,
+            cpu_seconds = cost.cpu_seconds,
+            peak_rss_mb = cost.peak_rss_bytes.map(|b| b >> 20),
+            "stage finished"
+        );
+        self.costs.push(cost);
         Ok(out)
     }
 
@@ -117,7 +143,17 @@ impl Context {
             "code_version": code_version(),
             "finished_at": Utc::now().to_rfc3339(),
             "seconds": self.started.elapsed().as_secs_f64(),
-            "stages": self.timings.iter().map(|(n, s)| json!({"stage": n, "seconds": s})).collect::<Vec<_>>(),
+            "cpu_seconds": resources::cpu_seconds() - self.cpu_at_start,
+            // The kernel's high-water mark can miss memory returned with madvise; the
+            // stages' sampled peaks can miss a short spike: the larger of the two.
+            "peak_rss_bytes": self.costs.iter().filter_map(|c| c.peak_rss_bytes)
+                .chain(resources::process_peak_rss_bytes()).max(),
+            "stages": self.costs.iter().map(|c| json!({
+                "stage": c.stage,
+                "seconds": c.seconds,
+                "cpu_seconds": c.cpu_seconds,
+                "peak_rss_bytes": c.peak_rss_bytes,
+            })).collect::<Vec<_>>(),
             "input": {
                 "root": self.input.uri(),
                 "files": inputs.map(|i| i.files.len()),

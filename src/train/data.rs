@@ -1,6 +1,8 @@
 //! The labelled rows of a night's training: the validation snapshot (S − H) and the
 //! training snapshots before it, and the fingerprint that says whether they changed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use chrono::NaiveDate;
 use polars::prelude::*;
 use rayon::prelude::*;
@@ -12,7 +14,7 @@ use crate::inputs::Inputs;
 use crate::models::Target;
 use crate::storage::parquet_bytes;
 use crate::version::code_version;
-use crate::{labelled, labels};
+use crate::{labelled, labels, progress};
 
 /// The labelled data of a run: validation (newest) and training snapshots.
 pub struct TrainingData {
@@ -30,9 +32,14 @@ pub struct TrainingData {
 pub fn training_data(inputs: &Inputs, s: NaiveDate, settings: &TrainSettings) -> Result<TrainingData> {
     let h = settings.horizon_days;
     let snapshots = labels::training_snapshots(s, h, settings.training.snapshots);
+    let built = AtomicUsize::new(0);
     let frames: Vec<(NaiveDate, DataFrame)> = snapshots
         .par_iter()
-        .map(|&snap| labelled::snapshot(inputs, snap, h).map(|df| (snap, df)))
+        .map(|&snap| {
+            let df = labelled::snapshot(inputs, snap, h)?;
+            progress::step("labelled snapshots", built.fetch_add(1, Ordering::Relaxed) + 1, snapshots.len());
+            Ok((snap, df))
+        })
         .collect::<Result<Vec<_>>>()?;
     let frames: Vec<(NaiveDate, DataFrame)> = frames.into_iter().filter(|(_, df)| df.height() > 0).collect();
     if frames.len() < 2 {

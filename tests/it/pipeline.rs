@@ -211,6 +211,18 @@ fn a_rerun_writes_identical_tables_and_a_manifest() {
         manifest["output"]["tables"]["scores"]["rows"].as_u64().unwrap() as usize,
         read_table(first, "scores").height()
     );
+    // What each stage cost, for an operator and the benchmarks.
+    let stages = manifest["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages.iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(names, ["read inputs", "features", "train", "score", "interventions", "grace"]);
+    let peak = manifest["peak_rss_bytes"].as_u64().unwrap();
+    assert!(peak > 50 << 20 && peak < 8 << 30, "a plausible peak for the sample: {peak}");
+    for s in stages {
+        assert!(s["seconds"].as_f64().unwrap() > 0.0 && s["cpu_seconds"].as_f64().unwrap() >= 0.0, "{s}");
+        let stage_peak = s["peak_rss_bytes"].as_u64().unwrap();
+        assert!(stage_peak > 10 << 20 && stage_peak <= peak, "a stage's peak is within the run's: {s}");
+    }
+    assert!(manifest["cpu_seconds"].as_f64().unwrap() > 0.0);
     let churn = &manifest["details"]["model"]["targets"][0];
     assert_eq!(churn["target"], "churn");
     for candidate in churn["candidates"].as_array().unwrap() {

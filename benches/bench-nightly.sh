@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The nightly run at production size: `retain run` with the default configuration on
+# worlds of 100k and 1M users × 180 days (`retain synth`, generated once into .bench/ and
+# reused), under /usr/bin/time -v. Prints Markdown rows for BENCHMARKS.md: per stage the
+# wall and CPU seconds and the peak resident memory sampled during the stage (from the run
+# manifest), then the whole run as /usr/bin/time saw it, and the quality figures the run
+# reports (churn champion's validation AUC, ECE and log loss; the plan's expected churn
+# prevented; the off-policy values of the plan and of risk-ranked targeting).
+#
+#   make bench-nightly                     # 100k and 1M users
+#   SIZES=100000 make bench-nightly        # only 100k
+#   SEED=3 SIZES=100000 make bench-nightly # another world
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+sizes="${SIZES:-100000 1000000}"
+days="${DAYS:-180}"
+seed="${SEED:-7}"
+start="${START:-2026-05-25}"
+as_of="$(date -u -d "$start + $((days - 1)) days" +%F)"
+work="${BENCH_DIR:-$root/.bench}"
+mkdir -p "$work"
+
+(cd "$root" && cargo build --release --bin retain) >&2
+retain="$root/target/release/retain"
+commit="$(cd "$root" && git rev-parse --short HEAD)$(cd "$root" && git diff --quiet HEAD -- src || echo '+')"
+
+for users in $sizes; do
+    world="$work/world-${users}x${days}-seed${seed}"
+    if [[ ! -d "$world/users" ]]; then
+        echo "bench: generating $users users × $days days (seed $seed) into $world" >&2
+        "$retain" synth --users "$users" --days "$days" --seed "$seed" --start "$start" --output "$world" >&2
+    fi
+    out="$work/night-${users}"
+    rm -rf "$out"
+    echo "bench: retain run --as-of $as_of on $users users" >&2
+    /usr/bin/time -v -o "$work/night-${users}.time" \
+        env RETAIN_LOG_FORMAT=json "$retain" run --as-of "$as_of" --input "$world" --output "$out" \
+        2>"$work/night-${users}.log"
+    python3 - "$out/runs/snapshot=$as_of/run.json" "$work/night-${users}.time" "$users" "$commit" <<'PY'
+import json, re, sys
+manifest, timing, users, commit = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+m = json.load(open(manifest))
+t = open(timing).read()
+def field(name):
+    return re.search(re.escape(name) + r": (.*)", t).group(1).strip()
+wall = field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":")
+wall = sum(float(x) * 60 ** i for i, x in enumerate(reversed(wall)))
+cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
+rss_gb = int(field("Maximum resident set size (kbytes)")) / 1048576
+size = f"{users // 1000}k" if users < 1_000_000 else f"{users / 1e6:g}M"
+cmd = f"SIZES={users} make bench-nightly"
+for s in m["stages"]:
+    peak = s.get("peak_rss_bytes")
+    print(f"| {commit} | {size} | {s['stage']} | {s['seconds']:.1f} s | {s['cpu_seconds']:.1f} s | "
+          f"{peak / 2**30:.2f} GB | `{cmd}` |" if peak else f"| {commit} | {size} | {s['stage']} | {s['seconds']:.1f} s | {s['cpu_seconds']:.1f} s | – | `{cmd}` |")
+print(f"| {commit} | {size} | **whole run** (/usr/bin/time) | **{wall:.0f} s** | **{cpu:.0f} s** | **{rss_gb:.2f} GB** | `{cmd}` |")
+d = m["details"]
+churn = next(t for t in d["model"]["targets"] if t["target"] == "churn")
+champ = next(c for c in churn["candidates"] if c["family"] == churn["champion"])
+v = champ["validation"]
+iv = d["interventions"]
+pol = {p["policy"]: p for p in (iv.get("evaluation") or {}).get("policies", [])}
+dr = lambda name: f"{pol[name]['dr']['per_1000']:.2f}" if name in pol else "–"
+print(f"\nquality ({size}): churn champion {churn['champion']} AUC {v['auc']:.4f}, ECE {v['ece']:.4f}, "
+      f"log loss {v['log_loss']:.4f}; plan {iv['planned']} users, expected churn prevented "
+      f"{iv['expected_churn_reduction']:.1f}; DR per 1,000: uplift {dr('uplift')}, risk-ranked {dr('risk_ranked')}\n")
+PY
+done
