@@ -5,7 +5,10 @@
 # wall and CPU seconds and the peak resident memory sampled during the stage (from the run
 # manifest), then the whole run as /usr/bin/time saw it, and the quality figures the run
 # reports (churn champion's validation AUC, ECE and log loss; the plan's expected churn
-# prevented; the off-policy values of the plan and of risk-ranked targeting).
+# prevented; the off-policy values of the plan and of risk-ranked targeting). The score
+# stage's TreeSHAP contributions are compared with Python LightGBM's own
+# (`predict(pred_contrib=True)`, benches/reasons_peer.py) on the same model and rows, in
+# the same session.
 #
 #   make bench-nightly                     # 100k and 1M users
 #   SIZES=100000 make bench-nightly        # only 100k
@@ -21,6 +24,12 @@ as_of="$(date -u -d "$start + $((days - 1)) days" +%F)"
 work="${BENCH_DIR:-$root/.bench}"
 mkdir -p "$work"
 
+venv="$work/venv-models"
+if [[ ! -x "$venv/bin/python" ]]; then
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "lightgbm==4.7.0" "scikit-learn==1.9.1" "pandas==3.1.1" "numpy==2.4.6" "pyarrow==26.0.1"
+fi
 (cd "$root" && cargo build --release --bin retain) >&2
 retain="$root/target/release/retain"
 commit="$(cd "$root" && git rev-parse --short HEAD)$(cd "$root" && git diff --quiet HEAD -- src || echo '+')"
@@ -66,4 +75,15 @@ print(f"\nquality ({size}): churn champion {churn['champion']} AUC {v['auc']:.4f
       f"log loss {v['log_loss']:.4f}; plan {iv['planned']} users, expected churn prevented "
       f"{iv['expected_churn_reduction']:.1f}; DR per 1,000: uplift {dr('uplift')}, risk-ranked {dr('risk_ranked')}\n")
 PY
+    ours=$(grep '"reasons explained"' "$work/night-${users}.log" | python3 -c 'import sys, json
+f = json.loads(sys.stdin.readline())["fields"]
+print("%.1f %.1f" % (f["contribution_seconds"], f["words_seconds"]))')
+    peer=$("$venv/bin/python" "$root/benches/reasons_peer.py" "$out" "$as_of" "$(nproc)" |
+        python3 -c 'import sys, json
+p = json.loads(sys.stdin.read())
+print("%.1f %.1f %d" % (p["seconds"], p["cpu_seconds"], p["rows"]))') || peer="– – –"
+    read -r ours_model ours_words <<<"$ours"
+    read -r peer_wall peer_cpu peer_rows <<<"$peer"
+    echo "reasons ($users users, $peer_rows rows): retain's LightGBM contributions ${ours_model} s + words ${ours_words} s; Python LightGBM pred_contrib ${peer_wall} s (${peer_cpu} s CPU)"
+    echo
 done
