@@ -9,6 +9,7 @@
 //! space it was ever tried, so that no prediction is trusted far from the data.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ndarray::{Array2, Axis};
 use rayon::prelude::*;
@@ -20,10 +21,10 @@ use super::predict::{ArmPredictor, with_channel};
 use super::report::{ArmReport, LearnerCurves};
 use crate::contract::CHANNELS;
 use crate::error::Result;
-use crate::features;
 use crate::models::encoder::{Encoder, Mode};
 use crate::models::gbdt::lightgbm_seed;
 use crate::models::uplift::{self, Experiment, Fitting, Learner, LearnerChoice, Support, UpliftModel};
+use crate::{features, progress};
 
 /// What the history taught: per arm its report and curves, per message type its support
 /// and the learners fitted on the older decisions, and the learner chosen.
@@ -123,6 +124,7 @@ pub(super) fn learn(hist: &History, seed: u64) -> Result<Option<Learned>> {
         .collect();
     let type_of: Vec<usize> =
         arms.iter().map(|a| message_types.iter().position(|t| *t == a.message_type).expect("listed")).collect();
+    let fitted = AtomicUsize::new(0);
     let fits: Vec<TypeFit> = message_types
         .par_iter()
         .enumerate()
@@ -131,7 +133,10 @@ pub(super) fn learn(hist: &History, seed: u64) -> Result<Option<Learned>> {
                 .filter(|&a| type_of[a] == t)
                 .map(|a| (&arms[a], &arm_rows[a].0, &arm_rows[a].1))
                 .collect();
-            fit_type(&mine, &type_rows[t].0, &cats_c, fitting)
+            let fit = fit_type(&mine, &type_rows[t].0, &cats_c, fitting);
+            let done = fitted.fetch_add(1, Ordering::Relaxed) + 1;
+            progress::step("message types learned on the older decisions", done, message_types.len());
+            fit
         })
         .collect::<Result<Vec<_>>>()?;
     let x_background = enc.transform(&hist.background)?;
@@ -196,14 +201,18 @@ impl Learned {
     /// Per message type, the chosen learner fitted on all its decisions: tonight's models.
     pub(super) fn fit_production(&self) -> Result<Vec<Option<UpliftModel>>> {
         let chosen = self.choice.chosen;
+        let fitted = AtomicUsize::new(0);
         self.type_rows
             .par_iter()
             .map(|all| {
-                if all.fittable() {
+                let model = if all.fittable() {
                     uplift::fit(chosen, &all.experiment(), &self.categorical, self.fitting).map(Some)
                 } else {
                     Ok(None)
-                }
+                };
+                let done = fitted.fetch_add(1, Ordering::Relaxed) + 1;
+                progress::step("message types learned on every decision", done, self.type_rows.len());
+                model
             })
             .collect()
     }

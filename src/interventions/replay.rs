@@ -17,6 +17,7 @@ use crate::config::InterventionSettings;
 use crate::error::Result;
 use crate::models::encoder::Encoder;
 use crate::models::{Classifier, ModelArtifact, Target};
+use crate::progress;
 
 /// Off-policy values of the uplift policy and of risk-ranked targeting on the evaluation
 /// slice's populations, with budgets scaled to each population's size.
@@ -44,7 +45,8 @@ pub(super) fn evaluate_policies(
     let row_churned = floats(rows, "churned")?;
     let row_propensity = floats(rows, "propensity")?;
     let mut days = Vec::new();
-    for (sn, pop) in &hist.populations {
+    for (k, (sn, pop)) in hist.populations.iter().enumerate() {
+        progress::step("evaluation days replayed", k, hist.populations.len());
         let c = Candidates::from_features(pop, settings.frequency_cap_days)?;
         let x = encoder.transform(pop)?;
         let scale = pop.height() as f64 / population_now.max(1) as f64;
@@ -125,6 +127,7 @@ pub(super) fn evaluate_policies(
             .collect();
         days.push(evaluate::Day { population: pop.height(), logged, actions: vec![ours, conventional] });
     }
+    progress::step("evaluation days replayed", hist.populations.len(), hist.populations.len());
     let snapshots = hist.populations.iter().map(|(d, _)| *d).collect();
     Ok(Some(evaluate::evaluate(&["uplift", "risk_ranked"], snapshots, &days)))
 }
