@@ -30,8 +30,8 @@ fn init_logging(format: Option<LogFormat>, filter: &str) {
 }
 
 /// The flag and environment layer of the configuration.
-fn overrides(args: &ConfigArgs) -> Overrides {
-    let ConfigArgs { config, input, output, horizon_days, seed } = args.clone();
+fn overrides(args: ConfigArgs) -> Overrides {
+    let ConfigArgs { config, input, output, horizon_days, seed } = args;
     Overrides { config, input, output, horizon_days, seed }
 }
 
@@ -47,7 +47,7 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Interventions(a) => stage(a, run::interventions_only),
         Command::Grace(a) => stage(a, run::grace_only),
         Command::Backfill(a) => {
-            let settings = config::resolve(&overrides(&a.settings))?;
+            let settings = config::resolve(&overrides(a.settings))?;
             if a.show_config {
                 print!("{}", settings.to_redacted_toml());
                 return Ok(());
@@ -114,7 +114,7 @@ pub fn execute(cli: Cli) -> Result<()> {
 /// snapshot date is required and the command runs with its settings resolved once.
 fn stage(args: StageArgs, f: fn(StageSettings) -> Result<()>) -> Result<()> {
     let StageArgs { settings, as_of, retrain, show_config } = args;
-    let settings = config::resolve(&overrides(&settings))?;
+    let settings = config::resolve(&overrides(settings))?;
     if show_config {
         print!("{}", settings.to_redacted_toml());
         if let Some(d) = as_of {

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -40,6 +40,23 @@ pub(crate) fn step(what: &str, done: usize, total: usize) {
         let stage = pb.message();
         let stage = stage.split(" · ").next().unwrap_or_default().to_string();
         pb.set_message(format!("{stage} · {what} {done}/{total}"));
+    }
+}
+
+/// Progress of work done in parallel: each [`Counter::tick`] reports one more unit done.
+pub(crate) struct Counter {
+    what: &'static str,
+    total: usize,
+    done: AtomicUsize,
+}
+
+impl Counter {
+    pub(crate) fn new(what: &'static str, total: usize) -> Self {
+        Counter { what, total, done: AtomicUsize::new(0) }
+    }
+
+    pub(crate) fn tick(&self) {
+        step(self.what, self.done.fetch_add(1, Ordering::Relaxed) + 1, self.total);
     }
 }
 

@@ -59,9 +59,10 @@ pub(crate) struct RssSampler {
 
 impl RssSampler {
     pub(crate) fn start() -> Self {
-        let peak = Arc::new(AtomicU64::new(rss_bytes().unwrap_or(0)));
+        let now = rss_bytes();
+        let peak = Arc::new(AtomicU64::new(now.unwrap_or(0)));
         let stop = Arc::new(AtomicBool::new(false));
-        let available = rss_bytes().is_some();
+        let available = now.is_some();
         if available {
             let (seen, stopped) = (peak.clone(), stop.clone());
             let spawned = std::thread::Builder::new().name("retain-rss".into()).spawn(move || {

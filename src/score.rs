@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::config::ScoreSettings;
 use crate::error::{PolarsContext, Result};
 use crate::features::feature;
-use crate::models::encoder::{EncodedColumn, Encoding};
+use crate::models::encoder::{EncodedColumn, Encoder, Encoding};
 use crate::models::{Classifier, ModelArtifact, Target};
 use crate::progress;
 
@@ -32,7 +32,7 @@ pub(crate) fn score(features: &DataFrame, artifact: &ModelArtifact, settings: &S
     let churn = artifact.target(Target::Churn)?.champion()?;
     let (x, p) = churn.predict(features)?;
     let deciles = risk_deciles(&p);
-    let reasons = explain(churn.fitted()?.classifier(), &churn.encoder.columns, &x, top_k, REASON_ROWS);
+    let reasons = explain(churn.fitted()?.classifier(), &churn.encoder, &x, top_k, REASON_ROWS);
     let (_, p_fail) = artifact.target(Target::PaymentFailure)?.champion()?.predict(features)?;
     let n = features.height();
     let model_name = format!("{}+{}", churn.name, churn.calibration.name());
@@ -103,7 +103,7 @@ fn describe(column: &EncodedColumn, value: f64) -> Option<String> {
 /// [`top_reasons`] for every row of `x`, `rows_per_chunk` rows' contributions at a time.
 fn explain(
     classifier: &dyn Classifier,
-    cols: &[EncodedColumn],
+    encoder: &Encoder,
     x: &Array2<f64>,
     k: usize,
     rows_per_chunk: usize,
@@ -117,7 +117,7 @@ fn explain(
         let contributions = classifier.contributions(&rows.to_owned());
         in_model += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        reasons.extend(top_reasons(cols, rows, &contributions, k));
+        reasons.extend(top_reasons(encoder, rows, &contributions, k));
         in_words += t.elapsed().as_secs_f64();
         progress::step("rows explained", start + rows.nrows(), n);
     }
@@ -130,14 +130,9 @@ fn explain(
 /// Per row, the features whose contributions to the log-odds are largest and positive,
 /// in words (a feature's encoded columns are summed); ties on the contribution go to the
 /// words in alphabetical order.
-fn top_reasons(cols: &[EncodedColumn], x: ArrayView2<f64>, contrib: &Array2<f64>, k: usize) -> Vec<Vec<String>> {
-    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
-    for (j, c) in cols.iter().enumerate() {
-        match groups.iter_mut().find(|(f, _)| *f == c.feature) {
-            Some((_, js)) => js.push(j),
-            None => groups.push((&c.feature, vec![j])),
-        }
-    }
+fn top_reasons(encoder: &Encoder, x: ArrayView2<f64>, contrib: &Array2<f64>, k: usize) -> Vec<Vec<String>> {
+    let cols = &encoder.columns;
+    let groups = encoder.columns_by_feature();
     let words = |i: usize, js: &[usize]| js.iter().find_map(|&j| describe(&cols[j], x[[i, j]]));
     (0..x.nrows())
         .into_par_iter()
@@ -177,6 +172,7 @@ fn describable(column: &EncodedColumn, value: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::encoder::Mode;
 
     #[test]
     fn deciles_put_the_riskiest_tenth_first() {
@@ -235,9 +231,10 @@ mod tests {
             if matches!(cols[j].kind, Encoding::Missing | Encoding::OneHot { .. }) { f64::from(v > 0.0) } else { v }
         });
         let model = LogisticModel { intercept: 0.0, coefficients: vec![1.0, 0.5, 0.5, 1.0, 1.0, 2.0, 0.5] };
-        let whole = explain(&model, &cols, &x, 3, n);
+        let encoder = Encoder { mode: Mode::Standardized, columns: cols.clone() };
+        let whole = explain(&model, &encoder, &x, 3, n);
         assert_eq!(whole, reference(&cols, &x, &model.contributions(&x), 3), "only the top k are put into words");
-        assert_eq!(explain(&model, &cols, &x, 3, 7), whole, "chunks change nothing");
+        assert_eq!(explain(&model, &encoder, &x, 3, 7), whole, "chunks change nothing");
         assert!(
             whole.iter().any(|r| r.len() == 3)
                 && whole.iter().any(|r| r.contains(&"high skips in the last 30 days".to_string()))

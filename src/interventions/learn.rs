@@ -9,7 +9,6 @@
 //! space it was ever tried, so that no prediction is trusted far from the data.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ndarray::{Array2, Axis};
 use rayon::prelude::*;
@@ -124,7 +123,7 @@ pub(super) fn learn(hist: &History, seed: u64) -> Result<Option<Learned>> {
         .collect();
     let type_of: Vec<usize> =
         arms.iter().map(|a| message_types.iter().position(|t| *t == a.message_type).expect("listed")).collect();
-    let fitted = AtomicUsize::new(0);
+    let fitted = progress::Counter::new("message types learned on the older decisions", message_types.len());
     let fits: Vec<TypeFit> = message_types
         .par_iter()
         .enumerate()
@@ -134,8 +133,7 @@ pub(super) fn learn(hist: &History, seed: u64) -> Result<Option<Learned>> {
                 .map(|a| (&arms[a], &arm_rows[a].0, &arm_rows[a].1))
                 .collect();
             let fit = fit_type(&mine, &type_rows[t].0, &cats_c, fitting);
-            let done = fitted.fetch_add(1, Ordering::Relaxed) + 1;
-            progress::step("message types learned on the older decisions", done, message_types.len());
+            fitted.tick();
             fit
         })
         .collect::<Result<Vec<_>>>()?;
@@ -201,7 +199,7 @@ impl Learned {
     /// Per message type, the chosen learner fitted on all its decisions: tonight's models.
     pub(super) fn fit_production(&self) -> Result<Vec<Option<UpliftModel>>> {
         let chosen = self.choice.chosen;
-        let fitted = AtomicUsize::new(0);
+        let fitted = progress::Counter::new("message types learned on every decision", self.type_rows.len());
         self.type_rows
             .par_iter()
             .map(|all| {
@@ -210,8 +208,7 @@ impl Learned {
                 } else {
                     Ok(None)
                 };
-                let done = fitted.fetch_add(1, Ordering::Relaxed) + 1;
-                progress::step("message types learned on every decision", done, self.type_rows.len());
+                fitted.tick();
                 model
             })
             .collect()

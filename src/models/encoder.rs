@@ -152,6 +152,19 @@ impl Encoder {
             .collect()
     }
 
+    /// Each feature with the positions of its encoded columns, in the order of first
+    /// appearance.
+    pub(crate) fn columns_by_feature(&self) -> Vec<(&str, Vec<usize>)> {
+        let mut features: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (j, c) in self.columns.iter().enumerate() {
+            match features.iter_mut().find(|(f, _)| *f == c.feature) {
+                Some((_, js)) => js.push(j),
+                None => features.push((c.feature.as_str(), vec![j])),
+            }
+        }
+        features
+    }
+
     /// Encode rows of a features table (which must have every feature column).
     ///
     /// One feature at a time: its values are decoded once, written into each of its
@@ -161,14 +174,7 @@ impl Encoder {
     pub fn transform(&self, df: &DataFrame) -> Result<Array2<f64>> {
         let n = df.height();
         let mut x = Array2::<f64>::zeros((n, self.columns.len()));
-        let mut features: Vec<(&str, Vec<usize>)> = Vec::new();
-        for (j, c) in self.columns.iter().enumerate() {
-            match features.iter_mut().find(|(f, _)| *f == c.feature) {
-                Some((_, js)) => js.push(j),
-                None => features.push((c.feature.as_str(), vec![j])),
-            }
-        }
-        for (name, js) in features {
+        for (name, js) in self.columns_by_feature() {
             if df.column(name).is_err() {
                 return Err(Error::data(format!("features table has no column `{name}` that the model needs")));
             }

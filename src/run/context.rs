@@ -19,8 +19,7 @@ use crate::{grace, labels};
 
 /// What every stage of a command gets: the snapshot, settings and the two storage roots.
 pub struct Context {
-    pub as_of: NaiveDate,
-    /// The resolved settings, each stage's section among them.
+    /// The resolved settings (the snapshot `stage.as_of` among them), each stage's section among them.
     pub stage: StageSettings,
     pub input: Storage,
     pub output: Storage,
@@ -58,7 +57,6 @@ impl Context {
         let output = Storage::open(&stage.output, &opts, true)?;
         let run_id = format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), std::process::id());
         Ok(Context {
-            as_of: stage.as_of,
             stage,
             input,
             output,
@@ -75,7 +73,7 @@ impl Context {
     pub fn timed<T>(&mut self, name: &str, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
         let (t, cpu) = (Instant::now(), resources::cpu_seconds());
         self.rss.mark();
-        info!(stage = name, as_of = %self.as_of, "stage started");
+        info!(stage = name, as_of = %self.stage.as_of, "stage started");
         self.bar.set_message(name.to_string());
         let out = f(self)?;
         let cost = StageCost {
@@ -101,11 +99,11 @@ impl Context {
     fn first_snapshot(&self, with_history: bool) -> NaiveDate {
         if with_history {
             let t = &self.stage.settings;
-            let snapshots = labels::training_snapshots(self.as_of, t.horizon_days, t.training.snapshots);
-            let decisions = self.as_of - chrono::Duration::days(t.horizon_days as i64 + EFFECT_WINDOW_DAYS);
-            snapshots.into_iter().min().unwrap_or(self.as_of).min(decisions)
+            let snapshots = labels::training_snapshots(self.stage.as_of, t.horizon_days, t.training.snapshots);
+            let decisions = self.stage.as_of - chrono::Duration::days(t.horizon_days as i64 + EFFECT_WINDOW_DAYS);
+            snapshots.into_iter().min().unwrap_or(self.stage.as_of).min(decisions)
         } else {
-            self.as_of
+            self.stage.as_of
         }
     }
 
@@ -113,7 +111,7 @@ impl Context {
     /// learn from, with `reads.grace` as far back as the grace stage's episodes reach.
     pub fn load_inputs(&mut self, reads: Reads) -> Result<Inputs> {
         let first = self.first_snapshot(reads.history);
-        let last = self.as_of;
+        let last = self.stage.as_of;
         let input = self.input.clone();
         let settings = &self.stage.settings;
         let mut lookback = Lookback::new(settings.horizon_days).with_late_days(settings.inputs.late_days);
@@ -129,7 +127,7 @@ impl Context {
 
     /// Commit table `table` of snapshot S (atomically, see `storage`).
     pub fn publish(&self, table: &str, df: &DataFrame) -> Result<Commit> {
-        let commit = self.output.publish(table, self.as_of, df, self.commit_meta())?;
+        let commit = self.output.publish(table, self.stage.as_of, df, self.commit_meta())?;
         info!(table, rows = commit.rows, files = commit.files.len(), "table committed");
         Ok(commit)
     }
@@ -138,7 +136,7 @@ impl Context {
     pub fn write_manifest(&self, command: &str, inputs: Option<&Inputs>, outputs: Value, extra: Value) -> Result<()> {
         let manifest = json!({
             "command": command,
-            "as_of": self.as_of,
+            "as_of": self.stage.as_of,
             "run_id": self.run_id,
             "code_version": code_version(),
             "finished_at": Utc::now().to_rfc3339(),
@@ -163,7 +161,7 @@ impl Context {
             "config": toml::from_str::<toml::Value>(&self.stage.settings.to_redacted_toml()).ok(),
             "details": extra,
         });
-        let rel = format!("runs/snapshot={}/{command}.json", self.as_of);
+        let rel = format!("runs/snapshot={}/{command}.json", self.stage.as_of);
         self.output
             .write_bytes(&rel, serde_json::to_vec_pretty(&manifest).map_err(crate::error::Error::internal)?.into())?;
         crate::progress::finish(&self.bar);

@@ -40,7 +40,7 @@ pub(crate) fn run_all(stage: StageSettings) -> Result<()> {
     let inputs = ctx.load_inputs(Reads { history: true, grace: true })?;
     let night = compute_night(&mut ctx, &inputs)?;
     let mut tables = serde_json::Map::new();
-    train::save(&ctx.output, ctx.as_of, &night.artifact)?;
+    train::save(&ctx.output, ctx.stage.as_of, &night.artifact)?;
     for (name, df) in [
         ("features", &night.features),
         (contract::SCORES.name, &night.scores),
@@ -63,12 +63,12 @@ pub(crate) fn run_all(stage: StageSettings) -> Result<()> {
             "intervention_list": intervention_summary(&night.interventions.table)?,
         }),
     )?;
-    info!(as_of = %ctx.as_of, "run complete");
+    info!(as_of = %ctx.stage.as_of, "run complete");
     Ok(())
 }
 
 fn compute_night(ctx: &mut Context, inputs: &Inputs) -> Result<Night> {
-    let s = ctx.as_of;
+    let s = ctx.stage.as_of;
     let features = ctx.timed("features", |_| features::build(inputs, s))?;
     let artifact =
         ctx.timed("train", |c| train::train_or_reuse(inputs, s, &c.stage.train, &c.output, c.stage.retrain))?;
@@ -102,7 +102,7 @@ fn intervention_summary(df: &DataFrame) -> Result<Value> {
 pub(crate) fn features_only(stage: StageSettings) -> Result<()> {
     let mut ctx = Context::open(stage, 2)?;
     let inputs = ctx.load_inputs(Reads { history: false, grace: false })?;
-    let s = ctx.as_of;
+    let s = ctx.stage.as_of;
     let df = ctx.timed("features", |_| features::build(&inputs, s))?;
     let c = ctx.publish("features", &df)?;
     ctx.write_manifest("features", Some(&inputs), json!({ "features": table_summary(&c) }), Value::Null)
@@ -112,7 +112,7 @@ pub(crate) fn features_only(stage: StageSettings) -> Result<()> {
 pub(crate) fn train_only(stage: StageSettings) -> Result<()> {
     let mut ctx = Context::open(stage, 2)?;
     let inputs = ctx.load_inputs(Reads { history: true, grace: false })?;
-    let s = ctx.as_of;
+    let s = ctx.stage.as_of;
     let artifact =
         ctx.timed("train", |c| train::train_or_reuse(&inputs, s, &c.stage.train, &c.output, c.stage.retrain))?;
     train::save(&ctx.output, s, &artifact)?;
@@ -122,7 +122,7 @@ pub(crate) fn train_only(stage: StageSettings) -> Result<()> {
 /// `retain score`: needs the committed features and the model of S.
 pub(crate) fn score_only(stage: StageSettings) -> Result<()> {
     let mut ctx = Context::open(stage, 1)?;
-    let s = ctx.as_of;
+    let s = ctx.stage.as_of;
     let features = ctx.output.read_committed("features", s)?;
     let artifact = train::load(&ctx.output, s)?;
     let scores = ctx.timed("score", |c| score::score(&features, &artifact, &c.stage.score))?;
@@ -133,7 +133,7 @@ pub(crate) fn score_only(stage: StageSettings) -> Result<()> {
 /// `retain interventions`: needs the committed features, scores and model of S.
 pub(crate) fn interventions_only(stage: StageSettings) -> Result<()> {
     let mut ctx = Context::open(stage, 2)?;
-    let s = ctx.as_of;
+    let s = ctx.stage.as_of;
     let features = ctx.output.read_committed("features", s)?;
     let scores = ctx.output.read_committed(contract::SCORES.name, s)?;
     let artifact = train::load(&ctx.output, s)?;
@@ -155,7 +155,7 @@ pub(crate) fn interventions_only(stage: StageSettings) -> Result<()> {
 pub(crate) fn grace_only(stage: StageSettings) -> Result<()> {
     let mut ctx = Context::open(stage, 2)?;
     let inputs = ctx.load_inputs(Reads { history: false, grace: true })?;
-    let s = ctx.as_of;
+    let s = ctx.stage.as_of;
     let out = ctx.timed("grace", |c| grace::recommend_all(&inputs, s, &c.stage.grace))?;
     let c = ctx.publish(contract::GRACE.name, &out.table)?;
     write_grace_report(&ctx, &out)?;
@@ -164,10 +164,10 @@ pub(crate) fn grace_only(stage: StageSettings) -> Result<()> {
 
 /// The interventions stage's HTML report, `reports/snapshot=S/interventions.html`.
 fn write_interventions_report(ctx: &Context, out: &interventions::Outcome) -> Result<()> {
-    ctx.output.write_bytes(&interventions::report_path(ctx.as_of), out.html.clone().into_bytes().into())
+    ctx.output.write_bytes(&interventions::report_path(ctx.stage.as_of), out.html.clone().into_bytes().into())
 }
 
 /// The grace stage's HTML report, `reports/snapshot=S/grace.html`, after its table.
 fn write_grace_report(ctx: &Context, out: &grace::GraceOutput) -> Result<()> {
-    ctx.output.write_bytes(&grace::report_path(ctx.as_of), out.html.clone().into_bytes().into())
+    ctx.output.write_bytes(&grace::report_path(ctx.stage.as_of), out.html.clone().into_bytes().into())
 }

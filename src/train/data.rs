@@ -1,8 +1,6 @@
 //! The labelled rows of a night's training: the validation snapshot (S − H) and the
 //! training snapshots before it, and the fingerprint that says whether they changed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use chrono::NaiveDate;
 use polars::prelude::*;
 use rayon::prelude::*;
@@ -32,12 +30,12 @@ pub struct TrainingData {
 pub fn training_data(inputs: &Inputs, s: NaiveDate, settings: &TrainSettings) -> Result<TrainingData> {
     let h = settings.horizon_days;
     let snapshots = labels::training_snapshots(s, h, settings.training.snapshots);
-    let built = AtomicUsize::new(0);
+    let built = progress::Counter::new("labelled snapshots", snapshots.len());
     let frames: Vec<(NaiveDate, DataFrame)> = snapshots
         .par_iter()
         .map(|&snap| {
             let df = labelled::snapshot(inputs, snap, h)?;
-            progress::step("labelled snapshots", built.fetch_add(1, Ordering::Relaxed) + 1, snapshots.len());
+            built.tick();
             Ok((snap, df))
         })
         .collect::<Result<Vec<_>>>()?;
