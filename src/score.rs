@@ -2,10 +2,10 @@
 //! features that push each user's risk up most, in words.
 //!
 //! The reasons are the costly part at a million users: TreeSHAP contributions of every
-//! feature for every row. They are computed in chunks of [`REASON_ROWS`] rows (a row's
-//! contributions do not depend on the others), so memory is bounded by the chunk, and
-//! each chunk's rows are put into words in parallel, only for the features that make a
-//! row's top k.
+//! feature for every row (`models::treeshap`). They are computed in chunks of
+//! [`REASON_ROWS`] rows (a row's contributions do not depend on the others), so memory is
+//! bounded by the chunk, and each chunk's rows are put into words in parallel, only for
+//! the features that make a row's top k.
 
 use std::time::Instant;
 

@@ -12,6 +12,7 @@ pub mod gbdt;
 pub(crate) mod linalg;
 pub mod logistic;
 pub mod metrics;
+mod treeshap;
 pub(crate) mod uplift;
 
 use chrono::NaiveDate;
