@@ -64,6 +64,12 @@ pub struct Training {
     pub max_iterations: u64,
     /// How many reasons to give per user in `top_reasons`.
     pub top_reasons: usize,
+    /// Most users with neither label (no churn, no payment failure) a training snapshot
+    /// keeps. A snapshot with more keeps every user with a label and this many others,
+    /// drawn by a hash of (the LightGBM seed, the snapshot, the user id), each weighted by
+    /// how many others it stands for. 0 keeps every user. The validation snapshot is never
+    /// sampled.
+    pub negatives_per_snapshot: u64,
     /// LightGBM settings.
     pub gbdt: GbdtParams,
 }
@@ -127,9 +133,22 @@ impl Default for InputSettings {
     }
 }
 
+/// The default of `training.negatives_per_snapshot`: at a million users a snapshot has about
+/// 430,000 users with neither label, and the champion fitted on this many of them is as
+/// good as on all (BENCHMARKS.md, "Training rows"); below about 230,000 users every row is
+/// kept.
+pub(crate) const DEFAULT_NEGATIVES_PER_SNAPSHOT: u64 = 100_000;
+
 impl Default for Training {
     fn default() -> Self {
-        Training { snapshots: 8, l2: 1.0, max_iterations: 100, top_reasons: 3, gbdt: Default::default() }
+        Training {
+            snapshots: 8,
+            l2: 1.0,
+            max_iterations: 100,
+            top_reasons: 3,
+            negatives_per_snapshot: DEFAULT_NEGATIVES_PER_SNAPSHOT,
+            gbdt: Default::default(),
+        }
     }
 }
 

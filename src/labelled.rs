@@ -46,22 +46,87 @@ pub(crate) fn snapshot_of(
             (features::build_of(inputs, s, users)?, billing)
         }
     };
-    let feats = feats.lazy();
-    let churn = labels::churn_labels(billing.clone(), s, horizon_days);
-    let failures = billing
-        .filter(col("ts").gt_eq(ts_lit_us(end_of_day_us(s))).and(col("event_type").eq(lit("payment_failed"))))
-        .select([col("user_id")])
-        .unique(None, UniqueKeepStrategy::Any)
-        .with_column(lit(1i32).alias("payment_fails"));
     feats
-        .join(churn, [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Inner))
-        .join(failures, [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Left))
-        .with_column(col("payment_fails").fill_null(lit(0i32)))
+        .lazy()
+        .join(labels_at(billing, s, horizon_days), [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Inner))
         // Join output order is not guaranteed; fits must see rows in one order to be
         // reproducible to the last bit.
         .sort(["user_id"], SortMultipleOptions::default())
         .collect()
         .ctx(format!("building the labelled snapshot {s}"))
+}
+
+/// Every target's label for the users premium at the end of `s`, from billing until
+/// `s + horizon_days`: `user_id`, `churned`, `payment_fails`.
+fn labels_at(billing: LazyFrame, s: NaiveDate, horizon_days: u32) -> LazyFrame {
+    let failures = billing
+        .clone()
+        .filter(col("ts").gt_eq(ts_lit_us(end_of_day_us(s))).and(col("event_type").eq(lit("payment_failed"))))
+        .select([col("user_id")])
+        .unique(None, UniqueKeepStrategy::Any)
+        .with_column(lit(1i32).alias("payment_fails"));
+    labels::churn_labels(billing, s, horizon_days)
+        .join(failures, [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Left))
+        .with_column(col("payment_fails").fill_null(lit(0i32)))
+}
+
+/// The rows of [`snapshot`] a training fit uses, with a `weight` column. A snapshot with at
+/// most `negatives` users with neither label (0: any number) keeps every row, each of
+/// weight 1. Otherwise it keeps every user with a label (weight 1) and the `negatives`
+/// others with the smallest hash of (`seed`, `s`, user id), each weighted by how many
+/// others it stands for, so that weighted sums estimate the whole snapshot's. The labels
+/// are computed for everyone first (from billing alone, cheap); the features, the costly
+/// part, only for the users kept.
+pub(crate) fn training_snapshot(
+    inputs: &Inputs,
+    s: NaiveDate,
+    horizon_days: u32,
+    negatives: u64,
+    seed: u64,
+) -> Result<DataFrame> {
+    let weighted = |df: DataFrame, weight: f64| -> Result<DataFrame> {
+        let positive = col("churned").eq(lit(1)).or(col("payment_fails").eq(lit(1)));
+        df.lazy()
+            .with_column(when(positive).then(lit(1.0)).otherwise(lit(weight)).alias("weight"))
+            .collect()
+            .ctx(format!("weighting the labelled snapshot {s}"))
+    };
+    if negatives == 0 {
+        return weighted(snapshot(inputs, s, horizon_days)?, 1.0);
+    }
+    let until = s + Duration::days(horizon_days as i64);
+    let labelled = labels_at(inputs.billing_until(until), s, horizon_days)
+        .collect()
+        .ctx(format!("labelling the users premium at {s}"))?;
+    let mask =
+        |name: &str| -> Result<BooleanChunked> { Ok(labelled.column(name).ctx(name)?.i32().ctx(name)?.equal(0)) };
+    let is_negative = mask("churned")? & mask("payment_fails")?;
+    let ids = labelled.column("user_id").ctx("user_id")?.str().ctx("user_id")?;
+    let mut hashes: Vec<u64> = ids
+        .iter()
+        .zip(is_negative.iter())
+        .filter(|(_, negative)| negative.unwrap_or(false))
+        .map(|(id, _)| sample_hash(seed, s, id.unwrap_or_default()))
+        .collect();
+    let total = hashes.len();
+    if total as u64 <= negatives {
+        return weighted(snapshot(inputs, s, horizon_days)?, 1.0);
+    }
+    hashes.sort_unstable();
+    let cut = hashes[negatives as usize - 1];
+    let keep: BooleanChunked = ids
+        .iter()
+        .zip(is_negative.iter())
+        .map(|(id, negative)| !negative.unwrap_or(false) || sample_hash(seed, s, id.unwrap_or_default()) <= cut)
+        .collect();
+    let users = labelled.filter(&keep).ctx("sampling users")?.select(["user_id"]).ctx("sampling users")?;
+    weighted(snapshot_of(inputs, s, horizon_days, Some(&users))?, total as f64 / negatives as f64)
+}
+
+/// A user's draw for the training sample of snapshot `s`: uniform over u64, different
+/// on each snapshot, the same on every rerun.
+fn sample_hash(seed: u64, s: NaiveDate, user_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(format!("{seed}/{s}/{user_id}").as_bytes())
 }
 
 #[cfg(test)]
@@ -83,5 +148,47 @@ mod tests {
         let keep: BooleanChunked = ids.iter().map(|id| some.contains(id)).collect();
         assert_eq!(table, whole.filter(&keep).unwrap());
         assert!(table.height() > 10 && table.height() < whole.height());
+    }
+
+    #[test]
+    fn a_sampled_training_snapshot_keeps_every_label_and_weighs_the_others_up_to_their_number() {
+        let s = NaiveDate::from_ymd_opt(2026, 10, 21).unwrap();
+        let h = 30;
+        let inputs = crate::inputs::sample_inputs(s, s + Duration::days(h as i64), h);
+        let whole = snapshot(&inputs, s, h).unwrap();
+        let label = |df: &DataFrame, name: &str| -> Vec<i32> {
+            df.column(name).unwrap().i32().unwrap().into_no_null_iter().collect()
+        };
+        let positive = |df: &DataFrame| -> Vec<bool> {
+            label(df, "churned").iter().zip(label(df, "payment_fails")).map(|(&c, f)| c == 1 || f == 1).collect()
+        };
+        let positives = positive(&whole).iter().filter(|&&p| p).count();
+        let negatives = whole.height() - positives;
+        assert!(positives > 5 && negatives > 100, "a real snapshot: {positives} with a label, {negatives} without");
+
+        // Enough room: every row, weight 1, the whole snapshot's rows.
+        for cap in [0, negatives as u64] {
+            let all = training_snapshot(&inputs, s, h, cap, 7).unwrap();
+            assert_eq!(all.drop("weight").unwrap(), whole);
+            assert!(all.column("weight").unwrap().f64().unwrap().into_no_null_iter().all(|w| w == 1.0));
+        }
+
+        let cap = 40;
+        let sample = training_snapshot(&inputs, s, h, cap, 7).unwrap();
+        let kept = positive(&sample);
+        assert_eq!(kept.iter().filter(|&&p| p).count(), positives, "every user with a label");
+        assert_eq!(kept.iter().filter(|&&p| !p).count(), cap as usize, "and `cap` others");
+        let weights: Vec<f64> = sample.column("weight").unwrap().f64().unwrap().into_no_null_iter().collect();
+        let weighed: f64 = weights.iter().zip(&kept).filter(|(_, p)| !**p).map(|(w, _)| w).sum();
+        assert!((weighed - negatives as f64).abs() < 1e-9, "the others weigh as many as there are");
+        assert!(weights.iter().zip(&kept).all(|(&w, &p)| !p || w == 1.0));
+        // Each kept row is the whole snapshot's row for that user.
+        let ids: Vec<&str> = sample.column("user_id").unwrap().str().unwrap().iter().flatten().collect();
+        let in_sample: BooleanChunked =
+            whole.column("user_id").unwrap().str().unwrap().iter().map(|id| ids.contains(&id.unwrap())).collect();
+        assert_eq!(sample.drop("weight").unwrap(), whole.filter(&in_sample).unwrap());
+        // The draw is the same on a rerun, another with another seed.
+        assert_eq!(training_snapshot(&inputs, s, h, cap, 7).unwrap(), sample);
+        assert_ne!(training_snapshot(&inputs, s, h, cap, 8).unwrap(), sample);
     }
 }

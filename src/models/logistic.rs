@@ -55,19 +55,25 @@ fn softplus(z: f64) -> f64 {
 struct Problem<'a> {
     x: ArrayView2<'a, f64>,
     y: Vec<f64>,
+    /// Per-row weights; None weighs every row 1 (and computes exactly the unweighted sums).
+    weights: Option<&'a [f64]>,
     l2: f64,
     chunks: Vec<Range<usize>>,
 }
 
 impl Problem<'_> {
-    fn new<'a>(x: ArrayView2<'a, f64>, y: &[i32], l2: f64) -> Problem<'a> {
+    fn new<'a>(x: ArrayView2<'a, f64>, y: &[i32], weights: Option<&'a [f64]>, l2: f64) -> Problem<'a> {
         let n = x.nrows();
         let chunks = (0..n).step_by(CHUNK).map(|a| a..(a + CHUNK).min(n)).collect();
-        Problem { x, y: y.iter().map(|&v| v as f64).collect(), l2, chunks }
+        Problem { x, y: y.iter().map(|&v| v as f64).collect(), weights, l2, chunks }
+    }
+
+    fn weight(&self, i: usize) -> f64 {
+        self.weights.map_or(1.0, |w| w[i])
     }
 
     /// The linear predictor z = w₀ + X w₁.. and the penalised negative log-likelihood
-    /// Σ (log(1 + e^z) − y z) + l2/2 · ‖w₁..‖² (intercept free). Each z is one row's own
+    /// Σ ωᵢ (log(1 + e^z) − y z) + l2/2 · ‖w₁..‖² (intercept free, ω the row weights). Each z is one row's own
     /// dot product; the log-likelihood is summed per chunk, then over chunks in order.
     fn evaluate(&self, w: &[f64]) -> (Vec<f64>, f64) {
         let coefficients = ArrayView1::from(&w[1..]);
@@ -77,11 +83,14 @@ impl Problem<'_> {
             .zip(self.chunks.par_iter())
             .map(|(out, rows)| {
                 let mut nll = 0.0;
-                for ((zi, row), &yi) in
-                    out.iter_mut().zip(self.x.slice(s![rows.clone(), ..]).rows()).zip(&self.y[rows.clone()])
+                for (((zi, row), &yi), i) in out
+                    .iter_mut()
+                    .zip(self.x.slice(s![rows.clone(), ..]).rows())
+                    .zip(&self.y[rows.clone()])
+                    .zip(rows.clone())
                 {
                     *zi = w[0] + row.dot(&coefficients);
-                    nll += softplus(*zi) - yi * *zi;
+                    nll += self.weight(i) * (softplus(*zi) - yi * *zi);
                 }
                 nll
             })
@@ -90,8 +99,9 @@ impl Problem<'_> {
         (z, parts.iter().sum::<f64>() + penalty)
     }
 
-    /// The unpenalised Hessian X'WX and gradient X'(q − y) at the linear predictor `z`,
-    /// with the intercept's column of ones first, W = diag(q(1 − q)) floored at 1e-10.
+    /// The unpenalised Hessian X'WX and gradient X'Ω(q − y) at the linear predictor `z`,
+    /// with the intercept's column of ones first, W = Ω diag(q(1 − q)) (q(1 − q) floored
+    /// at 1e-10), Ω the row weights.
     fn newton_sums(&self, z: &[f64]) -> (Array2<f64>, Array1<f64>) {
         let k = self.x.ncols() + 1;
         let rows_per_buffer = CHUNK.min(self.x.nrows());
@@ -116,8 +126,9 @@ impl Problem<'_> {
         let mut scaled = buffer.slice_mut(s![..rows.len(), ..]);
         for ((i, row), mut out) in rows.clone().zip(self.x.slice(s![rows, ..]).rows()).zip(scaled.rows_mut()) {
             let q = sigmoid(z[i]);
-            let root_weight = (q * (1.0 - q)).max(1e-10).sqrt();
-            let residual = q - self.y[i];
+            let omega = self.weight(i);
+            let root_weight = (q * (1.0 - q)).max(1e-10).sqrt() * omega.sqrt();
+            let residual = omega * (q - self.y[i]);
             out[0] = root_weight;
             gradient[0] += residual;
             Zip::from(out.slice_mut(s![1..])).and(gradient.slice_mut(s![1..])).and(&row).for_each(|o, g, &v| {
@@ -133,6 +144,18 @@ impl LogisticModel {
     /// Fit on encoded (standardised) rows and 0/1 labels. Runs on the current rayon pool;
     /// the result does not depend on its size.
     pub fn fit(x: &Array2<f64>, y: &[i32], l2: f64, max_iterations: u64) -> Result<Self> {
+        Self::fit_weighted(x, y, None, l2, max_iterations)
+    }
+
+    /// [`LogisticModel::fit`] with a weight per row (a sampled row standing for several):
+    /// each row's log-likelihood counts `weights[i]` times.
+    pub fn fit_weighted(
+        x: &Array2<f64>,
+        y: &[i32],
+        weights: Option<&[f64]>,
+        l2: f64,
+        max_iterations: u64,
+    ) -> Result<Self> {
         let (n, p) = x.dim();
         if y.iter().all(|&v| v == 1) || y.iter().all(|&v| v == 0) {
             return Err(Error::data("the training labels have a single class: nothing to learn"));
@@ -140,8 +163,12 @@ impl LogisticModel {
         if y.len() != n {
             return Err(Error::internal(format!("logistic regression: {n} rows but {} labels", y.len())));
         }
-        let problem = Problem::new(x.view(), y, l2);
-        let rate = problem.y.iter().sum::<f64>() / n as f64;
+        if weights.is_some_and(|w| w.len() != n || w.iter().any(|&v| !(v.is_finite() && v > 0.0))) {
+            return Err(Error::internal(format!("logistic regression: {n} rows need as many positive weights")));
+        }
+        let problem = Problem::new(x.view(), y, weights, l2);
+        let total: f64 = (0..n).map(|i| problem.weight(i)).sum();
+        let rate = (0..n).map(|i| problem.weight(i) * problem.y[i]).sum::<f64>() / total;
         let mut w = vec![0.0; p + 1];
         w[0] = (rate / (1.0 - rate)).ln();
         let (mut z, mut f) = problem.evaluate(&w);
@@ -298,6 +325,30 @@ mod tests {
             })
             .collect();
         (x, y)
+    }
+
+    #[test]
+    fn a_row_of_weight_two_counts_as_the_row_twice() {
+        let (x, y) = several_chunks();
+        let n = x.nrows();
+        // Every third row weighs 2 in one fit and appears twice in the other.
+        let weights: Vec<f64> = (0..n).map(|i| if i % 3 == 0 { 2.0 } else { 1.0 }).collect();
+        let twice: Vec<usize> = (0..n).flat_map(|i| if i % 3 == 0 { vec![i, i] } else { vec![i] }).collect();
+        let xd = x.select(ndarray::Axis(0), &twice);
+        let yd: Vec<i32> = twice.iter().map(|&i| y[i]).collect();
+        let weighted = LogisticModel::fit_weighted(&x, &y, Some(&weights), 1.0, 100).unwrap();
+        let duplicated = LogisticModel::fit(&xd, &yd, 1.0, 100).unwrap();
+        let unweighted = LogisticModel::fit(&x, &y, 1.0, 100).unwrap();
+        let close = |a: &LogisticModel, b: &LogisticModel| {
+            (a.intercept - b.intercept).abs() < 1e-8
+                && a.coefficients.iter().zip(&b.coefficients).all(|(u, v)| (u - v).abs() < 1e-8)
+        };
+        assert!(close(&weighted, &duplicated), "{weighted:?} against {duplicated:?}");
+        assert!(!close(&weighted, &unweighted), "the weights change the fit");
+        let ones = vec![1.0; n];
+        let all_ones = LogisticModel::fit_weighted(&x, &y, Some(&ones), 1.0, 100).unwrap();
+        assert_eq!(all_ones.coefficients, unweighted.coefficients, "weights of 1 are the unweighted fit, bit for bit");
+        assert!(LogisticModel::fit_weighted(&x, &y, Some(&ones[1..]), 1.0, 100).is_err(), "one weight per row");
     }
 
     #[test]

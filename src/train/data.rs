@@ -10,6 +10,7 @@ use crate::error::{Error, PolarsContext, Result};
 use crate::features::feature_schema_hash;
 use crate::inputs::Inputs;
 use crate::models::Target;
+use crate::models::gbdt::DEFAULT_SEED;
 use crate::storage::parquet_bytes;
 use crate::version::code_version;
 use crate::{labelled, labels, progress};
@@ -31,10 +32,19 @@ pub fn training_data(inputs: &Inputs, s: NaiveDate, settings: &TrainSettings) ->
     let h = settings.horizon_days;
     let snapshots = labels::training_snapshots(s, h, settings.training.snapshots);
     let built = progress::Counter::new("labelled snapshots", snapshots.len());
+    let validation = snapshots[0];
+    let training = &settings.training;
+    let seed = training.gbdt.seed.unwrap_or(DEFAULT_SEED);
     let frames: Vec<(NaiveDate, DataFrame)> = snapshots
         .par_iter()
         .map(|&snap| {
-            let df = labelled::snapshot(inputs, snap, h)?;
+            // Validation measures, calibrates and chooses on every user; training may
+            // sample (`training.negatives_per_snapshot`).
+            let df = if snap == validation {
+                labelled::snapshot(inputs, snap, h)?
+            } else {
+                labelled::training_snapshot(inputs, snap, h, training.negatives_per_snapshot, seed)?
+            };
             built.tick();
             Ok((snap, df))
         })
@@ -67,6 +77,13 @@ pub fn training_data(inputs: &Inputs, s: NaiveDate, settings: &TrainSettings) ->
         train,
         fingerprint: format!("{:016x}", hasher.digest()),
     })
+}
+
+/// The training rows' weights (`labelled::training_snapshot`), or None when every row
+/// weighs 1 (nothing was sampled), so an unsampled fit is the unweighted fit exactly.
+pub(super) fn weights_of(df: &DataFrame) -> Result<Option<Vec<f64>>> {
+    let w: Vec<f64> = df.column("weight").ctx("weight")?.f64().ctx("weight")?.into_no_null_iter().collect();
+    Ok(if w.iter().all(|&v| v == 1.0) { None } else { Some(w) })
 }
 
 /// A target's 0/1 labels, in row order.

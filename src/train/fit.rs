@@ -9,11 +9,11 @@ use std::time::Instant;
 use rayon::prelude::*;
 use tracing::info;
 
-use super::data::{TrainingData, labels_of};
+use super::data::{TrainingData, labels_of, weights_of};
 use crate::config::Training;
 use crate::error::{Error, Result};
 use crate::features;
-use crate::models::gbdt::GbdtModel;
+use crate::models::gbdt::{GbdtModel, Objective, Rows};
 use crate::models::logistic::LogisticModel;
 use crate::models::metrics::{evaluate, reliability};
 use crate::models::{Calibration, Candidate, Encoder, Family, Fitted, Target, TargetModels, champion, cores};
@@ -30,6 +30,7 @@ fn fit_candidate(
     let encoder = Encoder::fit(&data.train, family.encoding(), &features::specs())?;
     let x = encoder.transform(&data.train)?;
     let y = labels_of(&data.train, target)?;
+    let weights = weights_of(&data.train)?;
     let xv = encoder.transform(&data.valid)?;
     let yv = labels_of(&data.valid, target)?;
     if y.iter().all(|&v| v == y[0]) {
@@ -37,11 +38,20 @@ fn fit_candidate(
     }
     let (model, name) = match family {
         Family::Logistic => {
-            let m = LogisticModel::fit(&x, &y, training.l2, training.max_iterations)?;
+            let m = LogisticModel::fit_weighted(&x, &y, weights.as_deref(), training.l2, training.max_iterations)?;
             (Fitted::Logistic(m), "logistic-l2".to_string())
         }
         Family::Gbdt => {
-            let m = GbdtModel::fit(&x, &y, &xv, &yv, &encoder.categorical_columns(), &training.gbdt, threads)?;
+            let as_f64 = |y: &[i32]| y.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
+            let (y, yv) = (as_f64(&y), as_f64(&yv));
+            let m = GbdtModel::fit_rows(
+                Objective::Binary,
+                &Rows { x: &x, y: &y, weights: weights.as_deref() },
+                &Rows { x: &xv, y: &yv, weights: None },
+                &encoder.categorical_columns(),
+                &training.gbdt,
+                threads,
+            )?;
             let name = format!("gbdt-lightgbm/{}-rounds", m.best_iteration);
             (Fitted::Gbdt(m.with_threads(cores())), name)
         }
