@@ -13,6 +13,7 @@
 #   make bench-nightly                     # 100k and 1M users
 #   SIZES=100000 make bench-nightly        # only 100k
 #   SEED=3 SIZES=100000 make bench-nightly # another world
+#   PEER=0 SIZES=1000000 make bench-nightly # without the Python peer (8 minutes at 1M)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -78,12 +79,13 @@ PY
     ours=$(grep '"reasons explained"' "$work/night-${users}.log" | python3 -c 'import sys, json
 f = json.loads(sys.stdin.readline())["fields"]
 print("%.1f %.1f" % (f["contribution_seconds"], f["words_seconds"]))')
-    peer=$("$venv/bin/python" "$root/benches/reasons_peer.py" "$out" "$as_of" "$(nproc)" |
+    peer="– – –"
+    [[ "${PEER:-1}" == 0 ]] || peer=$("$venv/bin/python" "$root/benches/reasons_peer.py" "$out" "$as_of" "$(nproc)" |
         python3 -c 'import sys, json
 p = json.loads(sys.stdin.read())
 print("%.1f %.1f %d" % (p["seconds"], p["cpu_seconds"], p["rows"]))') || peer="– – –"
     read -r ours_model ours_words <<<"$ours"
     read -r peer_wall peer_cpu peer_rows <<<"$peer"
-    echo "reasons ($users users, $peer_rows rows): retain's LightGBM contributions ${ours_model} s + words ${ours_words} s; Python LightGBM pred_contrib ${peer_wall} s (${peer_cpu} s CPU)"
+    echo "reasons ($users users, $peer_rows rows): retain's TreeSHAP ${ours_model} s + words ${ours_words} s; Python LightGBM pred_contrib ${peer_wall} s (${peer_cpu} s CPU)"
     echo
 done

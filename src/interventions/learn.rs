@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ndarray::{Array2, Axis};
+use ndarray::{Array2, Axis, s};
 use rayon::prelude::*;
 
 use super::frame::{floats, strings};
@@ -49,8 +49,9 @@ pub(super) struct Learned {
 }
 
 /// Learn from the history; None when it holds no decisions. `seed` (the run's) seeds the
-/// learners' fits and the bootstrap that compares them.
-pub(super) fn learn(hist: &History, seed: u64) -> Result<Option<Learned>> {
+/// learners' fits and the bootstrap that compares them. Once encoded, the decisions'
+/// features are dropped from the history ([`History::forget_decision_features`]).
+pub(super) fn learn(hist: &mut History, seed: u64) -> Result<Option<Learned>> {
     let rows = &hist.rows;
     if rows.height() == 0 {
         return Ok(None);
@@ -66,6 +67,8 @@ pub(super) fn learn(hist: &History, seed: u64) -> Result<Option<Learned>> {
     let churned = floats(rows, "churned")?;
     let eval_from = crate::inputs::epoch_days(hist.evaluation_from) as f64;
     let in_eval: Vec<bool> = floats(rows, "snapshot")?.into_iter().map(|d| d >= eval_from).collect();
+    let n = rows.height();
+    hist.forget_decision_features()?;
     let distinct: BTreeSet<Arm> = types
         .iter()
         .zip(&channels)
@@ -78,11 +81,11 @@ pub(super) fn learn(hist: &History, seed: u64) -> Result<Option<Learned>> {
     let xc = with_channel(&x, |i| channel_code[i]);
     let mut cats_c = cats.clone();
     cats_c.push(x.ncols());
-    let rows_of = |keep: &dyn Fn(usize) -> bool| -> Vec<usize> { (0..rows.height()).filter(|&i| keep(i)).collect() };
+    let rows_of = |keep: &dyn Fn(usize) -> bool| -> Vec<usize> { (0..n).filter(|&i| keep(i)).collect() };
     let message_types: Vec<String> =
         arms.iter().map(|a| a.message_type.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     // The probability of each decision's arm given its features, per message type.
-    let mut propensity = vec![0.5; rows.height()];
+    let mut propensity = vec![0.5; n];
     let per_type: Vec<(Vec<usize>, Vec<f64>)> = message_types
         .par_iter()
         .map(|t| {
@@ -96,56 +99,71 @@ pub(super) fn learn(hist: &History, seed: u64) -> Result<Option<Learned>> {
             propensity[i] = p[j];
         }
     }
-    // Per arm: its training and evaluation rows (for reports and Qini).
+    // Per arm: its training rows (counted for the report) and its evaluation rows (for
+    // the Qini of the type's learners).
     let arm_rows: Vec<(ArmRows, ArmRows)> = arms
         .iter()
         .map(|arm| {
             let mine = |i: usize| types[i] == arm.message_type && channels[i] == arm.channel;
             (
-                ArmRows::new(&xc, &rows_of(&|i| mine(i) && !in_eval[i]), &treated, &churned, &propensity),
-                ArmRows::new(&xc, &rows_of(&|i| mine(i) && in_eval[i]), &treated, &churned, &propensity),
+                ArmRows::new(None, &rows_of(&|i| mine(i) && !in_eval[i]), &treated, &churned, &propensity),
+                ArmRows::new(Some(&xc), &rows_of(&|i| mine(i) && in_eval[i]), &treated, &churned, &propensity),
             )
         })
         .collect();
-    // Per message type: training rows, all rows, and (without the channel) the rows
-    // that define where the type was tried.
-    let type_rows: Vec<(ArmRows, ArmRows, Array2<f64>)> = message_types
+    // Per message type: training rows and all rows (the latter, without the channel, also
+    // define where the type was tried).
+    let type_rows: Vec<(ArmRows, ArmRows)> = message_types
         .iter()
         .map(|t| {
             let all = rows_of(&|i| types[i] == *t);
             let train = rows_of(&|i| types[i] == *t && !in_eval[i]);
             (
-                ArmRows::new(&xc, &train, &treated, &churned, &propensity),
-                ArmRows::new(&xc, &all, &treated, &churned, &propensity),
-                x.select(Axis(0), &all),
+                ArmRows::new(Some(&xc), &train, &treated, &churned, &propensity),
+                ArmRows::new(Some(&xc), &all, &treated, &churned, &propensity),
             )
         })
         .collect();
+    // Every fit below reads the per-arm and per-type copies: the whole history's matrices
+    // would only add their size (about 1.7 GB at a million users) to the stage's peak.
+    let features_only = x.ncols();
+    drop(x);
+    drop(xc);
     let type_of: Vec<usize> =
         arms.iter().map(|a| message_types.iter().position(|t| *t == a.message_type).expect("listed")).collect();
     let fitted = progress::Counter::new("message types learned on the older decisions", message_types.len());
-    let fits: Vec<TypeFit> = message_types
-        .par_iter()
-        .enumerate()
-        .map(|(t, _)| {
-            let mine: Vec<(&Arm, &ArmRows, &ArmRows)> = (0..arms.len())
-                .filter(|&a| type_of[a] == t)
-                .map(|a| (&arms[a], &arm_rows[a].0, &arm_rows[a].1))
-                .collect();
-            let fit = fit_type(&mine, &type_rows[t].0, &cats_c, fitting);
-            fitted.tick();
-            fit
-        })
-        .collect::<Result<Vec<_>>>()?;
     let x_background = enc.transform(&hist.background)?;
-    let supports = type_rows
-        .par_iter()
-        .map(
-            |(_, all, tried)| {
-                if all.fittable() { Support::fit(tried, &x_background, &cats, fitting).map(Some) } else { Ok(None) }
-            },
-        )
-        .collect::<Result<Vec<_>>>()?;
+    // The learners and the supports are independent: fitted side by side.
+    let (fits, supports) = rayon::join(
+        || {
+            message_types
+                .par_iter()
+                .enumerate()
+                .map(|(t, _)| {
+                    let mine: Vec<(&Arm, &ArmRows, &ArmRows)> = (0..arms.len())
+                        .filter(|&a| type_of[a] == t)
+                        .map(|a| (&arms[a], &arm_rows[a].0, &arm_rows[a].1))
+                        .collect();
+                    let fit = fit_type(&mine, &type_rows[t].0, &cats_c, fitting);
+                    fitted.tick();
+                    fit
+                })
+                .collect::<Result<Vec<TypeFit>>>()
+        },
+        || {
+            type_rows
+                .par_iter()
+                .map(|(_, all)| {
+                    if !all.fittable() {
+                        return Ok(None);
+                    }
+                    let tried = all.x.slice(s![.., ..features_only]).to_owned();
+                    Support::fit(&tried, &x_background, &cats, fitting).map(Some)
+                })
+                .collect::<Result<Vec<_>>>()
+        },
+    );
+    let (fits, supports) = (fits?, supports?);
     let mut reports: Vec<Option<ArmReport>> = vec![None; arms.len()];
     let mut curves: Vec<LearnerCurves> = vec![Vec::new(); arms.len()];
     let mut later: Vec<Vec<Vec<f64>>> = vec![Vec::new(); arms.len()];
@@ -174,7 +192,7 @@ pub(super) fn learn(hist: &History, seed: u64) -> Result<Option<Learned>> {
         curves,
         choice,
         type_of,
-        type_rows: type_rows.into_iter().map(|(_, all, _)| all).collect(),
+        type_rows: type_rows.into_iter().map(|(_, all)| all).collect(),
         supports,
         evaluated,
         categorical: cats_c,
@@ -250,9 +268,12 @@ struct ArmRows {
 }
 
 impl ArmRows {
-    fn new(x: &Array2<f64>, idx: &[usize], treated: &[bool], outcome: &[f64], propensity: &[f64]) -> Self {
+    /// Rows `idx`; with `x` None, the rows keep no feature columns (an arm's training
+    /// rows are counted and averaged, never fitted on or predicted: its message type's
+    /// rows are).
+    fn new(x: Option<&Array2<f64>>, idx: &[usize], treated: &[bool], outcome: &[f64], propensity: &[f64]) -> Self {
         ArmRows {
-            x: x.select(Axis(0), idx),
+            x: x.map_or_else(|| Array2::zeros((idx.len(), 0)), |x| x.select(Axis(0), idx)),
             treated: idx.iter().map(|&i| treated[i]).collect(),
             outcome: idx.iter().map(|&i| outcome[i]).collect(),
             propensity: idx.iter().map(|&i| propensity[i]).collect(),

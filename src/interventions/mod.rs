@@ -62,7 +62,7 @@ pub(crate) fn plan(
     artifact: &ModelArtifact,
     settings: &InterventionSettings,
 ) -> Result<Outcome> {
-    let hist = history::load(inputs, s, settings.horizon_days)?;
+    let mut hist = history::load(inputs, s, settings.horizon_days)?;
     let mut report = Report {
         decisions: hist.rows.height(),
         evaluation_from: hist.evaluation_from,
@@ -77,7 +77,7 @@ pub(crate) fn plan(
         qini_curves: Vec::new(),
     };
     let c = Candidates::from_features(features, settings.frequency_cap_days)?;
-    let learned = learn::learn(&hist, settings.seed)?;
+    let learned = learn::learn(&mut hist, settings.seed)?;
     let production = match &learned {
         Some(l) => l.fit_production()?,
         None => Vec::new(),

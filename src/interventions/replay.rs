@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use chrono::NaiveDate;
 use ndarray::Axis;
+use polars::prelude::DataFrame;
 use rayon::prelude::*;
 
 use super::evaluate;
@@ -44,9 +46,9 @@ pub(super) fn evaluate_policies(
     let row_treated = floats(rows, "treated")?;
     let row_churned = floats(rows, "churned")?;
     let row_propensity = floats(rows, "propensity")?;
-    let mut days = Vec::new();
-    for (k, (sn, pop)) in hist.populations.iter().enumerate() {
-        progress::step("evaluation days replayed", k, hist.populations.len());
+    // The days are independent: replayed side by side, collected in date order.
+    let replayed = progress::Counter::new("evaluation days replayed", hist.populations.len());
+    let replay_day = |(sn, pop): &(NaiveDate, DataFrame)| -> Result<evaluate::Day> {
         let c = Candidates::from_features(pop, settings.frequency_cap_days)?;
         let x = encoder.transform(pop)?;
         let scale = pop.height() as f64 / population_now.max(1) as f64;
@@ -125,9 +127,10 @@ pub(super) fn evaluate_policies(
                 }
             })
             .collect();
-        days.push(evaluate::Day { population: pop.height(), logged, actions: vec![ours, conventional] });
-    }
-    progress::step("evaluation days replayed", hist.populations.len(), hist.populations.len());
+        replayed.tick();
+        Ok(evaluate::Day { population: pop.height(), logged, actions: vec![ours, conventional] })
+    };
+    let days = hist.populations.par_iter().map(replay_day).collect::<Result<Vec<_>>>()?;
     let snapshots = hist.populations.iter().map(|(d, _)| *d).collect();
     Ok(Some(evaluate::evaluate(&["uplift", "risk_ranked"], snapshots, &days)))
 }

@@ -19,6 +19,7 @@
 //! [`qini`] scores a learner on rows it never saw.
 
 use ndarray::{Array2, Axis};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::classifier::Classifier;
@@ -232,14 +233,25 @@ pub(crate) fn fit_each(
         )));
     }
     let w = e.weights();
-    let control = fit_on(Objective::Binary, e.x, e.outcome, Some(&w), &control_rows, categorical, fitting)?;
-    let treated = fit_on(Objective::Binary, e.x, e.outcome, Some(&w), &treated_rows, categorical, fitting)?;
+    // The fits are independent: on the pool together, so that the message types' fits
+    // fill both cores until the last one ends. Each is deterministic on its one thread.
+    let want_dr = learners.contains(&Learner::Dr);
+    let ((control, treated), dr) = rayon::join(
+        || {
+            rayon::join(
+                || fit_on(Objective::Binary, e.x, e.outcome, Some(&w), &control_rows, categorical, fitting),
+                || fit_on(Objective::Binary, e.x, e.outcome, Some(&w), &treated_rows, categorical, fitting),
+            )
+        },
+        || want_dr.then(|| fit_dr(e, &w, categorical, fitting)).transpose(),
+    );
+    let (control, treated, dr) = (control?, treated?, dr?);
     learners
         .iter()
         .map(|&learner| {
             let effect = match learner {
                 Learner::T => None,
-                Learner::Dr => Some(fit_dr(e, &w, categorical, fitting)?),
+                Learner::Dr => dr.clone(),
             };
             Ok(UpliftModel { learner, control: control.clone(), treated: treated.clone(), effect })
         })
@@ -273,19 +285,40 @@ pub(crate) fn assignment_propensity(
 fn fit_dr(e: &Experiment, w: &[f64], categorical: &[usize], fitting: Fitting) -> Result<GbdtModel> {
     let n = e.len();
     let t: Vec<f64> = e.treated.iter().map(|&t| f64::from(u8::from(t))).collect();
+    // Each fold's pseudo-outcomes, the folds and their three fits side by side.
+    let folds: Vec<(Vec<usize>, Vec<f64>)> = (0..2)
+        .into_par_iter()
+        .map(|fold| {
+            let (train, here): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| part(i, 2, 2) != fold);
+            let arm = |sent: bool| train.iter().copied().filter(|&i| e.treated[i] == sent).collect::<Vec<usize>>();
+            let ((mu0, mu1), ps) = rayon::join(
+                || {
+                    rayon::join(
+                        || fit_on(Objective::Binary, e.x, e.outcome, Some(w), &arm(false), categorical, fitting),
+                        || fit_on(Objective::Binary, e.x, e.outcome, Some(w), &arm(true), categorical, fitting),
+                    )
+                },
+                || fit_on(Objective::Binary, e.x, &t, None, &train, categorical, fitting),
+            );
+            let (mu0, mu1, ps) = (mu0?, mu1?, ps?);
+            let xh = select(e.x, &here);
+            let (m0, m1, p) = (mu0.predict(&xh), mu1.predict(&xh), ps.predict(&xh));
+            let pseudo = here
+                .iter()
+                .enumerate()
+                .map(|(j, &i)| {
+                    let p = p[j].clamp(0.05, 0.95);
+                    let y = e.outcome[i];
+                    m1[j] - m0[j] + if e.treated[i] { (y - m1[j]) / p } else { -(y - m0[j]) / (1.0 - p) }
+                })
+                .collect();
+            Ok((here, pseudo))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut pseudo = vec![0.0; n];
-    for fold in 0..2 {
-        let (train, here): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| part(i, 2, 2) != fold);
-        let arm = |sent: bool| train.iter().copied().filter(|&i| e.treated[i] == sent).collect::<Vec<usize>>();
-        let mu0 = fit_on(Objective::Binary, e.x, e.outcome, Some(w), &arm(false), categorical, fitting)?;
-        let mu1 = fit_on(Objective::Binary, e.x, e.outcome, Some(w), &arm(true), categorical, fitting)?;
-        let ps = fit_on(Objective::Binary, e.x, &t, None, &train, categorical, fitting)?;
-        let xh = select(e.x, &here);
-        let (m0, m1, p) = (mu0.predict(&xh), mu1.predict(&xh), ps.predict(&xh));
-        for (j, &i) in here.iter().enumerate() {
-            let p = p[j].clamp(0.05, 0.95);
-            let y = e.outcome[i];
-            pseudo[i] = m1[j] - m0[j] + if e.treated[i] { (y - m1[j]) / p } else { -(y - m0[j]) / (1.0 - p) };
+    for (here, values) in folds {
+        for (i, v) in here.into_iter().zip(values) {
+            pseudo[i] = v;
         }
     }
     let all: Vec<usize> = (0..n).collect();
