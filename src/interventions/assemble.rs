@@ -47,7 +47,15 @@ pub(super) fn assemble(
     learner: &str,
 ) -> Result<DataFrame> {
     let pit = inputs.as_of(s);
-    let (evidence, population) = send_time::hour_evidence(&pit, s)?;
+    let mut chosen: Vec<(usize, usize, f64)> =
+        actions.iter().enumerate().filter_map(|(u, a)| a.map(|(a, v)| (u, a, v))).collect();
+    chosen.sort_by(|x, y| y.2.total_cmp(&x.2).then(c.ids[x.0].cmp(&c.ids[y.0])));
+    let planned = DataFrame::new(
+        chosen.len(),
+        vec![Column::new("user_id".into(), chosen.iter().map(|&(u, _, _)| c.ids[u].as_str()).collect::<Vec<_>>())],
+    )
+    .ctx("listing the planned users")?;
+    let (evidence, population) = send_time::hour_evidence(&pit, s, &planned)?;
     let users = pit.users.clone().select([col("user_id"), col("timezone")]).collect().ctx("reading time zones")?;
     let tz: HashMap<String, Option<String>> = strings(&users, "user_id")?
         .into_iter()
@@ -55,9 +63,6 @@ pub(super) fn assemble(
         .collect();
     let risk: HashMap<String, f64> =
         strings(scores, "user_id")?.into_iter().zip(floats(scores, "churn_probability")?).collect();
-    let mut chosen: Vec<(usize, usize, f64)> =
-        actions.iter().enumerate().filter_map(|(u, a)| a.map(|(a, v)| (u, a, v))).collect();
-    chosen.sort_by(|x, y| y.2.total_cmp(&x.2).then(c.ids[x.0].cmp(&c.ids[y.0])));
     let n = chosen.len();
     let mut out = PlanColumns::default();
     for (rank, (u, a, v)) in chosen.into_iter().enumerate() {

@@ -78,25 +78,29 @@ pub(super) fn learn(hist: &mut History, seed: u64) -> Result<Option<Learned>> {
     let arms: Vec<Arm> = distinct.into_iter().collect();
     let channel_code: Vec<f64> =
         channels.iter().map(|c| CHANNELS.iter().position(|k| k == c).unwrap_or(0) as f64).collect();
-    let xc = with_channel(&x, |i| channel_code[i]);
+    // The rows of `idx` with the channel appended as a feature.
+    let with_channel_of = |idx: &[usize]| with_channel(&x.select(Axis(0), idx), |j| channel_code[idx[j]]);
     let mut cats_c = cats.clone();
     cats_c.push(x.ncols());
     let rows_of = |keep: &dyn Fn(usize) -> bool| -> Vec<usize> { (0..n).filter(|&i| keep(i)).collect() };
     let message_types: Vec<String> =
         arms.iter().map(|a| a.message_type.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    // Per message type: its rows, with the channel.
+    let type_idx: Vec<Vec<usize>> = message_types.iter().map(|t| rows_of(&|i| types[i] == *t)).collect();
+    let type_x: Vec<Array2<f64>> = type_idx.iter().map(|idx| with_channel_of(idx)).collect();
     // The probability of each decision's arm given its features, per message type.
     let mut propensity = vec![0.5; n];
-    let per_type: Vec<(Vec<usize>, Vec<f64>)> = message_types
+    let per_type: Vec<Vec<f64>> = type_idx
         .par_iter()
-        .map(|t| {
-            let idx = rows_of(&|i| types[i] == *t);
+        .zip(&type_x)
+        .map(|(idx, x)| {
             let sent: Vec<bool> = idx.iter().map(|&i| treated[i]).collect();
-            Ok((idx.clone(), uplift::assignment_propensity(&xc.select(Axis(0), &idx), &sent, &cats_c, fitting)?))
+            uplift::assignment_propensity(x, &sent, &cats_c, fitting)
         })
         .collect::<Result<Vec<_>>>()?;
-    for (idx, p) in per_type {
-        for (j, i) in idx.into_iter().enumerate() {
-            propensity[i] = p[j];
+    for (idx, p) in type_idx.iter().zip(per_type) {
+        for (&i, p) in idx.iter().zip(p) {
+            propensity[i] = p;
         }
     }
     // Per arm: its training rows (counted for the report) and its evaluation rows (for
@@ -105,30 +109,26 @@ pub(super) fn learn(hist: &mut History, seed: u64) -> Result<Option<Learned>> {
         .iter()
         .map(|arm| {
             let mine = |i: usize| types[i] == arm.message_type && channels[i] == arm.channel;
+            let (train, later) = (rows_of(&|i| mine(i) && !in_eval[i]), rows_of(&|i| mine(i) && in_eval[i]));
+            let later_x = with_channel_of(&later);
             (
-                ArmRows::new(None, &rows_of(&|i| mine(i) && !in_eval[i]), &treated, &churned, &propensity),
-                ArmRows::new(Some(&xc), &rows_of(&|i| mine(i) && in_eval[i]), &treated, &churned, &propensity),
+                ArmRows::new(Array2::zeros((train.len(), 0)), &train, &treated, &churned, &propensity),
+                ArmRows::new(later_x, &later, &treated, &churned, &propensity),
             )
         })
         .collect();
-    // Per message type: training rows and all rows (the latter, without the channel, also
-    // define where the type was tried).
-    let type_rows: Vec<(ArmRows, ArmRows)> = message_types
-        .iter()
-        .map(|t| {
-            let all = rows_of(&|i| types[i] == *t);
-            let train = rows_of(&|i| types[i] == *t && !in_eval[i]);
-            (
-                ArmRows::new(Some(&xc), &train, &treated, &churned, &propensity),
-                ArmRows::new(Some(&xc), &all, &treated, &churned, &propensity),
-            )
-        })
-        .collect();
-    // Every fit below reads the per-arm and per-type copies: the whole history's matrices
-    // would only add their size (about 1.7 GB at a million users) to the stage's peak.
+    // Per message type: all its rows (without the channel, they also define where the
+    // type was tried), and which of them train the learners that are evaluated.
     let features_only = x.ncols();
     drop(x);
-    drop(xc);
+    let type_rows: Vec<(Vec<usize>, ArmRows)> = type_idx
+        .iter()
+        .zip(type_x)
+        .map(|(idx, x)| {
+            let train = (0..idx.len()).filter(|&j| !in_eval[idx[j]]).collect();
+            (train, ArmRows::new(x, idx, &treated, &churned, &propensity))
+        })
+        .collect();
     let type_of: Vec<usize> =
         arms.iter().map(|a| message_types.iter().position(|t| *t == a.message_type).expect("listed")).collect();
     let fitted = progress::Counter::new("message types learned on the older decisions", message_types.len());
@@ -144,7 +144,9 @@ pub(super) fn learn(hist: &mut History, seed: u64) -> Result<Option<Learned>> {
                         .filter(|&a| type_of[a] == t)
                         .map(|a| (&arms[a], &arm_rows[a].0, &arm_rows[a].1))
                         .collect();
-                    let fit = fit_type(&mine, &type_rows[t].0, &cats_c, fitting);
+                    // The training slice is copied only while its learners are fitted.
+                    let (train, all) = &type_rows[t];
+                    let fit = fit_type(&mine, &all.subset(train), &cats_c, fitting);
                     fitted.tick();
                     fit
                 })
@@ -268,15 +270,27 @@ struct ArmRows {
 }
 
 impl ArmRows {
-    /// Rows `idx`; with `x` None, the rows keep no feature columns (an arm's training
-    /// rows are counted and averaged, never fitted on or predicted: its message type's
-    /// rows are).
-    fn new(x: Option<&Array2<f64>>, idx: &[usize], treated: &[bool], outcome: &[f64], propensity: &[f64]) -> Self {
+    /// The decisions `idx` of the history with their features `x` (one row per decision
+    /// of `idx`). An arm's training rows keep no feature columns: they are counted and
+    /// averaged, never fitted on or predicted (its message type's rows are).
+    fn new(x: Array2<f64>, idx: &[usize], treated: &[bool], outcome: &[f64], propensity: &[f64]) -> Self {
+        debug_assert_eq!(x.nrows(), idx.len());
         ArmRows {
-            x: x.map_or_else(|| Array2::zeros((idx.len(), 0)), |x| x.select(Axis(0), idx)),
+            x,
             treated: idx.iter().map(|&i| treated[i]).collect(),
             outcome: idx.iter().map(|&i| outcome[i]).collect(),
             propensity: idx.iter().map(|&i| propensity[i]).collect(),
+        }
+    }
+
+    /// The rows at `positions` (indices into these rows).
+    fn subset(&self, positions: &[usize]) -> ArmRows {
+        let pick = |v: &[f64]| positions.iter().map(|&j| v[j]).collect();
+        ArmRows {
+            x: self.x.select(Axis(0), positions),
+            treated: positions.iter().map(|&j| self.treated[j]).collect(),
+            outcome: pick(&self.outcome),
+            propensity: pick(&self.propensity),
         }
     }
 
