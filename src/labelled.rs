@@ -46,9 +46,15 @@ pub(crate) fn snapshot_of(
             (features::build_of(inputs, s, users)?, billing)
         }
     };
+    with_labels(feats, labels_at(billing, s, horizon_days), s)
+}
+
+/// The features' rows of the users with labels in `labels`, joined with them and sorted
+/// by user id.
+fn with_labels(feats: DataFrame, labels: LazyFrame, s: NaiveDate) -> Result<DataFrame> {
     feats
         .lazy()
-        .join(labels_at(billing, s, horizon_days), [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Inner))
+        .join(labels, [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Inner))
         // Join output order is not guaranteed; fits must see rows in one order to be
         // reproducible to the last bit.
         .sort(["user_id"], SortMultipleOptions::default())
@@ -75,7 +81,7 @@ fn labels_at(billing: LazyFrame, s: NaiveDate, horizon_days: u32) -> LazyFrame {
 /// weight 1. Otherwise it keeps every user with a label (weight 1) and the `negatives`
 /// others with the smallest hash of (`seed`, `s`, user id), each weighted by how many
 /// others it stands for, so that weighted sums estimate the whole snapshot's. The labels
-/// are computed for everyone first (from billing alone, cheap); the features, the costly
+/// are computed once, for everyone (from billing alone, cheap); the features, the costly
 /// part, only for the users kept.
 pub(crate) fn training_snapshot(
     inputs: &Inputs,
@@ -102,25 +108,22 @@ pub(crate) fn training_snapshot(
         |name: &str| -> Result<BooleanChunked> { Ok(labelled.column(name).ctx(name)?.i32().ctx(name)?.equal(0)) };
     let is_negative = mask("churned")? & mask("payment_fails")?;
     let ids = labelled.column("user_id").ctx("user_id")?.str().ctx("user_id")?;
-    let mut hashes: Vec<u64> = ids
+    // Each user's draw; None for the users with a label, who are all kept.
+    let draws: Vec<Option<u64>> = ids
         .iter()
         .zip(is_negative.iter())
-        .filter(|(_, negative)| negative.unwrap_or(false))
-        .map(|(id, _)| sample_hash(seed, s, id.unwrap_or_default()))
+        .map(|(id, negative)| negative.unwrap_or(false).then(|| sample_hash(seed, s, id.unwrap_or_default())))
         .collect();
-    let total = hashes.len();
+    let mut sorted: Vec<u64> = draws.iter().flatten().copied().collect();
+    let total = sorted.len();
     if total as u64 <= negatives {
-        return weighted(snapshot(inputs, s, horizon_days)?, 1.0);
+        return weighted(with_labels(features::build(inputs, s)?, labelled.lazy(), s)?, 1.0);
     }
-    hashes.sort_unstable();
-    let cut = hashes[negatives as usize - 1];
-    let keep: BooleanChunked = ids
-        .iter()
-        .zip(is_negative.iter())
-        .map(|(id, negative)| !negative.unwrap_or(false) || sample_hash(seed, s, id.unwrap_or_default()) <= cut)
-        .collect();
-    let users = labelled.filter(&keep).ctx("sampling users")?.select(["user_id"]).ctx("sampling users")?;
-    weighted(snapshot_of(inputs, s, horizon_days, Some(&users))?, total as f64 / negatives as f64)
+    let (_, &mut cut, _) = sorted.select_nth_unstable(negatives as usize - 1);
+    let keep: BooleanChunked = draws.iter().map(|d| d.is_none_or(|h| h <= cut)).collect();
+    let kept = labelled.filter(&keep).ctx("sampling users")?;
+    let feats = features::build_of(inputs, s, &kept)?;
+    weighted(with_labels(feats, kept.lazy(), s)?, total as f64 / negatives as f64)
 }
 
 /// A user's draw for the training sample of snapshot `s`: uniform over u64, different
@@ -133,11 +136,16 @@ fn sample_hash(seed: u64, s: NaiveDate, user_id: &str) -> u64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_labelled_snapshot_of_some_users_is_their_rows_of_the_whole_snapshot() {
+    /// The sample's inputs for a snapshot whose labels have closed, and its horizon.
+    fn closed_snapshot() -> (Inputs, NaiveDate, u32) {
         let s = NaiveDate::from_ymd_opt(2026, 10, 21).unwrap();
         let h = 30;
-        let inputs = crate::inputs::sample_inputs(s, s + Duration::days(h as i64), h);
+        (crate::inputs::sample_inputs(s, s + Duration::days(h as i64), h), s, h)
+    }
+
+    #[test]
+    fn a_labelled_snapshot_of_some_users_is_their_rows_of_the_whole_snapshot() {
+        let (inputs, s, h) = closed_snapshot();
         let whole = snapshot(&inputs, s, h).unwrap();
         let churned = whole.column("churned").unwrap().cast(&DataType::Int32).unwrap();
         assert!(churned.i32().unwrap().into_no_null_iter().any(|c| c == 1), "some users churned");
@@ -152,9 +160,7 @@ mod tests {
 
     #[test]
     fn a_sampled_training_snapshot_keeps_every_label_and_weighs_the_others_up_to_their_number() {
-        let s = NaiveDate::from_ymd_opt(2026, 10, 21).unwrap();
-        let h = 30;
-        let inputs = crate::inputs::sample_inputs(s, s + Duration::days(h as i64), h);
+        let (inputs, s, h) = closed_snapshot();
         let whole = snapshot(&inputs, s, h).unwrap();
         let label = |df: &DataFrame, name: &str| -> Vec<i32> {
             df.column(name).unwrap().i32().unwrap().into_no_null_iter().collect()

@@ -281,8 +281,7 @@ impl GbdtModel {
     pub(crate) fn from_text(text: &str, threads: usize) -> Result<Self> {
         let booster = lightgbm3::Booster::from_string(text)
             .map_err(|e| Error::data(format!("the stored LightGBM model does not load: {e}")))?;
-        let explainer = OnceLock::new();
-        let _ = explainer.set(Arc::new(TreeShap::from_text(text)?));
+        let explainer = OnceLock::from(Arc::new(TreeShap::from_text(text)?));
         Ok(GbdtModel {
             model: text.to_string(),
             best_iteration: booster.num_iterations().max(0) as u32,
