@@ -35,6 +35,7 @@ pub struct Settings {
     pub seed: u64,
     /// How the input tables are read.
     pub inputs: InputSettings,
+    pub features: FeatureSettings,
     pub training: Training,
     pub interventions: Interventions,
     pub grace: Grace,
@@ -49,6 +50,20 @@ pub struct InputSettings {
     /// How many `dt=` partitions after a snapshot are read for rows that arrived late
     /// (a row dated on or before S in a partition up to S + late_days is used for S).
     pub late_days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeatureSettings {
+    /// Keep each snapshot's activity aggregates under `<output>/feature_store/` and reuse
+    /// them when a later run needs that snapshot with the same activity files.
+    pub store: bool,
+}
+
+impl Default for FeatureSettings {
+    fn default() -> Self {
+        FeatureSettings { store: true }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +134,7 @@ impl Default for Settings {
             horizon_days: 30,
             seed: 20261120,
             inputs: InputSettings::default(),
+            features: FeatureSettings::default(),
             training: Training::default(),
             interventions: Interventions::default(),
             grace: Grace::default(),

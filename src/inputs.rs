@@ -22,13 +22,16 @@
 //! before the row landed cannot see it; `late_days` bounds how far after a snapshot its
 //! rebuild still looks.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
 use chrono::{Duration, NaiveDate};
 use polars::prelude::*;
 
 use crate::config::DEFAULT_LATE_DAYS;
 use crate::contract::{self, Kind, Table};
 use crate::error::{Error, PolarsContext, Result};
-use crate::storage::Storage;
+use crate::storage::{PartitionFile, Storage};
 
 /// How many days of message decisions, ending H days before S, the interventions stage
 /// learns message effects from: long enough for several weekly campaigns of every kind,
@@ -77,6 +80,35 @@ pub struct Inputs {
     /// The range of snapshot dates these inputs were loaded for.
     pub first: NaiveDate,
     pub last: NaiveDate,
+    /// The `activity` files read, with their partition dates and versions: what says
+    /// whether activity aggregates kept by an earlier run came from the same rows.
+    pub(crate) activity_files: Vec<PartitionFile>,
+    /// The root the files were read from (None for inputs made in memory).
+    pub(crate) source: Option<Storage>,
+    /// Where activity aggregates are kept between runs, when that is on
+    /// (`features.store`); `features` reads and writes it.
+    pub(crate) store: Option<Arc<FeatureStore>>,
+}
+
+/// The feature store: a root where the activity aggregates of each snapshot's premium users
+/// are kept (`feature_store/snapshot=D/`, committed like any table), so that a later run
+/// that needs snapshot D again, with the same activity files, reads them instead of
+/// aggregating 90 days of activity again. What it holds and when it is trusted is
+/// `features::store`'s business; this is the handle and what this run did with it.
+pub struct FeatureStore {
+    pub(crate) root: Storage,
+    /// The earliest and latest activity date in each file, found once per file.
+    pub(crate) dates: Mutex<HashMap<String, Option<(NaiveDate, NaiveDate)>>>,
+    /// What the store gave each time a snapshot was built this run (for the manifest).
+    pub(crate) log: Mutex<BTreeMap<NaiveDate, Vec<String>>>,
+}
+
+impl FeatureStore {
+    /// Record what happened for snapshot `d`.
+    pub(crate) fn note(&self, d: NaiveDate, what: String) {
+        tracing::info!(snapshot = %d, what = what.as_str(), "feature store");
+        self.log.lock().expect("the store's log").entry(d).or_default().push(what);
+    }
 }
 
 /// The end of day `d` (UTC) as microseconds since the epoch: rows at or after it are
@@ -111,11 +143,15 @@ impl Inputs {
         let users = scan_table(storage, &contract::USERS, &users_files)?;
         files.extend(users_files);
 
+        let mut activity_files = Vec::new();
         let mut daily = |table: &Table, days: u32| -> Result<LazyFrame> {
             let from = first - Duration::days(days as i64);
             let to = last + Duration::days(lookback.late_days as i64);
             let parts = storage.partition_files(table.name, from, to)?;
-            let rels: Vec<String> = parts.into_iter().map(|p| p.rel).collect();
+            let rels: Vec<String> = parts.iter().map(|p| p.rel.clone()).collect();
+            if table.name == contract::ACTIVITY.name {
+                activity_files = parts;
+            }
             let lf = if rels.is_empty() {
                 if storage.list_dirs(table.name)?.is_empty() {
                     return Err(Error::data(format!(
@@ -142,7 +178,33 @@ impl Inputs {
         let users = users.collect().ctx("reading table `users`")?.lazy();
         let billing = billing.collect().ctx("reading table `billing`")?.lazy();
         let messages = messages.collect().ctx("reading table `messages`")?.lazy();
-        Ok(Inputs { users, activity, billing, messages, files, first, last })
+        Ok(Inputs {
+            users,
+            activity,
+            billing,
+            messages,
+            files,
+            first,
+            last,
+            activity_files,
+            source: Some(storage.clone()),
+            store: None,
+        })
+    }
+
+    /// These inputs with the feature store at `root` (see [`FeatureStore`]).
+    pub fn with_feature_store(self, root: Storage) -> Inputs {
+        let store = FeatureStore { root, dates: Mutex::default(), log: Mutex::default() };
+        Inputs { store: Some(Arc::new(store)), ..self }
+    }
+
+    /// What the feature store gave for each snapshot built so far, by date (for the
+    /// manifest); null without a store.
+    pub fn feature_store_log(&self) -> serde_json::Value {
+        match &self.store {
+            Some(store) => serde_json::json!(*store.log.lock().expect("the store's log")),
+            None => serde_json::Value::Null,
+        }
     }
 
     /// The inputs as they were known at the end of day `s`: every row with a time after
@@ -157,6 +219,9 @@ impl Inputs {
             files: self.files.clone(),
             first: self.first,
             last: s,
+            activity_files: self.activity_files.clone(),
+            source: self.source.clone(),
+            store: self.store.clone(),
         }
     }
 

@@ -98,6 +98,9 @@ pub struct PartitionFile {
     pub date: NaiveDate,
     pub rel: String,
     pub size: u64,
+    /// The object's version as the store reports it: its ETag, else its modification
+    /// time. With the path and size, what says a file is the one read before.
+    pub version: String,
 }
 
 /// The content of `_SUCCESS`: what makes up one committed table partition.
@@ -304,7 +307,12 @@ impl Storage {
                         metas
                             .into_iter()
                             .filter(|m| is_data_file(m.location.filename().unwrap_or("")))
-                            .map(|m| PartitionFile { date, rel: self.rel_of(&m.location), size: m.size })
+                            .map(|m| PartitionFile {
+                                date,
+                                rel: self.rel_of(&m.location),
+                                size: m.size,
+                                version: m.e_tag.clone().unwrap_or_else(|| m.last_modified.to_rfc3339()),
+                            })
                             .collect(),
                     )
                 }

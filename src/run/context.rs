@@ -118,7 +118,14 @@ impl Context {
         if reads.grace {
             lookback = grace::lookback(lookback, &self.stage.grace, first, last);
         }
-        self.timed("read inputs", |_| Inputs::load(&input, first, last, lookback))
+        let store = settings.features.store.then(|| self.output.clone());
+        self.timed("read inputs", |_| {
+            let inputs = Inputs::load(&input, first, last, lookback)?;
+            Ok(match store {
+                Some(root) => inputs.with_feature_store(root),
+                None => inputs,
+            })
+        })
     }
 
     fn commit_meta(&self) -> Value {
@@ -157,6 +164,8 @@ impl Context {
                 "files": inputs.map(|i| i.files.len()),
                 "file_list": inputs.map(|i| i.files.clone()),
             },
+            // Per snapshot whose features were built: what the feature store gave.
+            "feature_store": inputs.map(|i| i.feature_store_log()),
             "output": { "root": self.output.uri(), "tables": outputs },
             "config": toml::from_str::<toml::Value>(&self.stage.settings.to_redacted_toml()).ok(),
             "details": extra,

@@ -80,19 +80,6 @@ fn failure(cmd: &mut Command, paths: &[(&Path, &str)]) -> (i32, String) {
     (c, normalise(&format!("$ {line}\nexit code: {c}\n{}\n", said.join("\n").trim_end()), paths))
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 fn no_committed_outputs(dir: &Path) -> bool {
     !dir.exists() || walk(dir).iter().all(|p| !p.ends_with("_SUCCESS") && !p.contains("runs/"))
 }

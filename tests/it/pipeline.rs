@@ -232,6 +232,66 @@ fn a_rerun_writes_identical_tables_and_a_manifest() {
 }
 
 #[test]
+fn a_later_night_reads_the_kept_activity_aggregates_and_writes_the_same_tables() {
+    let manifest = |dir: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join(format!("runs/snapshot={SAMPLE_AS_OF}/run.json"))).unwrap())
+            .unwrap()
+    };
+    let uses = |dir: &Path| -> BTreeMap<String, Vec<String>> {
+        serde_json::from_value(manifest(dir)["feature_store"].clone()).unwrap()
+    };
+    // The first night on an empty root keeps the whole populations it aggregates: tonight,
+    // the training and validation snapshots, the evaluation slice of the campaign history.
+    let first = sample_run();
+    let cold = uses(first);
+    assert!(cold[SAMPLE_AS_OF].iter().any(|u| u.ends_with("and kept them")), "{cold:?}");
+    let validation = (sample_as_of() - chrono::Duration::days(30)).to_string();
+    assert_eq!(cold[&validation], ["aggregated 872 users and kept them"]);
+    assert!(open(first).committed("feature_store", sample_as_of()).unwrap().is_some());
+
+    // A later run on the same root (models refitted) reads them back.
+    let later = tempfile::tempdir().unwrap();
+    copy_dir(first, later.path());
+    run_ok(
+        retain()
+            .args(["run", "--retrain", "--config"])
+            .arg(repo().join("pipelines/sample.toml"))
+            .args(["--as-of", SAMPLE_AS_OF, "--input"])
+            .arg(sample_data())
+            .arg("--output")
+            .arg(later.path()),
+    );
+    let warm = uses(later.path());
+    let kept: BTreeSet<&String> =
+        cold.iter().filter(|(_, u)| u.iter().any(|u| u.ends_with("and kept them"))).map(|(d, _)| d).collect();
+    for d in &kept {
+        assert!(warm[*d].iter().all(|u| u.starts_with("reused")), "{d}: {:?}", warm[*d]);
+    }
+
+    // Without the store, the same tables.
+    let off = tempfile::tempdir().unwrap();
+    let config = off.path().join("sample.toml");
+    let text = std::fs::read_to_string(repo().join("pipelines/sample.toml")).unwrap();
+    std::fs::write(&config, format!("{text}\n[features]\nstore = false\n")).unwrap();
+    let out = off.path().join("out");
+    run_ok(
+        retain()
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--as-of", SAMPLE_AS_OF, "--input"])
+            .arg(sample_data())
+            .arg("--output")
+            .arg(&out),
+    );
+    assert!(manifest(&out)["feature_store"].is_null() && !out.join("feature_store").exists());
+    for table in ["features", "scores", "interventions", "grace"] {
+        let table_of = |dir: &Path| read_table(dir, table);
+        assert_eq!(table_of(later.path()), table_of(first), "{table}, store read back");
+        assert_eq!(table_of(&out), table_of(first), "{table}, no store");
+    }
+}
+
+#[test]
 fn stages_run_one_at_a_time_give_the_same_tables_as_run() {
     let whole = sample_run();
     let dir = tempfile::tempdir().unwrap();

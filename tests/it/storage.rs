@@ -15,9 +15,7 @@ use bytes::Bytes;
 use chrono::NaiveDate;
 use polars::prelude::*;
 use retain::error::ExitCode;
-use retain::storage::{
-    Commit, CommittedFile, FileEntry, PartitionFile, SUCCESS, Storage, StorageOptions, parquet_bytes,
-};
+use retain::storage::{Commit, CommittedFile, FileEntry, SUCCESS, Storage, StorageOptions, parquet_bytes};
 
 use crate::emulators::{self, Kind, Root};
 
@@ -151,8 +149,9 @@ mod checks {
             ("2024-01-02", "events/dt=2024-01-02/part-1.parquet"),
             ("2024-01-03", "events/dt=2024-01-03/part-0.parquet"),
         ]
-        .map(|(d, rel)| PartitionFile { date: date(d), rel: rel.into(), size });
-        assert_eq!(got, want);
+        .map(|(d, rel)| (date(d), rel.to_string(), size));
+        assert_eq!(got.iter().map(|p| (p.date, p.rel.clone(), p.size)).collect::<Vec<_>>(), want);
+        assert!(got.iter().all(|p| !p.version.is_empty()), "each file has a version: {got:?}");
 
         let one_day = f.storage.partition_files("events", date("2024-01-05"), date("2024-01-05")).unwrap();
         assert_eq!(one_day.iter().map(|p| p.rel.as_str()).collect::<Vec<_>>(), ["events/dt=2024-01-05/part-0.parquet"]);

@@ -74,6 +74,20 @@ pub(crate) fn run_sample_into(out: &Path) {
     );
 }
 
+/// Copy the folder `from` into `to`, recursively.
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 /// `retain run` on the sample world, once per test binary; tests share its outputs.
 pub(crate) fn sample_run() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();

@@ -13,6 +13,8 @@ use chrono::{Datelike, Duration, NaiveDate};
 use polars::prelude::*;
 use polars::sql::SQLContext;
 
+mod store;
+
 use crate::error::{PolarsContext, Result};
 use crate::inputs::{Inputs, date_lit, end_of_day_us, in_set, ts_lit_us};
 use crate::labels;
@@ -20,13 +22,16 @@ use crate::models::FeatureKind;
 
 /// The SQL feature models, in join order: name, the staged view it reads, its SQL.
 pub(crate) const SQL_MODELS: &[(&str, &str, &str)] = &[
-    ("feat_engagement", ACTIVITY_VIEW, include_str!("../sql/feat_engagement.sql")),
-    ("feat_payments", "stg_billing", include_str!("../sql/feat_payments.sql")),
-    ("feat_messaging", "stg_messages", include_str!("../sql/feat_messaging.sql")),
+    ("feat_engagement", ACTIVITY_VIEW, include_str!("../../sql/feat_engagement.sql")),
+    ("feat_payments", "stg_billing", include_str!("../../sql/feat_payments.sql")),
+    ("feat_messaging", "stg_messages", include_str!("../../sql/feat_messaging.sql")),
 ];
 
 /// The staged activity window, the one input too large to aggregate in one pass.
 const ACTIVITY_VIEW: &str = "stg_activity";
+
+/// Days of activity the activity models read, ending on S.
+const ACTIVITY_WINDOW_DAYS: i64 = 90;
 
 /// What a missing value of a numeric feature means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +199,87 @@ fn build_in_passes(
             .sort(["user_id"], SortMultipleOptions::default());
     }
     let population = collect_streaming(premium).ctx(format!("finding the premium users at {s}"))?;
+    let activity = activity_rows(inputs, &pit, s, &population, users.is_none(), users_per_pass)?.lazy();
+    // Other users' billing and messages would only be dropped by the joins on the population.
+    let of_population = |lf: LazyFrame| {
+        lf.join(population.clone().lazy(), [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Semi))
+    };
+    let pit =
+        Inputs { billing: of_population(pit.billing.clone()), messages: of_population(pit.messages.clone()), ..pit };
+    let mut table = collect_streaming(features_of(&pit, population.lazy(), vec![activity], s)?)
+        .ctx(format!("computing features for snapshot {s}"))?;
+    table.rechunk_mut_par();
+    Ok(table)
+}
+
+/// The activity models' rows (`user_id` and their columns) of every user in `population`
+/// (the premium users at the end of `s`, sorted by id). With a feature store, the rows it
+/// keeps for `s` are used when they were aggregated from the same activity files
+/// (`store`); the users it lacks are aggregated here. Without one, or when the activity
+/// changed, every user is aggregated, and the rows of a whole population (`whole`) are
+/// kept for later runs.
+fn activity_rows(
+    inputs: &Inputs,
+    pit: &Inputs,
+    s: NaiveDate,
+    population: &DataFrame,
+    whole: bool,
+    users_per_pass: usize,
+) -> Result<DataFrame> {
+    let Some(store) = inputs.store.as_deref() else {
+        return activity_in_passes(pit, s, population, users_per_pass);
+    };
+    let key = store::key(inputs, store, s, &activity_definition())?;
+    let Some(kept) = store::read(store, s, &key)? else {
+        let rows = activity_in_passes(pit, s, population, users_per_pass)?;
+        if whole {
+            store::keep(store, s, &key, &rows)?;
+            store.note(s, format!("aggregated {} users and kept them", rows.height()));
+        } else {
+            store.note(s, format!("aggregated {} users (nothing kept for this snapshot)", rows.height()));
+        }
+        return Ok(rows);
+    };
+    let on_user = |how: JoinType| {
+        move |lf: LazyFrame, other: LazyFrame| {
+            lf.join(other.select([col("user_id")]), [col("user_id")], [col("user_id")], JoinArgs::new(how))
+        }
+    };
+    let found = on_user(JoinType::Semi)(kept.clone().lazy(), population.clone().lazy())
+        .collect()
+        .ctx(format!("reading the kept activity aggregates of snapshot {s}"))?;
+    let missing = on_user(JoinType::Anti)(population.clone().lazy(), kept.lazy())
+        .collect()
+        .ctx(format!("finding the users the feature store lacks for snapshot {s}"))?;
+    if missing.height() == 0 {
+        store.note(s, format!("reused {} users", found.height()));
+        return Ok(found);
+    }
+    let built = activity_in_passes(pit, s, &missing, users_per_pass)?;
+    store.note(s, format!("reused {} users, aggregated {} more", found.height(), built.height()));
+    let names = built.get_column_names_owned();
+    found.select(names).and_then(|f| f.vstack(&built)).ctx(format!("joining the activity aggregates of snapshot {s}"))
+}
+
+/// What the activity aggregates of a snapshot are computed by: the activity models' SQL,
+/// the window, the feature schema and the code's version. Kept aggregates computed by
+/// anything else are not reused.
+fn activity_definition() -> String {
+    let sql: String = SQL_MODELS
+        .iter()
+        .filter(|(_, view, _)| *view == ACTIVITY_VIEW)
+        .map(|(name, _, sql)| format!("{name}:{sql};"))
+        .collect();
+    format!(
+        "{sql}window={ACTIVITY_WINDOW_DAYS};schema={};code={}",
+        feature_schema_hash(),
+        crate::version::code_version()
+    )
+}
+
+/// The activity models' rows for the users of `population`, in passes of at most
+/// `users_per_pass` users with consecutive ids (see [`build`]).
+fn activity_in_passes(pit: &Inputs, s: NaiveDate, population: &DataFrame, users_per_pass: usize) -> Result<DataFrame> {
     let passes = population.height().div_ceil(users_per_pass).max(1);
     let per_pass = population.height().div_ceil(passes).max(1);
     let mut activity: Option<DataFrame> = None;
@@ -222,17 +308,7 @@ fn build_in_passes(
             }
         }
     }
-    let activity = activity.expect("at least one pass").lazy();
-    // Other users' billing and messages would only be dropped by the joins on the population.
-    let of_population = |lf: LazyFrame| {
-        lf.join(population.clone().lazy(), [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Semi))
-    };
-    let pit =
-        Inputs { billing: of_population(pit.billing.clone()), messages: of_population(pit.messages.clone()), ..pit };
-    let mut table = collect_streaming(features_of(&pit, population.lazy(), vec![activity], s)?)
-        .ctx(format!("computing features for snapshot {s}"))?;
-    table.rechunk_mut_par();
-    Ok(table)
+    Ok(activity.expect("at least one pass"))
 }
 
 fn collect_streaming(lf: LazyFrame) -> PolarsResult<DataFrame> {
@@ -254,7 +330,7 @@ fn id_range(users: &DataFrame) -> Result<Option<(String, String)>> {
 /// The SQL models over the activity window (`user_id` and their columns, one row per user
 /// with activity), from point-in-time `activity` rows.
 fn activity_models(activity: LazyFrame, s: NaiveDate) -> Result<Vec<LazyFrame>> {
-    let window_start = s - Duration::days(89);
+    let window_start = s - Duration::days(ACTIVITY_WINDOW_DAYS - 1);
     let stg_activity = activity.filter(col("date").gt_eq(date_lit(window_start))).select([
         col("user_id"),
         days_ago(s, col("date")),
@@ -415,5 +491,84 @@ mod tests {
         let early = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
         let none = build(&crate::inputs::sample_inputs(early, early, 30), early).unwrap();
         assert_eq!((none.height(), none.schema()), (0, whole.schema()));
+    }
+
+    /// A copy of the shipped sample as an input root, so a test can add files to it.
+    fn sample_copy() -> tempfile::TempDir {
+        fn copy(from: &std::path::Path, to: &std::path::Path) {
+            std::fs::create_dir_all(to).unwrap();
+            for entry in std::fs::read_dir(from).unwrap() {
+                let entry = entry.unwrap();
+                let target = to.join(entry.file_name());
+                if entry.file_type().unwrap().is_dir() {
+                    copy(&entry.path(), &target);
+                } else {
+                    std::fs::copy(entry.path(), target).unwrap();
+                }
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        copy(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data-samples")), dir.path());
+        dir
+    }
+
+    #[test]
+    fn kept_activity_aggregates_are_used_while_the_activity_they_came_from_is_the_same() {
+        use crate::inputs::Lookback;
+        use crate::storage::{Storage, StorageOptions};
+        let s = NaiveDate::from_ymd_opt(2026, 11, 10).unwrap();
+        let input = sample_copy();
+        let output = tempfile::tempdir().unwrap();
+        let open = |dir: &tempfile::TempDir| {
+            Storage::open(dir.path().to_str().unwrap(), &StorageOptions::default(), true).unwrap()
+        };
+        // The sample has partitions after S (within `late_days`), none with a row of S's window.
+        let plain = || Inputs::load(&open(&input), s, s, Lookback::new(30)).unwrap();
+        let with_store = || plain().with_feature_store(open(&output));
+        let log = |inputs: &Inputs| -> Vec<String> {
+            inputs.store.as_ref().unwrap().log.lock().unwrap().get(&s).cloned().unwrap_or_default()
+        };
+
+        let fresh = build(&plain(), s).unwrap();
+        let n = fresh.height();
+        let first = with_store();
+        assert_eq!(build(&first, s).unwrap(), fresh);
+        assert_eq!(log(&first), [format!("aggregated {n} users and kept them")]);
+
+        // A later run reads them back, for the whole population and for some users.
+        let later = with_store();
+        assert_eq!(build(&later, s).unwrap(), fresh);
+        let ids: Vec<&str> = fresh.column("user_id").unwrap().str().unwrap().iter().flatten().collect();
+        let some: Vec<&str> = ids.iter().copied().step_by(3).collect();
+        let keep: BooleanChunked = ids.iter().map(|id| some.contains(id)).collect();
+        let of_some = build_of(&later, s, &df!("user_id" => &some).unwrap()).unwrap();
+        assert_eq!(of_some, fresh.filter(&keep).unwrap());
+        assert_eq!(log(&later), [format!("reused {n} users"), format!("reused {} users", some.len())]);
+
+        // Users the kept rows lack (the premium users changed) are aggregated.
+        let root = open(&output);
+        let commit = root.committed(store::TABLE, s).unwrap().unwrap();
+        let kept = root.read_committed(store::TABLE, s).unwrap();
+        root.publish(store::TABLE, s, &kept.slice(5, n), commit.meta).unwrap();
+        let partial = with_store();
+        assert_eq!(build(&partial, s).unwrap(), fresh);
+        assert_eq!(log(&partial), [format!("reused {} users, aggregated 5 more", n - 5)]);
+
+        // A row of S's window that lands late, in the partition after S: the kept rows no
+        // longer say what the activity says, and S is aggregated (and kept) again.
+        let rel = open(&input).list_files(&format!("activity/dt={s}")).unwrap()[0].rel.clone();
+        let day = open(&input).read_parquet(&rel).unwrap();
+        let mut late = day.head(Some(1)).lazy().with_column(col("ms_played") + lit(3_600_000i64)).collect().unwrap();
+        let next = s + Duration::days(1);
+        let bytes = crate::storage::parquet_bytes(&mut late).unwrap();
+        open(&input).write_bytes(&format!("activity/dt={next}/late-0.parquet"), bytes.into()).unwrap();
+        let changed = build(&plain(), s).unwrap();
+        assert_ne!(changed, fresh, "the late row counts for S");
+        let after = with_store();
+        assert_eq!(build(&after, s).unwrap(), changed);
+        assert_eq!(log(&after), [format!("aggregated {n} users and kept them")]);
+        let again = with_store();
+        assert_eq!(build(&again, s).unwrap(), changed);
+        assert_eq!(log(&again), [format!("reused {n} users")]);
     }
 }
