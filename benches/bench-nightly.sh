@@ -67,8 +67,8 @@ iv = d["interventions"]
 pol = {p["policy"]: p for p in (iv.get("evaluation") or {}).get("policies", [])}
 dr = lambda name: f"{pol[name]['dr']['per_1000']:.2f}" if name in pol else "–"
 store = m.get("feature_store") or {}
-reused = sum(1 for u in store.values() if u and all(x.startswith("reused") for x in u))
-print(f"\nfeature store ({size}): {reused} of {len(store)} snapshots read back")
+reused = sum(1 for u in store.values() if any(x.startswith("reused") for x in u))
+print(f"\nfeature store ({size}): {reused} of {len(store)} snapshots read back from it")
 print(f"\nquality ({size}): churn champion {churn['champion']} AUC {v['auc']:.4f}, ECE {v['ece']:.4f}, "
       f"log loss {v['log_loss']:.4f}; plan {iv['planned']} users, expected churn prevented "
       f"{iv['expected_churn_reduction']:.1f}; DR per 1,000: uplift {dr('uplift')}, risk-ranked {dr('risk_ranked')}\n")

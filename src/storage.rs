@@ -204,8 +204,11 @@ impl Storage {
             }
             let dir = std::fs::canonicalize(dir)
                 .map_err(|e| Error::config(format!("cannot resolve folder {}: {e}", dir.display())))?;
+            // Folders emptied by deletes are removed, as on object stores, where folders
+            // are only prefixes (a pruned snapshot leaves no folder behind).
             let store = LocalFileSystem::new_with_prefix(&dir)
-                .map_err(|e| Error::from_store(format!("opening {}", dir.display()), e))?;
+                .map_err(|e| Error::from_store(format!("opening {}", dir.display()), e))?
+                .with_automatic_cleanup(true);
             Ok(Storage {
                 uri: dir.display().to_string(),
                 backend: Backend::Local,

@@ -229,12 +229,11 @@ fn activity_rows(
     let Some(store) = inputs.store.as_deref() else {
         return activity_in_passes(pit, s, population, users_per_pass);
     };
-    let key = store::key(inputs, store, s, &activity_definition())?;
-    let Some(kept) = store::read(store, s, &key)? else {
+    let key = store::key(inputs, store, s, ACTIVITY_WINDOW_DAYS, &activity_definition())?;
+    let Some(kept) = store::read(store, s, &key) else {
         let rows = activity_in_passes(pit, s, population, users_per_pass)?;
         if whole {
-            store::keep(store, s, &key, &rows)?;
-            store.note(s, format!("aggregated {} users and kept them", rows.height()));
+            store::keep(store, s, &key, &rows);
         } else {
             store.note(s, format!("aggregated {} users (nothing kept for this snapshot)", rows.height()));
         }
@@ -259,6 +258,15 @@ fn activity_rows(
     store.note(s, format!("reused {} users, aggregated {} more", found.height(), built.height()));
     let names = built.get_column_names_owned();
     found.select(names).and_then(|f| f.vstack(&built)).ctx(format!("joining the activity aggregates of snapshot {s}"))
+}
+
+/// Remove the feature store's entries of snapshots before `before` (when there is a
+/// store): `retain run` calls it with the oldest snapshot its night reads, older than any
+/// snapshot a later night needs.
+pub(crate) fn forget_kept_before(inputs: &Inputs, before: NaiveDate) {
+    if let Some(store) = inputs.store.as_deref() {
+        store::prune(store, before);
+    }
 }
 
 /// What the activity aggregates of a snapshot are computed by: the activity models' SQL,
@@ -553,6 +561,15 @@ mod tests {
         let partial = with_store();
         assert_eq!(build(&partial, s).unwrap(), fresh);
         assert_eq!(log(&partial), [format!("reused {} users, aggregated 5 more", n - 5)]);
+
+        // Kept rows that cannot be read are a miss: aggregated and kept again.
+        let part = &root.committed(store::TABLE, s).unwrap().unwrap().files[0].name;
+        std::fs::remove_file(output.path().join(format!("{}/snapshot={s}/{part}", store::TABLE))).unwrap();
+        let broken = with_store();
+        assert_eq!(build(&broken, s).unwrap(), fresh);
+        let said = log(&broken);
+        assert!(said[0].starts_with("could not read the kept aggregates"), "{said:?}");
+        assert_eq!(said[1], format!("aggregated {n} users and kept them"));
 
         // A row of S's window that lands late, in the partition after S: the kept rows no
         // longer say what the activity says, and S is aggregated (and kept) again.

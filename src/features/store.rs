@@ -24,10 +24,8 @@
 
 use chrono::{Duration, NaiveDate};
 use polars::prelude::*;
-use rayon::prelude::*;
 use serde_json::json;
 
-use super::ACTIVITY_WINDOW_DAYS;
 use crate::contract;
 use crate::error::{PolarsContext, Result};
 use crate::inputs::{FeatureStore, Inputs, scan_table};
@@ -40,9 +38,15 @@ type Span = Option<(NaiveDate, NaiveDate)>;
 pub(super) const TABLE: &str = "feature_store";
 
 /// The key of snapshot `s`'s activity aggregates: `definition` and the activity files
-/// that can hold a row of its window (see the module docs).
-pub(super) fn key(inputs: &Inputs, store: &FeatureStore, s: NaiveDate, definition: &str) -> Result<String> {
-    let first = s - Duration::days(ACTIVITY_WINDOW_DAYS - 1);
+/// that can hold a row of its window, the `window_days` ending on `s` (see the module docs).
+pub(super) fn key(
+    inputs: &Inputs,
+    store: &FeatureStore,
+    s: NaiveDate,
+    window_days: i64,
+    definition: &str,
+) -> Result<String> {
+    let first = s - Duration::days(window_days - 1);
     let in_window = |d: NaiveDate| d >= first && d <= s;
     let outside: Vec<&PartitionFile> = inputs.activity_files.iter().filter(|f| !in_window(f.date)).collect();
     let spans = file_dates(inputs, store, &outside)?;
@@ -60,11 +64,7 @@ pub(super) fn key(inputs: &Inputs, store: &FeatureStore, s: NaiveDate, definitio
 
 /// The earliest and latest activity date of each file in `files` (None for a file without
 /// rows), read once per file per run.
-fn file_dates<'a>(
-    inputs: &Inputs,
-    store: &FeatureStore,
-    files: &[&'a PartitionFile],
-) -> Result<Vec<(&'a str, Span)>> {
+fn file_dates<'a>(inputs: &Inputs, store: &FeatureStore, files: &[&'a PartitionFile]) -> Result<Vec<(&'a str, Span)>> {
     let unknown: Vec<&str> = {
         let known = store.dates.lock().expect("the store's file dates");
         files.iter().map(|f| f.rel.as_str()).filter(|rel| !known.contains_key(*rel)).collect()
@@ -73,8 +73,10 @@ fn file_dates<'a>(
         let source = inputs.source.as_ref().ok_or_else(|| {
             crate::error::Error::internal("the feature store needs the input root the activity was read from")
         })?;
+        // One file after another: each query is parallel inside, and Polars queries
+        // planned on rayon's small worker stacks can overflow them.
         let found: Vec<(String, Span)> = unknown
-            .par_iter()
+            .iter()
             .map(|rel| {
                 let span = scan_table(source, &contract::ACTIVITY, &[rel.to_string()])?
                     .select([col("date").min().alias("first"), col("date").max().alias("last")])
@@ -93,19 +95,61 @@ fn file_dates<'a>(
     Ok(files.iter().map(|f| (f.rel.as_str(), known.get(&f.rel).copied().flatten())).collect())
 }
 
-/// The activity aggregates kept for snapshot `s` under `key`, if any.
-pub(super) fn read(store: &FeatureStore, s: NaiveDate, key: &str) -> Result<Option<DataFrame>> {
-    let Some(commit) = store.root.committed(TABLE, s)? else { return Ok(None) };
-    if commit.meta.get("key").and_then(|k| k.as_str()) != Some(key) {
-        return Ok(None);
-    }
-    Ok(Some(store.root.read_committed(TABLE, s)?))
+/// The activity aggregates kept for snapshot `s` under `key`, if any. The store is a
+/// cache: an entry that cannot be read (removed by a concurrent prune, a broken part) is
+/// a miss, said in the log, and the snapshot is aggregated again.
+pub(super) fn read(store: &FeatureStore, s: NaiveDate, key: &str) -> Option<DataFrame> {
+    let kept = || -> Result<Option<DataFrame>> {
+        let Some(commit) = store.root.committed(TABLE, s)? else { return Ok(None) };
+        if commit.meta.get("key").and_then(|k| k.as_str()) != Some(key) {
+            return Ok(None);
+        }
+        Ok(Some(store.root.read_committed(TABLE, s)?))
+    };
+    kept().unwrap_or_else(|e| {
+        store.note(s, format!("could not read the kept aggregates ({e})"));
+        None
+    })
 }
 
 /// Keep `rows`, the activity aggregates of snapshot `s`'s whole population, under `key`.
-pub(super) fn keep(store: &FeatureStore, s: NaiveDate, key: &str, rows: &DataFrame) -> Result<()> {
-    store
-        .root
-        .publish(TABLE, s, rows, json!({ "key": key, "code_version": crate::version::code_version() }))
-        .map(|_| ())
+/// A failure is said in the log and costs only a later rebuild.
+pub(super) fn keep(store: &FeatureStore, s: NaiveDate, key: &str, rows: &DataFrame) {
+    let meta = json!({ "key": key, "code_version": crate::version::code_version() });
+    match store.root.publish(TABLE, s, rows, meta) {
+        Ok(_) => store.note(s, format!("aggregated {} users and kept them", rows.height())),
+        Err(e) => store.note(s, format!("aggregated {} users; could not keep them ({e})", rows.height())),
+    }
+}
+
+/// Remove the entries of snapshots before `before`: no later night reads them (a night
+/// reads no snapshot older than its own oldest, and later nights' are later). The commit
+/// marker goes first, so a reader sees no entry rather than part of one. A failure is
+/// said in the log: what was not removed is removed by a later night.
+pub(super) fn prune(store: &FeatureStore, before: NaiveDate) {
+    if let Err(e) = prune_entries(store, before) {
+        store.note(before, format!("could not remove the entries before it ({e})"));
+    }
+}
+
+fn prune_entries(store: &FeatureStore, before: NaiveDate) -> Result<()> {
+    for dir in store.root.list_dirs(TABLE)? {
+        let Some(d) = dir.strip_prefix("snapshot=").and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()) else {
+            continue;
+        };
+        if d >= before {
+            continue;
+        }
+        let folder = format!("{TABLE}/{dir}");
+        let mut files = store.root.list_files(&folder)?;
+        if files.is_empty() {
+            continue;
+        }
+        files.sort_by_key(|f| !f.rel.ends_with(crate::storage::SUCCESS));
+        for f in files {
+            store.root.delete(&f.rel)?;
+        }
+        store.note(d, format!("removed: older than {before}, the oldest snapshot tonight reads"));
+    }
+    Ok(())
 }

@@ -52,6 +52,7 @@ pub(crate) fn run_all(stage: StageSettings) -> Result<()> {
     }
     write_grace_report(&ctx, &night.grace)?;
     write_interventions_report(&ctx, &night.interventions)?;
+    features::forget_kept_before(&inputs, inputs.first);
     ctx.write_manifest(
         "run",
         Some(&inputs),

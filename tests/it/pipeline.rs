@@ -249,9 +249,13 @@ fn a_later_night_reads_the_kept_activity_aggregates_and_writes_the_same_tables()
     assert_eq!(cold[&validation], ["aggregated 872 users and kept them"]);
     assert!(open(first).committed("feature_store", sample_as_of()).unwrap().is_some());
 
-    // A later run on the same root (models refitted) reads them back.
+    // A later run on the same root (models refitted) reads them back, and removes the
+    // entries older than any snapshot it reads (here one planted before the sample began).
     let later = tempfile::tempdir().unwrap();
     copy_dir(first, later.path());
+    let stale = later.path().join("feature_store/snapshot=2026-01-05");
+    std::fs::create_dir_all(&stale).unwrap();
+    copy_dir(&later.path().join(format!("feature_store/snapshot={validation}")), &stale);
     run_ok(
         retain()
             .args(["run", "--retrain", "--config"])
@@ -262,6 +266,9 @@ fn a_later_night_reads_the_kept_activity_aggregates_and_writes_the_same_tables()
             .arg(later.path()),
     );
     let warm = uses(later.path());
+    assert!(!stale.exists(), "the stale entry is gone");
+    assert_eq!(warm["2026-01-05"].len(), 1);
+    assert!(warm["2026-01-05"][0].starts_with("removed"), "{:?}", warm["2026-01-05"]);
     let kept: BTreeSet<&String> =
         cold.iter().filter(|(_, u)| u.iter().any(|u| u.ends_with("and kept them"))).map(|(d, _)| d).collect();
     for d in &kept {
@@ -272,7 +279,8 @@ fn a_later_night_reads_the_kept_activity_aggregates_and_writes_the_same_tables()
     let off = tempfile::tempdir().unwrap();
     let config = off.path().join("sample.toml");
     let text = std::fs::read_to_string(repo().join("pipelines/sample.toml")).unwrap();
-    std::fs::write(&config, format!("{text}\n[features]\nstore = false\n")).unwrap();
+    assert!(text.contains("store = true"), "the sample's config sets the store");
+    std::fs::write(&config, text.replace("store = true", "store = false")).unwrap();
     let out = off.path().join("out");
     run_ok(
         retain()
