@@ -149,6 +149,11 @@ impl Default for InputSettings {
     }
 }
 
+/// The most training snapshots: a year of weekly snapshots (billing is read 400 days back).
+const MAX_TRAINING_SNAPSHOTS: u32 = 52;
+/// The most reasons per user (there are about fifty features).
+const MAX_TOP_REASONS: usize = 20;
+
 /// The default of `training.negatives_per_snapshot`: at a million users a snapshot has about
 /// 430,000 users with neither label, and the champion fitted on this many of them is as
 /// good as on all (BENCHMARKS.md, "Training rows"); below about 230,000 users every row is
@@ -250,8 +255,25 @@ impl Settings {
         if self.inputs.late_days > 30 {
             return Err(Error::config(format!("inputs.late_days must be in 0..=30, got {}", self.inputs.late_days)));
         }
-        if self.training.snapshots < 2 {
-            return Err(Error::config("training.snapshots must be at least 2 (one to train, one to validate)"));
+        if !(2..=MAX_TRAINING_SNAPSHOTS).contains(&self.training.snapshots) {
+            return Err(Error::config(format!(
+                "training.snapshots must be in 2..={MAX_TRAINING_SNAPSHOTS} (one validates, the others, a week apart, \
+                 train), got {}",
+                self.training.snapshots
+            )));
+        }
+        self.training.gbdt.check().map_err(Error::config)?;
+        if self.training.top_reasons > MAX_TOP_REASONS {
+            return Err(Error::config(format!(
+                "training.top_reasons must be at most {MAX_TOP_REASONS}, got {}",
+                self.training.top_reasons
+            )));
+        }
+        if self.interventions.frequency_cap_days > 365 {
+            return Err(Error::config(format!(
+                "interventions.frequency_cap_days must be at most 365, got {}",
+                self.interventions.frequency_cap_days
+            )));
         }
         if self.training.l2.is_nan() || self.training.l2 < 0.0 {
             return Err(Error::config("training.l2 must be ≥ 0"));

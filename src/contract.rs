@@ -124,6 +124,11 @@ impl Table {
     }
 }
 
+/// True where `column` holds one of `values`.
+pub(crate) fn in_set(column: &str, values: &[&str]) -> Expr {
+    polars::prelude::col(column).is_in(lit(Series::new("values".into(), values)).implode(false), false)
+}
+
 pub(crate) const PLATFORMS: &[&str] = &["ios", "android", "web", "desktop"];
 pub(crate) const EVENT_TYPES: &[&str] = &[
     "trial_start",

@@ -81,7 +81,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Polars appends the whole query plan to some errors; a person needs the first lines.
-fn first_paragraph(text: &str) -> String {
+pub(crate) fn first_paragraph(text: &str) -> String {
     let head = text.split("\n\nResolved plan").next().unwrap_or(text);
     let head = head.split("\n\n").next().unwrap_or(head);
     if head.len() > 800 { format!("{}…", &head[..head.floor_char_boundary(800)]) } else { head.to_string() }

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{Duration, NaiveDate};
 use polars::prelude::*;
 
+use crate::checks;
 use crate::config::DEFAULT_LATE_DAYS;
 use crate::contract::{self, Kind, Table};
 use crate::error::{Error, PolarsContext, Result};
@@ -141,10 +142,12 @@ impl Inputs {
             return Err(Error::data(format!("table `users`: no Parquet files under {}/users/", storage.uri())));
         }
         let users = scan_table(storage, &contract::USERS, &users_files)?;
-        files.extend(users_files);
+        files.extend(users_files.iter().cloned());
 
         let mut activity_files = Vec::new();
-        let mut daily = |table: &Table, days: u32| -> Result<LazyFrame> {
+        // A daily table's scan over the partitions `days` before `first` to `late_days`
+        // after `last`, and the files it reads.
+        let mut daily = |table: &Table, days: u32| -> Result<(LazyFrame, Vec<String>)> {
             let from = first - Duration::days(days as i64);
             let to = last + Duration::days(lookback.late_days as i64);
             let parts = storage.partition_files(table.name, from, to)?;
@@ -165,19 +168,43 @@ impl Inputs {
             } else {
                 scan_table(storage, table, &rels)?
             };
-            files.extend(rels);
-            Ok(lf.filter(time_within(table, from, last)))
+            files.extend(rels.iter().cloned());
+            Ok((lf.filter(time_within(table, from, last)), rels))
         };
-        let activity = daily(&contract::ACTIVITY, lookback.activity_days)?;
-        let billing = daily(&contract::BILLING, lookback.billing_days)?
-            .sort(["event_id"], SortMultipleOptions::default().with_maintain_order(true))
-            .unique_stable(Some(cols(["event_id"])), UniqueKeepStrategy::First);
-        let messages = daily(&contract::MESSAGES, lookback.messages_days)?;
+        let (activity, activity_rels) = daily(&contract::ACTIVITY, lookback.activity_days)?;
+        let (billing, billing_rels) = daily(&contract::BILLING, lookback.billing_days)?;
+        let (messages, messages_rels) = daily(&contract::MESSAGES, lookback.messages_days)?;
+        if activity_files.iter().all(|f| f.date < last) {
+            // None read is on or after S: refuse S if the table ends before it (an S before
+            // the data begins is another matter: nobody is premium yet).
+            let newest = storage
+                .list_dirs(contract::ACTIVITY.name)?
+                .iter()
+                .filter_map(|d| NaiveDate::parse_from_str(d.strip_prefix("dt=")?, "%Y-%m-%d").ok())
+                .max();
+            if newest.is_none_or(|newest| newest < last) {
+                return Err(Error::data(format!(
+                    "snapshot {last} is after the inputs end: the newest `activity` partition under {}/activity/ is \
+                     {}; a snapshot needs its own day of listening",
+                    storage.uri(),
+                    newest.map(|d| format!("dt={d}")).unwrap_or_else(|| "none".into())
+                )));
+            }
+        }
         // Users, billing and messages are small next to activity and every stage queries
-        // them several times (status on many days, labels, episodes): read them once.
-        let users = users.collect().ctx("reading table `users`")?.lazy();
-        let billing = billing.collect().ctx("reading table `billing`")?.lazy();
-        let messages = messages.collect().ctx("reading table `messages`")?.lazy();
+        // them several times (status on many days, labels, episodes): read them once. Each
+        // table read is checked against the contract first (`checks`).
+        let users = read_checked(storage, &contract::USERS, &users_files, users)?;
+        let billing = read_checked(storage, &contract::BILLING, &billing_rels, billing)?
+            .lazy()
+            .sort(["event_id"], SortMultipleOptions::default().with_maintain_order(true))
+            .unique_stable(Some(cols(["event_id"])), UniqueKeepStrategy::First)
+            .collect()
+            .ctx("reading table `billing`")?
+            .lazy();
+        let messages = read_checked(storage, &contract::MESSAGES, &messages_rels, messages)?.lazy();
+        enforce(storage, &contract::ACTIVITY, &activity_rels, activity.clone(), None)?;
+        let users = users.lazy();
         Ok(Inputs {
             users,
             activity,
@@ -244,6 +271,85 @@ fn time_within(table: &Table, from: NaiveDate, last: NaiveDate) -> Expr {
     }
 }
 
+/// The most breaches of the contract a failed read names (`retain validate` lists all).
+const BREACHES_NAMED: usize = 8;
+
+/// Read a table's rows (`lf`, the scan of `rels`) into memory, checked against the
+/// contract: its rules and its key (`checks`).
+fn read_checked(storage: &Storage, table: &Table, rels: &[String], lf: LazyFrame) -> Result<DataFrame> {
+    match lf.clone().collect() {
+        Ok(df) => {
+            enforce(storage, table, rels, df.clone().lazy(), Some(&df))?;
+            Ok(df)
+        }
+        // Values that do not fit the contract's types (e.g. an hour of 300 in an int64
+        // column): the files are read one by one to name the one that fails.
+        Err(_) => Err(enforce(storage, table, rels, lf, None).err().unwrap_or_else(|| {
+            Error::data(format!("table `{}`: its rows do not fit the contract's types", table.name))
+        })),
+    }
+}
+
+/// Exit 65 when the rows of a table (`rows`, the scan of `rels`; `whole`, all of them
+/// when in memory, for the key rule) break the contract, naming the file, column, row and
+/// value of each breach found; nothing has been written yet.
+fn enforce(
+    storage: &Storage,
+    table: &Table,
+    rels: &[String],
+    rows: LazyFrame,
+    whole: Option<&DataFrame>,
+) -> Result<()> {
+    let follows = checks::follows_rules(table, rows).unwrap_or(false);
+    let key = match whole {
+        Some(df) => checks::key_breach(table, df, &files_named(table, rels), |id| {
+            let key = table.key.unwrap_or("user_id");
+            let mut holding = Vec::new();
+            for rel in rels {
+                let rows = scan_table(storage, table, std::slice::from_ref(rel))?
+                    .filter(col(key).eq(lit(id)))
+                    .select([len()])
+                    .collect()
+                    .ctx(format!("reading {rel}"))?;
+                if rows.column("len").ctx("len")?.u32().ctx("len")?.get(0).unwrap_or(0) > 0 {
+                    holding.push(rel.clone());
+                }
+            }
+            Ok(holding)
+        })?,
+        None => None,
+    };
+    if follows && key.is_none() {
+        return Ok(());
+    }
+    let mut breaches: Vec<String> = Vec::new();
+    if !follows {
+        for rel in rels {
+            match scan_table(storage, table, std::slice::from_ref(rel))
+                .and_then(|lf| lf.collect().ctx(format!("reading {rel}")))
+            {
+                Ok(df) => breaches.extend(checks::breaches_in(table, rel, &df)?.iter().map(|b| b.to_string())),
+                Err(e) => breaches
+                    .push(format!("table `{}`, file {rel}: values do not fit the contract's types ({e})", table.name)),
+            }
+            if breaches.len() >= BREACHES_NAMED {
+                break;
+            }
+        }
+    }
+    breaches.extend(key.map(|b| b.to_string()));
+    breaches.truncate(BREACHES_NAMED);
+    Err(Error::data(format!(
+        "the inputs break the contract, so nothing was written (`retain validate` lists every problem):\n  {}",
+        breaches.join("\n  ")
+    )))
+}
+
+/// The files of a table, for a message: each of a few, or how many.
+fn files_named(table: &Table, rels: &[String]) -> String {
+    if rels.len() <= 3 { rels.join(", ") } else { format!("{}/ ({} files)", table.name, rels.len()) }
+}
+
 fn is_data(rel: &str) -> bool {
     let name = rel.rsplit('/').next().unwrap_or(rel);
     !name.starts_with('_') && !name.starts_with('.') && name.ends_with(".parquet")
@@ -261,10 +367,20 @@ fn is_data(rel: &str) -> bool {
 pub(crate) fn scan_table(storage: &Storage, table: &Table, rels: &[String]) -> Result<LazyFrame> {
     let mut runs: Vec<(Schema, Vec<String>)> = Vec::new();
     for rel in rels {
-        let schema = storage
-            .scan_parquet(std::slice::from_ref(rel))?
-            .collect_schema()
-            .ctx(format!("reading the schema of {}/{rel}", storage.uri()))?;
+        // A file that is not Parquet (empty, truncated, another format) is bad input that
+        // names the file; a storage failure keeps its own class.
+        let schema =
+            storage.scan_parquet(std::slice::from_ref(rel))?.collect_schema().map_err(|e| match Error::from_polars(
+                format!("reading the schema of {}/{rel}", storage.uri()),
+                e,
+            ) {
+                Error::Polars { source, .. } => Error::data(format!(
+                    "table `{}`, file {rel}: not a readable Parquet file ({})",
+                    table.name,
+                    crate::error::first_paragraph(&source.to_string())
+                )),
+                other => other,
+            })?;
         check_schema(table, rel, &schema)?;
         match runs.last_mut() {
             Some((same, files)) if *same == *schema => files.push(rel.clone()),
@@ -305,9 +421,7 @@ pub(crate) fn check_schema(table: &Table, rel: &str, schema: &Schema) -> Result<
 }
 
 /// `column IN (values…)` for a string column.
-pub(crate) fn in_set(column: &str, values: &[&str]) -> Expr {
-    col(column).is_in(lit(Series::new("values".into(), values)).implode(false), false)
-}
+pub(crate) use crate::contract::in_set;
 
 /// The shipped sample's inputs for snapshots `first..=last` (unit tests).
 #[cfg(test)]

@@ -19,6 +19,7 @@
 
 pub mod app;
 mod backfill;
+mod checks;
 pub mod cli;
 pub mod config;
 pub mod contract;

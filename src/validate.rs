@@ -2,11 +2,13 @@
 //! problem with its table, file, column and an example row.
 //!
 //! Checks, per file: the file is readable Parquet; every contract column is present with
-//! an allowed type; required columns have no nulls; enumerated columns hold known values;
-//! numeric ranges the contract states (ms_played ≥ 0, peak_hour 0–23); rows sit in their
-//! `dt=` partition. Per table: ids that must be unique are (billing may repeat an
-//! `event_id`: the contract says the same event can be delivered twice, so repeats with
-//! identical content are counted, not flagged).
+//! an allowed type; then the contract's rules on values (`checks`, the same rules every
+//! command applies to what it reads): no nulls in required columns, known values in
+//! enumerations, numbers in range, IANA timezones, propensities in (0, 1]; and no row dated
+//! after its `dt=` partition (a row in a later partition than its date was exported late,
+//! which the commands support). Per table, the key rule of `checks` (unique user and
+//! message ids, at least one user, a billing event delivered twice delivered the same;
+//! identical redeliveries are counted in a note).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -14,20 +16,14 @@ use std::fmt::Write as _;
 use chrono::NaiveDate;
 use polars::prelude::*;
 
+use crate::checks;
 use crate::contract::{INPUTS, Kind, Layout, Table};
 use crate::error::{PolarsContext, Result};
 use crate::inputs::check_schema;
 use crate::storage::Storage;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Problem {
-    pub table: String,
-    pub file: String,
-    pub column: String,
-    pub message: String,
-    /// The first offending row (0-based within the file) and its value, when there is one.
-    pub example: Option<String>,
-}
+/// A problem found: a rule of the contract broken in a file (`checks`).
+pub(crate) use crate::checks::Breach as Problem;
 
 #[derive(Debug, Default)]
 pub(crate) struct Report {
@@ -55,11 +51,7 @@ impl Report {
             let _ = writeln!(out, "ok: the inputs follow the contract");
         }
         for p in &self.problems {
-            let _ = write!(out, "problem: table `{}`, file {}, column `{}`: {}", p.table, p.file, p.column, p.message);
-            if let Some(e) = &p.example {
-                let _ = write!(out, " (e.g. {e})");
-            }
-            out.push('\n');
+            let _ = writeln!(out, "problem: {p}");
         }
         out
     }
@@ -88,7 +80,7 @@ pub(crate) fn validate(storage: &Storage, max_examples: usize) -> Result<Report>
             });
             continue;
         }
-        let mut keys: Vec<Series> = Vec::new();
+        let mut rows_of_table: Vec<(String, DataFrame)> = Vec::new();
         let before = report.problems.len();
         for rel in &files {
             report.files += 1;
@@ -137,12 +129,12 @@ pub(crate) fn validate(storage: &Storage, max_examples: usize) -> Result<Report>
                 }
             };
             check_values(table, rel, &df, &mut report.problems)?;
-            if let Some(key) = table.key {
-                keys.push(df.column(key).ctx("key column")?.as_materialized_series().clone());
+            if table.key.is_some() {
+                rows_of_table.push((rel.clone(), df));
             }
         }
-        if let Some(key) = table.key {
-            check_unique(table, key, keys, &mut report)?;
+        if table.key.is_some() {
+            check_key(table, &files, rows_of_table, &mut report)?;
         }
         // Keep the report readable: at most `max_examples` problems per table and check.
         let mut seen: HashMap<(String, String), usize> = HashMap::new();
@@ -166,6 +158,7 @@ fn first_index(mask: &BooleanChunked) -> Option<usize> {
 }
 
 fn check_values(table: &Table, rel: &str, df: &DataFrame, problems: &mut Vec<Problem>) -> Result<()> {
+    problems.extend(checks::breaches_in(table, rel, df)?);
     let mut push = |column: &str, message: String, row: Option<usize>, value: Option<String>| {
         problems.push(Problem {
             table: table.name.into(),
@@ -175,45 +168,6 @@ fn check_values(table: &Table, rel: &str, df: &DataFrame, problems: &mut Vec<Pro
             example: row.map(|r| format!("row {r}{}", value.map(|v| format!(": {v}")).unwrap_or_default())),
         });
     };
-    for c in table.columns {
-        let s = df.column(c.name).ctx(c.name)?.as_materialized_series();
-        let nulls = s.null_count();
-        if !c.nullable && nulls > 0 {
-            let row = first_index(&s.is_null());
-            push(c.name, format!("{nulls} null value(s) in a required column"), row, None);
-        }
-        if !c.values.is_empty() {
-            let known: BooleanChunked =
-                s.str().ctx(c.name)?.iter().map(|v| Some(v.is_none_or(|v| c.values.contains(&v)))).collect();
-            let bad = !&known;
-            let count = bad.sum().unwrap_or(0);
-            if count > 0 {
-                let row = first_index(&bad);
-                let value = row.and_then(|r| s.get(r).ok()).map(|v| v.to_string());
-                push(c.name, format!("{count} value(s) outside {:?}", c.values), row, value);
-            }
-        }
-    }
-    let range = |name: &str, lo: i64, hi: i64| -> Result<Option<(usize, usize, String)>> {
-        let s = df.column(name).ctx(name)?.cast(&DataType::Int64).ctx(name)?;
-        let v = s.i64().ctx(name)?;
-        let bad: BooleanChunked = v.iter().map(|x| Some(x.is_some_and(|x| x < lo || x > hi))).collect();
-        let count = bad.sum().unwrap_or(0) as usize;
-        Ok(first_index(&bad).map(|r| (count, r, v.get(r).map(|x| x.to_string()).unwrap_or_default())))
-    };
-    if table.name == "activity" {
-        for (name, lo, hi) in [
-            ("ms_played", 0, i64::MAX),
-            ("podcast_ms", 0, i64::MAX),
-            ("peak_hour", 0, 23),
-            ("streams", 0, i64::MAX),
-            ("skips", 0, i64::MAX),
-        ] {
-            if let Some((count, row, value)) = range(name, lo, hi)? {
-                push(name, format!("{count} value(s) outside {lo}..={hi}"), Some(row), Some(value));
-            }
-        }
-    }
     if let Layout::Daily { time_column } = table.layout
         && let Some(dt) = partition_date(rel)
     {
@@ -225,12 +179,14 @@ fn check_values(table: &Table, rel: &str, df: &DataFrame, problems: &mut Vec<Pro
         };
         let days = dates.date().ctx(time_column)?.physical().clone();
         let want = crate::inputs::epoch_days(dt);
-        let bad: BooleanChunked = days.iter().map(|d| Some(d.is_some_and(|d| d != want))).collect();
+        // Later than the partition: a row cannot be exported before its time. Earlier is
+        // a row exported late, which the commands use from its own time on.
+        let bad: BooleanChunked = days.iter().map(|d| Some(d.is_some_and(|d| d > want))).collect();
         let count = bad.sum().unwrap_or(0);
         if count > 0 {
             let row = first_index(&bad);
             let value = row.and_then(|r| s.get(r).ok()).map(|v| v.to_string());
-            push(time_column, format!("{count} row(s) outside their partition dt={dt}"), row, value);
+            push(time_column, format!("{count} row(s) dated after their partition dt={dt}"), row, value);
         }
     }
     Ok(())
@@ -240,29 +196,33 @@ fn partition_date(rel: &str) -> Option<NaiveDate> {
     rel.split('/').find_map(|p| p.strip_prefix("dt=")).and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
 }
 
-fn check_unique(table: &Table, key: &str, parts: Vec<Series>, report: &mut Report) -> Result<()> {
-    let Some(mut all) = parts.first().cloned() else { return Ok(()) };
-    for p in &parts[1..] {
-        all.append(p).ctx("collecting ids")?;
+/// The key rule of `checks` over all the rows of a table; identical redeliveries of a
+/// billing event are allowed, and counted in a note.
+fn check_key(table: &Table, files: &[String], parts: Vec<(String, DataFrame)>, report: &mut Report) -> Result<()> {
+    let Some((_, mut all)) = parts.first().cloned() else { return Ok(()) };
+    for (_, p) in &parts[1..] {
+        all.vstack_mut(p).ctx("collecting the table's rows")?;
     }
-    let total = all.len();
-    let distinct = all.n_unique().ctx("counting ids")?;
-    if distinct < total {
-        let dup = total - distinct;
-        if table.name == "billing" {
+    let named = if files.len() <= 3 { files.join(", ") } else { format!("{}/ ({} files)", table.name, files.len()) };
+    let key = table.key.unwrap_or("user_id");
+    let holding = |id: &str| -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for (rel, df) in &parts {
+            let ids = df.column(key).ctx(key)?.str().ctx(key)?;
+            if ids.iter().any(|v| v == Some(id)) {
+                found.push(rel.clone());
+            }
+        }
+        Ok(found)
+    };
+    report.problems.extend(checks::key_breach(table, &all, &named, holding)?);
+    if let Some(key) = table.key.filter(|_| table.name == "billing") {
+        let ids = all.column(key).ctx(key)?.as_materialized_series().clone();
+        let repeated = ids.len() - ids.n_unique().ctx(key)?;
+        if repeated > 0 {
             report.notes.push(format!(
-                "table `billing`: {dup} repeated event_id(s) (duplicate deliveries; deduplicated on read)"
+                "table `billing`: {repeated} repeated event_id(s) (duplicate deliveries; deduplicated on read)"
             ));
-        } else {
-            let counts = all.value_counts(true, false, "n".into(), false).ctx("counting ids")?;
-            let example = counts.column(key).ok().and_then(|c| c.get(0).ok()).map(|v| v.to_string());
-            report.problems.push(Problem {
-                table: table.name.into(),
-                file: format!("{}/", table.name),
-                column: key.into(),
-                message: format!("{dup} duplicate value(s) in a column that must be unique"),
-                example: example.map(|e| format!("{key} = {e}")),
-            });
         }
     }
     Ok(())

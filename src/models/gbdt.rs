@@ -47,6 +47,32 @@ pub(crate) fn lightgbm_seed(seed: u64) -> u64 {
     seed % (1 << 31)
 }
 
+impl GbdtParams {
+    /// Check every setting's range before any work, so a bad value is a configuration
+    /// error (exit 78) and never a failure inside LightGBM hours into a night.
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
+        let in_unit = |name: &str, v: f64| -> std::result::Result<(), String> {
+            if v > 0.0 && v <= 1.0 { Ok(()) } else { Err(format!("training.gbdt.{name} must be in (0, 1], got {v}")) }
+        };
+        if !(1..=100_000).contains(&self.num_rounds) {
+            return Err(format!("training.gbdt.num_rounds must be in 1..=100000, got {}", self.num_rounds));
+        }
+        in_unit("learning_rate", self.learning_rate)?;
+        if !(2..=131_072).contains(&self.num_leaves) {
+            return Err(format!("training.gbdt.num_leaves must be in 2..=131072, got {}", self.num_leaves));
+        }
+        if self.min_data_in_leaf == 0 {
+            return Err("training.gbdt.min_data_in_leaf must be at least 1".into());
+        }
+        in_unit("feature_fraction", self.feature_fraction)?;
+        in_unit("bagging_fraction", self.bagging_fraction)?;
+        if !(self.lambda_l2 >= 0.0 && self.lambda_l2.is_finite()) {
+            return Err(format!("training.gbdt.lambda_l2 must be a finite number ≥ 0, got {}", self.lambda_l2));
+        }
+        Ok(())
+    }
+}
+
 impl Default for GbdtParams {
     fn default() -> Self {
         GbdtParams {

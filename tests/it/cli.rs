@@ -339,3 +339,204 @@ fn unreachable_object_storage_is_a_temporary_failure() {
     let text = mask_elapsed(&text.replace(&format!(":{port}"), ":[PORT]"));
     insta::assert_snapshot!("exit_75_unreachable_storage", text);
 }
+
+/// A copy of the sample world with the first file of `table` under a folder containing
+/// `within` rewritten by `change`; returns the file's path relative to the root.
+fn sample_with_file_changed(
+    input: &Path,
+    table: &str,
+    within: &str,
+    change: impl FnOnce(polars::prelude::DataFrame) -> polars::prelude::DataFrame,
+) -> String {
+    copy_dir(&sample_data(), input);
+    let store = open(input);
+    let victim = store.list_files(table).unwrap().into_iter().map(|f| f.rel).find(|r| r.contains(within)).unwrap();
+    let mut df = change(store.read_parquet(&victim).unwrap());
+    store.write_bytes(&victim, retain::storage::parquet_bytes(&mut df).unwrap().into()).unwrap();
+    victim
+}
+
+/// Set row `row` of column `name` to `value` (a one-row frame's column of the same name).
+fn with_value(
+    mut df: polars::prelude::DataFrame,
+    name: &str,
+    row: usize,
+    value: polars::prelude::Column,
+) -> polars::prelude::DataFrame {
+    let old = df.column(name).unwrap().clone();
+    let head = old.slice(0, row);
+    let tail = old.slice(row as i64 + 1, old.len());
+    let mut new = head;
+    new.append(&value.cast(old.dtype()).unwrap_or(value)).unwrap();
+    new.append(&tail).unwrap();
+    df.replace(name, new).unwrap();
+    df
+}
+
+#[test]
+fn inputs_that_break_the_contract_stop_validate_and_every_command_with_65_and_write_nothing() {
+    use polars::prelude::*;
+    type Setup = Box<dyn Fn(&Path) -> String>;
+    let cases: Vec<(&str, Setup, Vec<&str>)> = vec![
+        (
+            "an event type spelled another way",
+            Box::new(|p| {
+                sample_with_file_changed(p, "billing", "dt=2026-11-1", |df| {
+                    df.lazy()
+                        .with_column(
+                            when(col("event_type").eq(lit("renew")))
+                                .then(lit("Renew"))
+                                .otherwise(col("event_type"))
+                                .alias("event_type"),
+                        )
+                        .collect()
+                        .unwrap()
+                })
+            }),
+            vec!["`event_type`", "outside", "Renew"],
+        ),
+        (
+            "a null user id in billing",
+            Box::new(|p| {
+                sample_with_file_changed(p, "billing", "dt=2026-11-1", |df| {
+                    with_value(df, "user_id", 2, Column::new("user_id".into(), [None::<&str>]))
+                })
+            }),
+            vec!["`user_id`", "null value(s) in a required column", "row 2"],
+        ),
+        (
+            "an hour of 25",
+            Box::new(|p| {
+                sample_with_file_changed(p, "activity", "dt=2026-11-1", |df| {
+                    with_value(df, "peak_hour", 4, Column::new("peak_hour".into(), [25i8]))
+                })
+            }),
+            vec!["`peak_hour`", "0..=23", "row 4: 25"],
+        ),
+        (
+            "a timezone that is not an IANA name",
+            Box::new(|p| {
+                sample_with_file_changed(p, "users", "users", |df| {
+                    with_value(df, "timezone", 7, Column::new("timezone".into(), ["Mars/Olympus_Mons"]))
+                })
+            }),
+            vec!["`timezone`", "IANA", "Mars/Olympus_Mons"],
+        ),
+        (
+            "a propensity above 1",
+            Box::new(|p| {
+                sample_with_file_changed(p, "messages", "dt=", |df| {
+                    with_value(df, "propensity", 0, Column::new("propensity".into(), [1.5f64]))
+                })
+            }),
+            vec!["`propensity`", "(0, 1]", "1.5"],
+        ),
+        (
+            "a stale copy of the users table",
+            Box::new(|p| {
+                copy_dir(&sample_data(), p);
+                std::fs::create_dir_all(p.join("users/old")).unwrap();
+                std::fs::copy(p.join("users/users.parquet"), p.join("users/old/users.parquet")).unwrap();
+                "users/old/users.parquet".into()
+            }),
+            vec!["`user_id`", "must be unique"],
+        ),
+        (
+            "a users table without rows",
+            Box::new(|p| sample_with_file_changed(p, "users", "users", |df| df.head(Some(0)))),
+            vec!["table `users`", "no rows"],
+        ),
+        (
+            "an empty file",
+            Box::new(|p| {
+                let victim = sample_with_file_changed(p, "activity", "dt=2026-11-1", |df| df);
+                std::fs::write(p.join(&victim), b"").unwrap();
+                victim
+            }),
+            vec!["table `activity`"],
+        ),
+        (
+            "a file that is not Parquet",
+            Box::new(|p| {
+                let victim = sample_with_file_changed(p, "billing", "dt=2026-11-1", |df| df);
+                std::fs::write(p.join(&victim), b"user_id,ts\nu1,2026-11-10\n").unwrap();
+                victim
+            }),
+            vec!["table `billing`"],
+        ),
+        (
+            "a billing event redelivered with another content",
+            Box::new(|p| {
+                sample_with_file_changed(p, "billing", "dt=2026-11-1", |df| {
+                    let again = df.head(Some(1)).lazy().with_column(lit(123.45f64).alias("amount")).collect().unwrap();
+                    df.vstack(&again).unwrap()
+                })
+            }),
+            vec!["`event_id`", "different content"],
+        ),
+    ];
+    for (name, setup, fragments) in cases {
+        let input = tempfile::tempdir().unwrap();
+        let victim = setup(input.path());
+        let out = tempfile::tempdir().unwrap();
+        let (c, text) = run_on(input.path(), out.path());
+        assert_eq!(c, 65, "{name}: run\n{text}");
+        for f in fragments.iter().chain([&victim.as_str()]) {
+            assert!(text.contains(f), "{name}: run names {f}:\n{text}");
+        }
+        assert!(no_committed_outputs(out.path()), "{name}: nothing written");
+        let (c, report, _) = code(retain().arg("validate").arg("--input").arg(input.path()));
+        assert_eq!(c, 65, "{name}: validate\n{report}");
+        for f in fragments.iter().chain([&victim.as_str()]) {
+            assert!(report.contains(f), "{name}: validate names {f}:\n{report}");
+        }
+    }
+}
+
+#[test]
+fn a_snapshot_after_the_inputs_end_is_refused() {
+    let out = tempfile::tempdir().unwrap();
+    let (c, text) = failure(
+        retain()
+            .args(["run", "--config"])
+            .arg(repo().join("pipelines/sample.toml"))
+            .args(["--as-of", "2026-12-31", "--input"])
+            .arg(sample_data())
+            .arg("--output")
+            .arg(out.path()),
+        &[(out.path(), "[OUT]")],
+    );
+    assert_eq!(c, 65, "{text}");
+    assert!(text.contains("after the inputs end") && text.contains("dt=2026-11-20"), "{text}");
+    assert!(no_committed_outputs(out.path()));
+}
+
+#[test]
+fn settings_out_of_range_are_configuration_errors_before_any_work() {
+    for (setting, names) in [
+        ("[training.gbdt]\nlearning_rate = -1.0", "training.gbdt.learning_rate"),
+        ("[training.gbdt]\nnum_leaves = 1", "training.gbdt.num_leaves"),
+        ("[training.gbdt]\nbagging_fraction = 0.0", "training.gbdt.bagging_fraction"),
+        ("[training]\nsnapshots = 4000000000", "training.snapshots"),
+        ("[training]\ntop_reasons = 1000000", "training.top_reasons"),
+        ("[interventions]\nfrequency_cap_days = 100000", "interventions.frequency_cap_days"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, setting).unwrap();
+        let out = dir.path().join("out");
+        let (c, text) = failure(
+            retain()
+                .args(["run", "--as-of", SAMPLE_AS_OF, "--config"])
+                .arg(&config)
+                .arg("--input")
+                .arg(sample_data())
+                .arg("--output")
+                .arg(&out),
+            &[(dir.path(), "[DIR]")],
+        );
+        assert_eq!(c, 78, "{setting}: {text}");
+        assert!(text.contains(names), "{setting}: {text}");
+        assert!(!out.exists(), "{setting}: nothing was started");
+    }
+}
