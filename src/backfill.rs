@@ -36,9 +36,32 @@ impl BackfillStage {
         }
     }
 
-    /// Whether the stage's output for `d` is complete: its manifest, written last.
+    /// The tables the stage commits.
+    fn tables(self) -> &'static [&'static str] {
+        match self {
+            BackfillStage::Features => &["features"],
+            BackfillStage::Grace => &[crate::contract::GRACE.name],
+            BackfillStage::Run => &[
+                "features",
+                crate::contract::SCORES.name,
+                crate::contract::INTERVENTIONS.name,
+                crate::contract::GRACE.name,
+            ],
+        }
+    }
+
+    /// Whether the stage's output for `d` is complete: its manifest, written last, and
+    /// each of its tables still committed (a table folder deleted since is rebuilt).
     fn complete(self, out: &Storage, d: NaiveDate) -> Result<bool> {
-        out.exists(&format!("runs/snapshot={d}/{}.json", self.name()))
+        if !out.exists(&format!("runs/snapshot={d}/{}.json", self.name()))? {
+            return Ok(false);
+        }
+        for table in self.tables() {
+            if out.committed(table, d)?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn execute(self, stage: StageSettings) -> Result<()> {

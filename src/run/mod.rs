@@ -38,9 +38,9 @@ struct Night {
 pub(crate) fn run_all(stage: StageSettings) -> Result<()> {
     let mut ctx = Context::open(stage, 6)?;
     let inputs = ctx.load_inputs(Reads { history: true, grace: true })?;
-    let night = compute_night(&mut ctx, &inputs)?;
+    let mut night = compute_night(&mut ctx, &inputs)?;
     let mut tables = serde_json::Map::new();
-    train::save(&ctx.output, ctx.stage.as_of, &night.artifact)?;
+    train::save(&ctx.output, ctx.stage.as_of, &mut night.artifact)?;
     for (name, df) in [
         ("features", &night.features),
         (contract::SCORES.name, &night.scores),
@@ -114,9 +114,9 @@ pub(crate) fn train_only(stage: StageSettings) -> Result<()> {
     let mut ctx = Context::open(stage, 2)?;
     let inputs = ctx.load_inputs(Reads { history: true, grace: false })?;
     let s = ctx.stage.as_of;
-    let artifact =
+    let mut artifact =
         ctx.timed("train", |c| train::train_or_reuse(&inputs, s, &c.stage.train, &c.output, c.stage.retrain))?;
-    train::save(&ctx.output, s, &artifact)?;
+    train::save(&ctx.output, s, &mut artifact)?;
     ctx.write_manifest("train", Some(&inputs), json!({}), json!({ "model": artifact.summary() }))
 }
 

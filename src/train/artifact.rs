@@ -1,6 +1,11 @@
 //! The stored model: `models/snapshot=S/` holds one file per fitted model (LightGBM's
-//! native text model, the logistic coefficients as JSON), then `model.json`, written
-//! last, which makes the artifact complete.
+//! native text model, the logistic coefficients as JSON), named by a hash of its content,
+//! then `model.json`, written last, which lists them and makes the artifact complete.
+//!
+//! Committed like a table: a save never overwrites a file an earlier `model.json` lists
+//! (same name, same content), so a kill at any point leaves either the earlier artifact or
+//! the new one, never a mix; files no manifest lists (a killed save's) are deleted after
+//! the manifest lands.
 
 use chrono::NaiveDate;
 
@@ -18,18 +23,41 @@ pub(super) fn model_dir(s: NaiveDate) -> String {
 
 /// Store the model files, then the manifest (which makes the artifact complete), then the
 /// models report.
-pub(crate) fn save(output: &Storage, s: NaiveDate, artifact: &ModelArtifact) -> Result<()> {
-    if artifact.reused_from.is_none() {
-        for t in &artifact.targets {
-            for c in &t.candidates {
-                output.write_bytes(&format!("{}/{}", artifact.dir, c.file), c.fitted()?.to_file()?.into())?;
+/// A fitted model's file is named by its content (`churn.gbdt-<hash>.txt`): the names
+/// are set here, as the files are written.
+pub(crate) fn save(output: &Storage, s: NaiveDate, artifact: &mut ModelArtifact) -> Result<()> {
+    let fresh = artifact.reused_from.is_none();
+    if fresh {
+        for t in &mut artifact.targets {
+            for c in &mut t.candidates {
+                let bytes = c.fitted()?.to_file()?;
+                c.file = content_named(&c.family.file_name(t.target), &bytes);
+                output.write_bytes(&format!("{}/{}", artifact.dir, c.file), bytes.into())?;
             }
         }
     }
     let body = serde_json::to_vec_pretty(artifact).map_err(Error::internal)?;
-    output.write_bytes(&format!("{}/{MANIFEST}", model_dir(s)), body.into())?;
+    let dir = model_dir(s);
+    output.write_bytes(&format!("{dir}/{MANIFEST}"), body.into())?;
+    // What the manifest does not list: the files of an earlier fit, or of a killed save.
+    let listed = |name: &str| fresh && artifact.targets.iter().flat_map(|t| &t.candidates).any(|c| c.file == name);
+    for f in output.list_files(&dir)? {
+        let name = f.rel.rsplit('/').next().unwrap_or("");
+        if name != MANIFEST && !listed(name) {
+            output.delete(&f.rel)?;
+        }
+    }
     let report = super::report::models_html(artifact, s);
     output.write_bytes(&format!("reports/snapshot={s}/models.html"), report.into_bytes().into())
+}
+
+/// `churn.gbdt.txt` and its content → `churn.gbdt-<hash>.txt`.
+fn content_named(file: &str, bytes: &[u8]) -> String {
+    let digest = xxhash_rust::xxh3::xxh3_64(bytes);
+    match file.rsplit_once('.') {
+        Some((stem, ext)) => format!("{stem}-{digest:016x}.{ext}"),
+        None => format!("{file}-{digest:016x}"),
+    }
 }
 
 fn read_manifest(output: &Storage, s: NaiveDate) -> Result<Option<ModelArtifact>> {

@@ -205,4 +205,11 @@ fn backfill_builds_each_date_skips_complete_ones_and_rebuilds_identically_on_for
     for (d, c) in dates.iter().zip(&commits) {
         assert_eq!(&store.committed("features", *d).unwrap().unwrap().files, &c.files, "{d}: identical parts");
     }
+    // A date whose table folder was deleted since is not complete, whatever its manifest says.
+    let after: Vec<Vec<u8>> = dates.iter().map(manifest).collect();
+    std::fs::remove_dir_all(out.path().join(format!("features/snapshot={}", dates[1]))).unwrap();
+    backfill(&[]);
+    assert_eq!(store.committed("features", dates[1]).unwrap().unwrap().files, commits[1].files, "rebuilt");
+    let now: Vec<Vec<u8>> = dates.iter().map(manifest).collect();
+    assert_eq!((now[0] == after[0], now[1] == after[1], now[2] == after[2]), (true, false, true), "only it");
 }

@@ -35,10 +35,28 @@ fn the_artifact_holds_every_model_in_its_native_format_with_a_champion_per_targe
         let best = losses.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
         assert_eq!(champion, best.0, "the champion has the lowest validation log loss: {losses:?}");
     }
-    let gbdt = std::fs::read_to_string(dir.join("churn.gbdt.txt")).unwrap();
+    // Each model's file is named by its content, and the folder holds nothing else.
+    let files: Vec<String> = model["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["candidates"].as_array().unwrap().iter().map(|c| c["file"].as_str().unwrap().to_string()))
+        .collect();
+    let file =
+        |prefix: &str| files.iter().find(|f| f.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}: {files:?}"));
+    let gbdt = std::fs::read(dir.join(file("churn.gbdt-"))).unwrap();
+    assert_eq!(file("churn.gbdt-"), &format!("churn.gbdt-{:016x}.txt", xxhash_rust::xxh3::xxh3_64(&gbdt)));
+    let gbdt = String::from_utf8(gbdt).unwrap();
     assert!(gbdt.starts_with("tree\nversion="), "LightGBM's own text format");
     assert!(gbdt.contains("end of trees"));
-    assert!(dir.join("churn.logistic.json").exists());
+    assert!(file("churn.logistic-").ends_with(".json"));
+    let mut present: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    present.sort();
+    let mut expected = files.clone();
+    expected.push("model.json".into());
+    expected.sort();
+    assert_eq!(present, expected);
     let report = std::fs::read_to_string(out.join(format!("reports/snapshot={SAMPLE_AS_OF}/models.html"))).unwrap();
     assert!(
         report.contains("Reliability: churn") && report.contains("Reliability: payment_failure"),
@@ -190,4 +208,23 @@ fn the_champion_comes_close_to_the_true_probabilities() {
     assert!(model_auc > truth_auc - 0.04, "champion {model_auc} vs truth {truth_auc}");
     assert!(model_auc < truth_auc + 0.02, "better than the truth would mean a leak: {model_auc} vs {truth_auc}");
     assert!(ece < 0.02, "calibration error {ece}");
+}
+
+#[test]
+fn a_save_killed_before_its_manifest_leaves_the_earlier_model_whole_and_the_next_save_cleans_up() {
+    let out = tempfile::tempdir().unwrap();
+    copy_dir(sample_run(), out.path());
+    let dir = out.path().join(format!("models/snapshot={SAMPLE_AS_OF}"));
+    let before = std::fs::read(dir.join("model.json")).unwrap();
+    // What a kill between the model files and `model.json` leaves: new files beside the
+    // listed ones (content-named, so a listed file is never overwritten).
+    std::fs::write(dir.join("churn.gbdt-00000000deadbeef.txt"), b"tree\nversion=v4\nhalf a model").unwrap();
+    let scored = stage("score", out.path(), &[]);
+    assert!(scored.status.success(), "{}", String::from_utf8_lossy(&scored.stderr));
+    assert_eq!(read_table(out.path(), "scores"), read_table(sample_run(), "scores"), "the earlier model, whole");
+    assert_eq!(std::fs::read(dir.join("model.json")).unwrap(), before);
+
+    let trained = stage("train", out.path(), &["--retrain"]);
+    assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
+    assert!(!dir.join("churn.gbdt-00000000deadbeef.txt").exists(), "what no manifest lists is removed");
 }

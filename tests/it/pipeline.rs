@@ -164,7 +164,18 @@ fn the_seed_reaches_every_model_fit() {
     let seeds =
         [shared, dir.path()].map(|out| json(out, &format!("{model}/model.json"))["training"]["gbdt"]["seed"].clone());
     assert_eq!(seeds, [serde_json::json!(20261120), serde_json::json!(7)], "LightGBM's seed is the run's");
-    let trees = [shared, dir.path()].map(|out| std::fs::read(out.join(format!("{model}/churn.gbdt.txt"))).unwrap());
+    let trees = [shared, dir.path()].map(|out| {
+        let file = json(out, &format!("{model}/model.json"))["targets"][0]["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["family"] == "gbdt")
+            .unwrap()["file"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        std::fs::read(out.join(format!("{model}/{file}"))).unwrap()
+    });
     assert_ne!(trees[0], trees[1], "another seed samples other rows and features");
     let manifest = format!("runs/snapshot={SAMPLE_AS_OF}/run.json");
     let uplift = [shared, dir.path()].map(|out| json(out, &manifest)["details"]["interventions"].clone());
