@@ -41,7 +41,26 @@ pub struct Settings {
     pub grace: Grace,
     /// Extra object_store settings (`aws_endpoint_url`, `aws_region`,
     /// `google_service_account_key`, …) applied over the `AWS_*` / `GOOGLE_*` environment.
+    #[serde(deserialize_with = "scalars_as_text")]
     pub storage: BTreeMap<String, String>,
+}
+
+/// `[storage]` values as written: text, or a number or a boolean (`max_retries = 3`), kept
+/// as its text for the storage layer, which parses what each key means.
+fn scalars_as_text<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<BTreeMap<String, String>, D::Error> {
+    let raw: BTreeMap<String, toml::Value> = BTreeMap::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| match v {
+            toml::Value::String(s) => Ok((k, s)),
+            toml::Value::Integer(i) => Ok((k, i.to_string())),
+            toml::Value::Float(f) => Ok((k, f.to_string())),
+            toml::Value::Boolean(b) => Ok((k, b.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "storage.{k}: expected text, a number or a boolean, got {}",
+                other.type_str()
+            ))),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -456,6 +475,21 @@ mod tests {
         assert_eq!(resolve(&args(Some(&path))).unwrap_err().exit_code(), crate::error::ExitCode::Config);
         std::fs::write(&path, "[inputs]\nlate_days = 45\n").unwrap();
         assert_eq!(resolve(&args(Some(&path))).unwrap_err().exit_code(), crate::error::ExitCode::Config);
+    }
+
+    #[test]
+    fn storage_values_may_be_written_as_numbers_and_booleans() {
+        let s: Settings = toml::from_str(
+            "[storage]\nmax_retries = 3\nretry_timeout = 2.5\naws_allow_http = true\naws_region = \"eu-north-1\"\n",
+        )
+        .unwrap();
+        let kept: Vec<(&str, &str)> = s.storage.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            kept,
+            [("aws_allow_http", "true"), ("aws_region", "eu-north-1"), ("max_retries", "3"), ("retry_timeout", "2.5")]
+        );
+        let err = toml::from_str::<Settings>("[storage]\nmax_retries = [3]\n").unwrap_err();
+        assert!(err.to_string().contains("storage.max_retries"), "{err}");
     }
 
     #[test]

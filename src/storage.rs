@@ -156,14 +156,31 @@ fn retry_config(options: &StorageOptions) -> Result<(object_store::RetryConfig, 
     Ok((retry, rest))
 }
 
+/// Polars' scans of a remote root retry as our own requests do: the same `max_retries`
+/// and `retry_timeout` (Polars' own defaults are 2 retries within 10 s).
+fn with_retries(mut cloud: CloudOptions, retry: &object_store::RetryConfig) -> CloudOptions {
+    cloud.retry_config = polars::io::cloud::CloudRetryConfig {
+        max_retries: Some(retry.max_retries),
+        retry_timeout: Some(retry.retry_timeout),
+        ..Default::default()
+    };
+    cloud
+}
+
 impl Storage {
     /// Open a root URI. `create` makes a missing local folder (for outputs); inputs must exist.
     pub fn open(uri: &str, options: &StorageOptions, create: bool) -> Result<Self> {
+        if ["s3://", "gs://"]
+            .iter()
+            .any(|scheme| uri.strip_prefix(scheme).is_some_and(|rest| rest.trim_matches('/').is_empty()))
+        {
+            return Err(Error::config(format!("storage URI `{uri}` names no bucket")));
+        }
         let uri = uri.trim_end_matches('/').to_string();
         if let Some(rest) = uri.strip_prefix("s3://") {
             let (bucket, prefix) = split_bucket(rest, &uri)?;
             let (retry, entries) = retry_config(options)?;
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry);
+            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry.clone());
             let mut polars_opts = Vec::new();
             for (k, v) in &entries {
                 let key: object_store::aws::AmazonS3ConfigKey =
@@ -172,12 +189,12 @@ impl Storage {
                 polars_opts.push((key, v.clone()));
             }
             let store = builder.build().map_err(|e| Error::config(format!("S3 store for {uri}: {e}")))?;
-            let cloud = CloudOptions::default().with_aws(polars_opts);
+            let cloud = with_retries(CloudOptions::default().with_aws(polars_opts), &retry);
             Ok(Self::remote(uri.clone(), Backend::S3, Arc::new(store), prefix, cloud))
         } else if let Some(rest) = uri.strip_prefix("gs://") {
             let (bucket, prefix) = split_bucket(rest, &uri)?;
             let (retry, entries) = retry_config(options)?;
-            let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).with_retry(retry);
+            let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).with_retry(retry.clone());
             let mut polars_opts = Vec::new();
             for (k, v) in &entries {
                 let key: object_store::gcp::GoogleConfigKey =
@@ -186,7 +203,7 @@ impl Storage {
                 polars_opts.push((key, v.clone()));
             }
             let store = builder.build().map_err(|e| Error::config(format!("GCS store for {uri}: {e}")))?;
-            let cloud = CloudOptions::default().with_gcp(polars_opts);
+            let cloud = with_retries(CloudOptions::default().with_gcp(polars_opts), &retry);
             Ok(Self::remote(uri.clone(), Backend::Gcs, Arc::new(store), prefix, cloud))
         } else if uri.contains("://") && !uri.starts_with("file://") {
             Err(Error::config(format!("unsupported storage URI `{uri}`: use a folder, file://, s3:// or gs://")))
@@ -201,6 +218,9 @@ impl Storage {
                 } else {
                     return Err(Error::data(format!("input root {} does not exist", dir.display())));
                 }
+            }
+            if !dir.is_dir() {
+                return Err(Error::config(format!("root {} is a file, not a folder", dir.display())));
             }
             let dir = std::fs::canonicalize(dir)
                 .map_err(|e| Error::config(format!("cannot resolve folder {}: {e}", dir.display())))?;
@@ -477,6 +497,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn polars_scans_retry_as_the_storage_settings_say() {
+        let entries = [
+            ("max_retries", "3"),
+            ("retry_timeout", "7"),
+            ("aws_region", "eu-north-1"),
+            ("aws_endpoint_url", "http://127.0.0.1:9"),
+            ("aws_allow_http", "true"),
+        ];
+        let options = StorageOptions { entries: entries.map(|(k, v)| (k.to_string(), v.to_string())).to_vec() };
+        for uri in ["s3://bucket/prefix", "gs://bucket/prefix"] {
+            let options = StorageOptions {
+                entries: options
+                    .entries
+                    .iter()
+                    .filter(|(k, _)| uri.starts_with("s3") || !k.starts_with("aws_"))
+                    .cloned()
+                    .collect(),
+            };
+            let store = Storage::open(uri, &options, false).unwrap();
+            let retry = store.cloud.as_ref().unwrap().retry_config;
+            assert_eq!(
+                (retry.max_retries, retry.retry_timeout),
+                (Some(3), Some(std::time::Duration::from_secs(7))),
+                "{uri}"
+            );
+        }
+    }
+
+    #[test]
     fn local_roots_resolve_and_publish_atomically() {
         let dir = tempfile::tempdir().unwrap();
         let st = Storage::open(dir.path().to_str().unwrap(), &StorageOptions::default(), false).unwrap();
@@ -496,8 +545,22 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_schemes_are_configuration_errors() {
+    fn unsupported_schemes_bucketless_uris_and_file_roots_are_configuration_errors() {
         let err = Storage::open("ftp://x/y", &StorageOptions::default(), false).unwrap_err();
         assert_eq!(err.exit_code(), crate::error::ExitCode::Config);
+        for uri in ["s3://", "gs://", "s3:///"] {
+            let err = Storage::open(uri, &StorageOptions::default(), false).unwrap_err();
+            assert_eq!(err.exit_code(), crate::error::ExitCode::Config, "{uri}: {err}");
+            assert!(err.to_string().contains("names no bucket"), "{uri}: {err}");
+        }
+        // A root that is a file, as input or as output.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-folder");
+        std::fs::write(&file, b"x").unwrap();
+        for create in [false, true] {
+            let err = Storage::open(file.to_str().unwrap(), &StorageOptions::default(), create).unwrap_err();
+            assert_eq!(err.exit_code(), crate::error::ExitCode::Config, "{err}");
+            assert!(err.to_string().contains("is a file, not a folder"), "{err}");
+        }
     }
 }
