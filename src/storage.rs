@@ -37,6 +37,9 @@ use crate::error::{Error, PolarsContext, Result};
 /// The marker that makes a table partition complete. Written last.
 pub const SUCCESS: &str = "_SUCCESS";
 
+/// How old an unfinished local upload must be to count as abandoned by a killed process.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Rows per Parquet part of an output table.
 const ROWS_PER_PART: usize = 1_000_000;
 
@@ -441,7 +444,32 @@ impl Storage {
                 self.delete(&entry.rel)?;
             }
         }
+        self.remove_abandoned_uploads(&dir);
         Ok(commit)
+    }
+
+    /// On a local root, object_store writes a file as `<name>#<n>` and renames it when
+    /// complete; a process killed in between leaves the `#` file, which listings do not
+    /// show. Those older than [`ABANDONED_AFTER`] in a folder just committed are removed
+    /// (a younger one may be another run's upload in progress). Best effort: a file that
+    /// cannot be removed is left for the next commit.
+    fn remove_abandoned_uploads(&self, dir: &str) {
+        let Some(root) = &self.local_root else { return };
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let upload =
+                name.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > ABANDONED_AFTER);
+            if upload && old {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// The commit of a table partition, if it is complete.
@@ -542,6 +570,19 @@ mod tests {
         assert_eq!(files.len(), 2, "one part and _SUCCESS: {files:?}");
         assert_eq!(st.read_committed("scores", snap).unwrap(), df2);
         assert_ne!(c1.files, c2.files);
+
+        // An upload a killed process left (`<name>#<n>`, not listed) goes with the next
+        // commit once it is old; a young one may be another run's, and stays.
+        let folder = dir.path().join("scores/snapshot=2026-01-02");
+        let abandoned = folder.join("part-00000-0123.parquet#3");
+        let young = folder.join("part-00000-4567.parquet#4");
+        for f in [&abandoned, &young] {
+            std::fs::write(f, b"half a part").unwrap();
+        }
+        let long_ago = std::time::SystemTime::now() - 2 * ABANDONED_AFTER;
+        std::fs::File::options().write(true).open(&abandoned).unwrap().set_modified(long_ago).unwrap();
+        st.publish("scores", snap, &df, serde_json::json!({})).unwrap();
+        assert!(!abandoned.exists() && young.exists());
     }
 
     #[test]
