@@ -211,6 +211,15 @@ impl Storage {
         } else if uri.contains("://") && !uri.starts_with("file://") {
             Err(Error::config(format!("unsupported storage URI `{uri}`: use a folder, file://, s3:// or gs://")))
         } else {
+            // A local root uses none of them, but a key no store knows is a typo all the same.
+            let (_, entries) = retry_config(options)?;
+            for (k, _) in &entries {
+                if k.parse::<object_store::aws::AmazonS3ConfigKey>().is_err()
+                    && k.parse::<object_store::gcp::GoogleConfigKey>().is_err()
+                {
+                    return Err(Error::config(format!("unknown storage option `{k}`")));
+                }
+            }
             let path = uri.strip_prefix("file://").unwrap_or(&uri);
             let path = if path.is_empty() { "/" } else { path };
             let dir = std::path::Path::new(path);
@@ -594,6 +603,13 @@ mod tests {
             assert_eq!(err.exit_code(), crate::error::ExitCode::Config, "{uri}: {err}");
             assert!(err.to_string().contains("names no bucket"), "{uri}: {err}");
         }
+        // A storage key no store knows, with a local root: a typo, not silence.
+        let typo = StorageOptions { entries: vec![("aws_regoin".into(), "eu-north-1".into())] };
+        let err = Storage::open(".", &typo, false).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::ExitCode::Config, "{err}");
+        assert!(err.to_string().contains("aws_regoin"), "{err}");
+        let known = StorageOptions { entries: vec![("aws_region".into(), "eu-north-1".into())] };
+        assert!(Storage::open(".", &known, false).is_ok());
         // A root that is a file, as input or as output.
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("not-a-folder");

@@ -84,6 +84,17 @@ pub(crate) fn validate(storage: &Storage, max_examples: usize) -> Result<Report>
         let before = report.problems.len();
         for rel in &files {
             report.files += 1;
+            // The commands refuse a partition folder that is not a date (`dt=2026-11-31`).
+            if let Some(bad) = rel.split('/').find(|p| p.starts_with("dt=") && partition_date(p).is_none()) {
+                report.problems.push(Problem {
+                    table: table.name.into(),
+                    file: rel.clone(),
+                    column: "-".into(),
+                    message: format!("partition folder `{bad}` is not dt=YYYY-MM-DD"),
+                    example: None,
+                });
+                continue;
+            }
             let df = match storage.read_parquet(rel) {
                 Ok(df) => df,
                 Err(e) => {

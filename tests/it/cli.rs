@@ -465,6 +465,18 @@ fn inputs_that_break_the_contract_stop_validate_and_every_command_with_65_and_wr
             vec!["table `billing`"],
         ),
         (
+            "a partition folder that is not a date",
+            Box::new(|p| {
+                let victim = sample_with_file_changed(p, "messages", "dt=", |df| df);
+                let name = victim.rsplit('/').next().unwrap().to_string();
+                let folder = p.join("messages/dt=2026-11-31");
+                std::fs::create_dir_all(&folder).unwrap();
+                std::fs::copy(p.join(&victim), folder.join(&name)).unwrap();
+                "dt=2026-11-31".into()
+            }),
+            vec!["messages"],
+        ),
+        (
             "a billing event redelivered with another content",
             Box::new(|p| {
                 sample_with_file_changed(p, "billing", "dt=2026-11-1", |df| {
