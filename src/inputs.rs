@@ -96,7 +96,7 @@ pub struct Inputs {
 /// that needs snapshot D again, with the same activity files, reads them instead of
 /// aggregating 90 days of activity again. What it holds and when it is trusted is
 /// `features::store`'s business; this is the handle and what this run did with it.
-pub struct FeatureStore {
+pub(crate) struct FeatureStore {
     pub(crate) root: Storage,
     /// The earliest and latest activity date in each file, found once per file.
     pub(crate) dates: Mutex<HashMap<String, Option<(NaiveDate, NaiveDate)>>>,
