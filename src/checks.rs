@@ -9,9 +9,10 @@
 //! has one row per `user_id` and at least one row, `messages` one row per `message_id`,
 //! and a `billing` event delivered twice must be delivered the same both times.
 //!
-//! Why expressions: the commands check their inputs in one streaming pass over the scans
-//! they read anyway (a count per rule), and only when a count is not zero read the files
-//! one by one to name the file, the row and the value.
+//! Why expressions: the commands check the scans they read anyway in two streaming queries
+//! (the distinct values of enumerated columns; one filter over the other rules, which
+//! Parquet row-group statistics mostly decide), and only when one fails read the files one
+//! by one to name the file, the row and the value.
 
 use polars::prelude::*;
 
@@ -194,15 +195,20 @@ pub(crate) fn follows_rules(table: &Table, lf: LazyFrame) -> Result<bool> {
     Ok(breaking.column("len").ctx(context())?.u32().ctx(context())?.get(0).unwrap_or(0) == 0)
 }
 
-/// The key rule of `table` over all its rows (`df`, in the contract's types; `files` names
-/// where they came from): `users` and `messages` have one row per key, `users` at least one
-/// row, and a `billing` event delivered more than once has the same content each time. A
-/// repeated key is named with the files that hold it (`holding`, given the key's value).
+/// The files of a table, for a message: each of a few, or how many.
+pub(crate) fn files_named(table: &Table, rels: &[String]) -> String {
+    if rels.len() <= 3 { rels.join(", ") } else { format!("{}/ ({} files)", table.name, rels.len()) }
+}
+
+/// The key rule of `table` over all its rows (`df`, in the contract's types, read from
+/// `files`): `users` and `messages` have one row per key, `users` at least one row, and a
+/// `billing` event delivered more than once has the same content each time. A repeated key
+/// is named with the files that hold it (`holding`, given the key column and value).
 pub(crate) fn key_breach(
     table: &Table,
     df: &DataFrame,
-    files: &str,
-    holding: impl Fn(&str) -> Result<Vec<String>>,
+    files: &[String],
+    holding: impl Fn(&str, &str) -> Result<Vec<String>>,
 ) -> Result<Option<Breach>> {
     let Some(key) = table.key else { return Ok(None) };
     let breach = |file: String, message: String, example: Option<String>| Breach {
@@ -213,7 +219,7 @@ pub(crate) fn key_breach(
         example,
     };
     if table.name == USERS.name && df.height() == 0 {
-        return Ok(Some(breach(files.into(), "the table has no rows".into(), None)));
+        return Ok(Some(breach(files_named(table, files), "the table has no rows".into(), None)));
     }
     let repeated_ids = |rows: &DataFrame| -> Result<Option<(usize, DataFrame)>> {
         let ids = rows.column(key).ctx(key)?.as_materialized_series().clone();
@@ -240,8 +246,8 @@ pub(crate) fn key_breach(
         (count, repeated) = found;
     }
     let id = repeated.column(key).ctx(key)?.str().ctx(key)?.get(0).unwrap_or_default().to_string();
-    let found = holding(&id)?;
-    let file = if found.is_empty() { files.to_string() } else { found.join(" and ") };
+    let found = holding(key, &id)?;
+    let file = if found.is_empty() { files_named(table, files) } else { found.join(" and ") };
     let what = if table.name == BILLING.name {
         format!("{count} repeated event id(s) with a different content (a redelivered event must be the same event)")
     } else {

@@ -144,17 +144,13 @@ impl Inputs {
         let users = scan_table(storage, &contract::USERS, &users_files)?;
         files.extend(users_files.iter().cloned());
 
-        let mut activity_files = Vec::new();
         // A daily table's scan over the partitions `days` before `first` to `late_days`
-        // after `last`, and the files it reads.
-        let mut daily = |table: &Table, days: u32| -> Result<(LazyFrame, Vec<String>)> {
+        // after `last`, the files it reads, and their partitions.
+        let mut daily = |table: &Table, days: u32| -> Result<(LazyFrame, Vec<String>, Vec<PartitionFile>)> {
             let from = first - Duration::days(days as i64);
             let to = last + Duration::days(lookback.late_days as i64);
             let parts = storage.partition_files(table.name, from, to)?;
             let rels: Vec<String> = parts.iter().map(|p| p.rel.clone()).collect();
-            if table.name == contract::ACTIVITY.name {
-                activity_files = parts;
-            }
             let lf = if rels.is_empty() {
                 if storage.list_dirs(table.name)?.is_empty() {
                     return Err(Error::data(format!(
@@ -169,11 +165,11 @@ impl Inputs {
                 scan_table(storage, table, &rels)?
             };
             files.extend(rels.iter().cloned());
-            Ok((lf.filter(time_within(table, from, last)), rels))
+            Ok((lf.filter(time_within(table, from, last)), rels, parts))
         };
-        let (activity, activity_rels) = daily(&contract::ACTIVITY, lookback.activity_days)?;
-        let (billing, billing_rels) = daily(&contract::BILLING, lookback.billing_days)?;
-        let (messages, messages_rels) = daily(&contract::MESSAGES, lookback.messages_days)?;
+        let (activity, activity_rels, activity_files) = daily(&contract::ACTIVITY, lookback.activity_days)?;
+        let (billing, billing_rels, _) = daily(&contract::BILLING, lookback.billing_days)?;
+        let (messages, messages_rels, _) = daily(&contract::MESSAGES, lookback.messages_days)?;
         if activity_files.iter().all(|f| f.date < last) {
             // None read is on or after S: refuse S if the table ends before it (an S before
             // the data begins is another matter: nobody is premium yet).
@@ -300,10 +296,11 @@ fn enforce(
     rows: LazyFrame,
     whole: Option<&DataFrame>,
 ) -> Result<()> {
+    // A scan that fails (a corrupt file, a value its type cannot hold) is read file by
+    // file below, which names the file.
     let follows = checks::follows_rules(table, rows).unwrap_or(false);
     let key = match whole {
-        Some(df) => checks::key_breach(table, df, &files_named(table, rels), |id| {
-            let key = table.key.unwrap_or("user_id");
+        Some(df) => checks::key_breach(table, df, rels, |key, id| {
             let mut holding = Vec::new();
             for rel in rels {
                 let rows = scan_table(storage, table, std::slice::from_ref(rel))?
@@ -343,11 +340,6 @@ fn enforce(
         "the inputs break the contract, so nothing was written (`retain validate` lists every problem):\n  {}",
         breaches.join("\n  ")
     )))
-}
-
-/// The files of a table, for a message: each of a few, or how many.
-fn files_named(table: &Table, rels: &[String]) -> String {
-    if rels.len() <= 3 { rels.join(", ") } else { format!("{}/ ({} files)", table.name, rels.len()) }
 }
 
 fn is_data(rel: &str) -> bool {

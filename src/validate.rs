@@ -71,13 +71,12 @@ pub(crate) fn validate(storage: &Storage, max_examples: usize) -> Result<Report>
             })
             .collect();
         if files.is_empty() {
-            report.problems.push(Problem {
-                table: table.name.into(),
-                file: format!("{}/{}/", storage.uri(), table.name),
-                column: "-".into(),
-                message: "the table is missing (no Parquet files)".into(),
-                example: None,
-            });
+            report.problems.push(problem(
+                table,
+                format!("{}/{}/", storage.uri(), table.name),
+                "-",
+                "the table is missing (no Parquet files)".into(),
+            ));
             continue;
         }
         let mut rows_of_table: Vec<(String, DataFrame)> = Vec::new();
@@ -86,25 +85,18 @@ pub(crate) fn validate(storage: &Storage, max_examples: usize) -> Result<Report>
             report.files += 1;
             // The commands refuse a partition folder that is not a date (`dt=2026-11-31`).
             if let Some(bad) = rel.split('/').find(|p| p.starts_with("dt=") && partition_date(p).is_none()) {
-                report.problems.push(Problem {
-                    table: table.name.into(),
-                    file: rel.clone(),
-                    column: "-".into(),
-                    message: format!("partition folder `{bad}` is not dt=YYYY-MM-DD"),
-                    example: None,
-                });
+                report.problems.push(problem(
+                    table,
+                    rel.clone(),
+                    "-",
+                    format!("partition folder `{bad}` is not dt=YYYY-MM-DD"),
+                ));
                 continue;
             }
             let df = match storage.read_parquet(rel) {
                 Ok(df) => df,
                 Err(e) => {
-                    report.problems.push(Problem {
-                        table: table.name.into(),
-                        file: rel.clone(),
-                        column: "-".into(),
-                        message: e.to_string(),
-                        example: None,
-                    });
+                    report.problems.push(problem(table, rel.clone(), "-", e.to_string()));
                     continue;
                 }
             };
@@ -116,26 +108,19 @@ pub(crate) fn validate(storage: &Storage, max_examples: usize) -> Result<Report>
                     .find(|c| e.to_string().contains(&format!("`{}`", c.name)))
                     .map(|c| c.name)
                     .unwrap_or("-");
-                report.problems.push(Problem {
-                    table: table.name.into(),
-                    file: rel.clone(),
-                    column: column.into(),
-                    message: e.to_string(),
-                    example: None,
-                });
+                report.problems.push(problem(table, rel.clone(), column, e.to_string()));
                 continue;
             }
             let df = table.normalize(df.lazy()).collect();
             let df = match df {
                 Ok(df) => df,
                 Err(e) => {
-                    report.problems.push(Problem {
-                        table: table.name.into(),
-                        file: rel.clone(),
-                        column: "-".into(),
-                        message: format!("values do not fit the contract's types: {e}"),
-                        example: None,
-                    });
+                    report.problems.push(problem(
+                        table,
+                        rel.clone(),
+                        "-",
+                        format!("values do not fit the contract's types: {e}"),
+                    ));
                     continue;
                 }
             };
@@ -162,6 +147,11 @@ pub(crate) fn validate(storage: &Storage, max_examples: usize) -> Result<Report>
         }
     }
     Ok(report)
+}
+
+/// A problem with a whole file (or table), not with a row of it.
+fn problem(table: &Table, file: String, column: &str, message: String) -> Problem {
+    Problem { table: table.name.into(), file, column: column.into(), message, example: None }
 }
 
 fn first_index(mask: &BooleanChunked) -> Option<usize> {
@@ -214,9 +204,7 @@ fn check_key(table: &Table, files: &[String], parts: Vec<(String, DataFrame)>, r
     for (_, p) in &parts[1..] {
         all.vstack_mut(p).ctx("collecting the table's rows")?;
     }
-    let named = if files.len() <= 3 { files.join(", ") } else { format!("{}/ ({} files)", table.name, files.len()) };
-    let key = table.key.unwrap_or("user_id");
-    let holding = |id: &str| -> Result<Vec<String>> {
+    let holding = |key: &str, id: &str| -> Result<Vec<String>> {
         let mut found = Vec::new();
         for (rel, df) in &parts {
             let ids = df.column(key).ctx(key)?.str().ctx(key)?;
@@ -226,7 +214,7 @@ fn check_key(table: &Table, files: &[String], parts: Vec<(String, DataFrame)>, r
         }
         Ok(found)
     };
-    report.problems.extend(checks::key_breach(table, &all, &named, holding)?);
+    report.problems.extend(checks::key_breach(table, &all, files, holding)?);
     if let Some(key) = table.key.filter(|_| table.name == "billing") {
         let ids = all.column(key).ctx(key)?.as_materialized_series().clone();
         let repeated = ids.len() - ids.n_unique().ctx(key)?;

@@ -199,7 +199,7 @@ fn build_in_passes(
             .sort(["user_id"], SortMultipleOptions::default());
     }
     let population = collect_streaming(premium).ctx(format!("finding the premium users at {s}"))?;
-    let activity = activity_rows(inputs, &pit, s, &population, users.is_none(), users_per_pass)?.lazy();
+    let activity = activity_rows(&pit, s, &population, users.is_none(), users_per_pass)?.lazy();
     // Other users' billing and messages would only be dropped by the joins on the population.
     let of_population = |lf: LazyFrame| {
         lf.join(population.clone().lazy(), [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Semi))
@@ -213,23 +213,23 @@ fn build_in_passes(
 }
 
 /// The activity models' rows (`user_id` and their columns) of every user in `population`
-/// (the premium users at the end of `s`, sorted by id). With a feature store, the rows it
+/// (the premium users at the end of `s`, sorted by id), from the inputs as of `s` (`pit`,
+/// which carry the feature store and the activity files read). With a store, the rows it
 /// keeps for `s` are used when they were aggregated from the same activity files
 /// (`store`); the users it lacks are aggregated here. Without one, or when the activity
 /// changed, every user is aggregated, and the rows of a whole population (`whole`) are
 /// kept for later runs.
 fn activity_rows(
-    inputs: &Inputs,
     pit: &Inputs,
     s: NaiveDate,
     population: &DataFrame,
     whole: bool,
     users_per_pass: usize,
 ) -> Result<DataFrame> {
-    let Some(store) = inputs.store.as_deref() else {
+    let Some(store) = pit.store.as_deref() else {
         return activity_in_passes(pit, s, population, users_per_pass);
     };
-    let key = store::key(inputs, store, s, ACTIVITY_WINDOW_DAYS, &activity_definition())?;
+    let key = store::key(pit, store, s, ACTIVITY_WINDOW_DAYS, &activity_definition())?;
     let Some(kept) = store::read(store, s, &key) else {
         let rows = activity_in_passes(pit, s, population, users_per_pass)?;
         if whole {

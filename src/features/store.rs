@@ -22,6 +22,8 @@
 //! latest date of each file are read once per run (one column), only for files outside
 //! the window's partitions.
 
+use std::collections::HashMap;
+
 use chrono::{Duration, NaiveDate};
 use polars::prelude::*;
 use serde_json::json;
@@ -53,8 +55,7 @@ pub(super) fn key(
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(definition.as_bytes());
     for f in &inputs.activity_files {
-        let reaches_in =
-            || spans.iter().any(|(rel, span)| *rel == f.rel && span.is_some_and(|(a, b)| a <= s && b >= first));
+        let reaches_in = || spans.get(f.rel.as_str()).copied().flatten().is_some_and(|(a, b)| a <= s && b >= first);
         if in_window(f.date) || reaches_in() {
             hasher.update(format!("{}\t{}\t{}\n", f.rel, f.size, f.version).as_bytes());
         }
@@ -64,7 +65,11 @@ pub(super) fn key(
 
 /// The earliest and latest activity date of each file in `files` (None for a file without
 /// rows), read once per file per run.
-fn file_dates<'a>(inputs: &Inputs, store: &FeatureStore, files: &[&'a PartitionFile]) -> Result<Vec<(&'a str, Span)>> {
+fn file_dates<'a>(
+    inputs: &Inputs,
+    store: &FeatureStore,
+    files: &[&'a PartitionFile],
+) -> Result<HashMap<&'a str, Span>> {
     let unknown: Vec<&str> = {
         let known = store.dates.lock().expect("the store's file dates");
         files.iter().map(|f| f.rel.as_str()).filter(|rel| !known.contains_key(*rel)).collect()

@@ -356,6 +356,14 @@ fn sample_with_file_changed(
     victim
 }
 
+/// A copy of the sample world with one partition file of `table` replaced by `bytes`;
+/// returns the file's path relative to the root.
+fn sample_with_file_overwritten(input: &Path, table: &str, bytes: &[u8]) -> String {
+    let victim = sample_with_file_changed(input, table, "dt=2026-11-1", |df| df);
+    std::fs::write(input.join(&victim), bytes).unwrap();
+    victim
+}
+
 /// Set row `row` of column `name` to `value` (a one-row frame's column of the same name).
 fn with_value(
     mut df: polars::prelude::DataFrame,
@@ -446,22 +454,10 @@ fn inputs_that_break_the_contract_stop_validate_and_every_command_with_65_and_wr
             Box::new(|p| sample_with_file_changed(p, "users", "users", |df| df.head(Some(0)))),
             vec!["table `users`", "no rows"],
         ),
-        (
-            "an empty file",
-            Box::new(|p| {
-                let victim = sample_with_file_changed(p, "activity", "dt=2026-11-1", |df| df);
-                std::fs::write(p.join(&victim), b"").unwrap();
-                victim
-            }),
-            vec!["table `activity`"],
-        ),
+        ("an empty file", Box::new(|p| sample_with_file_overwritten(p, "activity", b"")), vec!["table `activity`"]),
         (
             "a file that is not Parquet",
-            Box::new(|p| {
-                let victim = sample_with_file_changed(p, "billing", "dt=2026-11-1", |df| df);
-                std::fs::write(p.join(&victim), b"user_id,ts\nu1,2026-11-10\n").unwrap();
-                victim
-            }),
+            Box::new(|p| sample_with_file_overwritten(p, "billing", b"user_id,ts\nu1,2026-11-10\n")),
             vec!["table `billing`"],
         ),
         (
