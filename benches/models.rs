@@ -26,7 +26,7 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 use serde_json::json;
 
-use retain::config::{Settings, StageSettings};
+use retain::config::{Settings, StageOptions, StageSettings};
 use retain::features::{FEATURES, specs};
 use retain::models::encoder::{Encoder, Mode};
 use retain::models::gbdt::GbdtModel;
@@ -106,7 +106,8 @@ fn main() -> Res<()> {
         let mut roots = settings.clone();
         roots.input = Some(world.clone());
         roots.output = Some(outdir.join("out").to_string_lossy().into_owned());
-        let mut ctx = Context::open(StageSettings::new(roots, as_of, true)?, 1)?;
+        let mut ctx =
+            Context::open(StageSettings::new(roots, as_of, StageOptions { retrain: true, ..Default::default() })?, 1)?;
         let inputs = ctx.load_inputs(retain::run::Reads { history: true, grace: false })?;
         let data = train::training_data(&inputs, as_of, &ctx.stage.train)?;
         drop(inputs);

@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::backfill::{self, BackfillStage};
 use crate::cli::{self, Cli, Command, ConfigArgs, LogFormat, StageArgs, TableCommand};
-use crate::config::{self, Overrides, Settings, StageSettings};
+use crate::config::{self, Overrides, Settings, StageOptions, StageSettings};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 use crate::{run, synth, table, validate};
@@ -46,6 +46,10 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Score(a) => stage(a, run::score_only),
         Command::Interventions(a) => stage(a, run::interventions_only),
         Command::Grace(a) => stage(a, run::grace_only),
+        Command::Commit(a) => {
+            let settings = config::resolve(&overrides(a.settings))?;
+            run::commit_shards(&settings, a.as_of, a.shards)
+        }
         Command::Backfill(a) => {
             let settings = config::resolve(&overrides(a.settings))?;
             if a.show_config {
@@ -113,7 +117,8 @@ pub fn execute(cli: Cli) -> Result<()> {
 /// A pipeline command: `--show-config` prints the resolved settings; otherwise the
 /// snapshot date is required and the command runs with its settings resolved once.
 fn stage(args: StageArgs, f: fn(StageSettings) -> Result<()>) -> Result<()> {
-    let StageArgs { settings, as_of, retrain, show_config } = args;
+    let StageArgs { settings, as_of, retrain, shard, force, show_config } = args;
+    let shard = shard.map(|s| s.parse::<crate::shard::Shard>()).transpose()?;
     let settings = config::resolve(&overrides(settings))?;
     if show_config {
         print!("{}", settings.to_redacted_toml());
@@ -123,5 +128,5 @@ fn stage(args: StageArgs, f: fn(StageSettings) -> Result<()>) -> Result<()> {
         return Ok(());
     }
     let as_of = as_of.ok_or_else(|| Error::Usage("--as-of (or RETAIN_AS_OF) is required".into()))?;
-    f(StageSettings::new(settings, as_of, retrain)?)
+    f(StageSettings::new(settings, as_of, StageOptions { retrain, shard, force })?)
 }

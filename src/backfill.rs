@@ -113,7 +113,7 @@ pub(crate) fn backfill(
         .map_err(Error::internal)?;
     let results: Vec<(NaiveDate, Result<()>)> = pool.install(|| {
         todo.par_iter()
-            .map(|&d| (d, StageSettings::new(settings.clone(), d, false).and_then(|s| stage.execute(s))))
+            .map(|&d| (d, StageSettings::new(settings.clone(), d, Default::default()).and_then(|s| stage.execute(s))))
             .collect()
     });
     // Every date ran; report the first failure (by date) after all finished, so one bad

@@ -47,6 +47,9 @@ pub enum Command {
     Interventions(StageArgs),
     /// Recommend grace periods for every open dunning episode at the snapshot.
     Grace(StageArgs),
+    /// Publish a night run as shards: one `_SUCCESS` per table listing every shard's parts,
+    /// once all N shards have written theirs.
+    Commit(CommitArgs),
     /// Build one stage for every date in a range; complete dates are skipped.
     Backfill(BackfillArgs),
     /// Check the input tables against the data contract.
@@ -160,9 +163,34 @@ pub struct StageArgs {
     #[arg(long)]
     pub retrain: bool,
 
+    /// Work on one shard of the users only: K/N, the users whose `user_id` hashes to K
+    /// (xxh3_64 mod N; README, "Shards"). The tables are written as that shard's parts,
+    /// published by `retain commit` once every shard is done.
+    #[arg(long, env = "RETAIN_SHARD", value_name = "K/N")]
+    pub shard: Option<String>,
+
+    /// With --shard: redo the shard's tables even when it already wrote them with this
+    /// version and these settings (by default such a shard is skipped).
+    #[arg(long, requires = "shard")]
+    pub force: bool,
+
     /// Print the resolved configuration as TOML on stdout and exit.
     #[arg(long)]
     pub show_config: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CommitArgs {
+    #[command(flatten)]
+    pub settings: ConfigArgs,
+
+    /// Snapshot date S of the night to publish.
+    #[arg(long, env = "RETAIN_AS_OF")]
+    pub as_of: NaiveDate,
+
+    /// How many shards the night ran as (the N of every task's --shard K/N).
+    #[arg(long)]
+    pub shards: u32,
 }
 
 /// The stages a backfill can run.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::contract::CHANNELS;
 use crate::error::{Error, Result};
 use crate::models::gbdt::{GbdtParams, lightgbm_seed};
+use crate::shard::Shard;
 use crate::storage::StorageOptions;
 
 /// Partitions read after the last snapshot for rows that arrive late, unless configured
@@ -250,13 +251,21 @@ impl Settings {
             .ok_or_else(|| Error::config("no input root: set `input` in the config, RETAIN_INPUT or --input"))
     }
 
+    /// Whether the input root is one root per shard (`{shard}` in its URI).
+    pub(crate) fn input_is_per_shard(&self) -> bool {
+        self.input.as_deref().is_some_and(|i| i.contains(crate::shard::PLACEHOLDER))
+    }
+
+    /// The output root, required.
+    pub(crate) fn output_root(&self) -> Result<String> {
+        self.output
+            .clone()
+            .ok_or_else(|| Error::config("no output root: set `output` in the config, RETAIN_OUTPUT or --output"))
+    }
+
     /// The input and output roots, both required.
     pub(crate) fn roots(&self) -> Result<(String, String)> {
-        let output = self
-            .output
-            .clone()
-            .ok_or_else(|| Error::config("no output root: set `output` in the config, RETAIN_OUTPUT or --output"))?;
-        Ok((self.input_root()?, output))
+        Ok((self.input_root()?, self.output_root()?))
     }
 
     /// Check value ranges; called after every layer is applied.
@@ -391,11 +400,26 @@ pub struct InterventionSettings {
     pub frequency_cap_days: u32,
 }
 
+/// What a command line says beyond the settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageOptions {
+    /// Refit models even when the labelled data is unchanged.
+    pub retrain: bool,
+    /// Work on this shard's users only.
+    pub shard: Option<Shard>,
+    /// With a shard: redo its tables even when already written.
+    pub force: bool,
+}
+
 /// Everything a pipeline command needs, resolved once: the snapshot, the roots, and each
 /// stage's own section. `settings` is kept whole for `--show-config` and the manifest.
 #[derive(Debug, Clone)]
 pub struct StageSettings {
     pub as_of: NaiveDate,
+    /// The one shard of users this command works on (`--shard K/N`); None: every user.
+    pub shard: Option<Shard>,
+    /// Redo a shard's tables even when it already wrote them with these settings.
+    pub force: bool,
     /// Refit models even when the labelled data is unchanged.
     pub retrain: bool,
     pub input: String,
@@ -408,15 +432,29 @@ pub struct StageSettings {
 }
 
 impl StageSettings {
-    /// Resolve the stage sections of checked settings for snapshot `as_of`; the input and
-    /// output roots are required.
-    pub fn new(settings: Settings, as_of: NaiveDate, retrain: bool) -> Result<Self> {
+    /// Resolve the stage sections of checked settings for snapshot `as_of` (and the
+    /// command's options: a shard's index replaces `{shard}` in the input URI); the input
+    /// and output roots are required.
+    pub fn new(settings: Settings, as_of: NaiveDate, options: StageOptions) -> Result<Self> {
+        let StageOptions { retrain, shard, force } = options;
         let (input, output) = settings.roots()?;
+        let input = match shard {
+            Some(shard) => shard.expand(&input),
+            None if input.contains(crate::shard::PLACEHOLDER) => {
+                return Err(Error::Usage(format!(
+                    "the input root `{input}` is one root per shard ({}): give the shard, --shard K/N",
+                    crate::shard::PLACEHOLDER
+                )));
+            }
+            None => input,
+        };
         let s = &settings;
         let mut training = s.training.clone();
         training.gbdt.seed = Some(training.gbdt.seed.unwrap_or(lightgbm_seed(s.seed)));
         Ok(StageSettings {
             as_of,
+            shard,
+            force,
             retrain,
             input,
             output,

@@ -32,6 +32,7 @@ use crate::checks;
 use crate::config::DEFAULT_LATE_DAYS;
 use crate::contract::{self, Kind, Table};
 use crate::error::{Error, PolarsContext, Result};
+use crate::shard::Shard;
 use crate::storage::{PartitionFile, Storage};
 
 /// How many days of message decisions, ending H days before S, the interventions stage
@@ -91,6 +92,9 @@ pub struct Inputs {
     pub(crate) store: Option<Arc<FeatureStore>>,
 }
 
+/// The feature store's table under the output root.
+pub(crate) const FEATURE_STORE_TABLE: &str = "feature_store";
+
 /// The feature store: a root where the activity aggregates of each snapshot's premium users
 /// are kept (`feature_store/snapshot=D/`, committed like any table), so that a later run
 /// that needs snapshot D again, with the same activity files, reads them instead of
@@ -98,6 +102,8 @@ pub struct Inputs {
 /// `features::store`'s business; this is the handle and what this run did with it.
 pub(crate) struct FeatureStore {
     pub(crate) root: Storage,
+    /// The store's table under the root: one per shard, since a shard keeps only its users.
+    pub(crate) table: String,
     /// The earliest and latest activity date in each file, found once per file.
     pub(crate) dates: Mutex<HashMap<String, Option<(NaiveDate, NaiveDate)>>>,
     /// What the store gave each time a snapshot was built this run (for the manifest).
@@ -109,6 +115,39 @@ impl FeatureStore {
     pub(crate) fn note(&self, d: NaiveDate, what: String) {
         tracing::info!(snapshot = %d, what = what.as_str(), "feature store");
         self.log.lock().expect("the store's log").entry(d).or_default().push(what);
+    }
+}
+
+/// Which shard's users a command reads, and whether the root is that shard's own export.
+#[derive(Debug, Clone, Copy)]
+pub struct ShardRead {
+    pub shard: Shard,
+    /// The input root is one root per shard (`{shard}` in its URI).
+    pub exported: bool,
+}
+
+impl ShardRead {
+    /// Keep the shard's users in `users`; their ids.
+    fn users_of(&self, storage: &Storage, users: &mut DataFrame) -> Result<Series> {
+        let ids = users.column("user_id").ctx("users")?.str().ctx("users")?.clone();
+        let mask: BooleanChunked = ids.iter().map(|id| id.is_some_and(|id| self.shard.holds(id))).collect();
+        if self.exported
+            && let Some(row) = mask.iter().position(|m| m != Some(true))
+        {
+            let id = ids.get(row).unwrap_or("null");
+            return Err(Error::data(format!(
+                "table `users` under {}: row {row} holds user `{id}`, of shard {} of {}, not of this shard {}: the \
+                 export does not split users by xxh3_64(user_id) mod {} (README, \"Shards\")",
+                storage.uri(),
+                crate::shard::shard_of(id, self.shard.count),
+                self.shard.count,
+                self.shard.index,
+                self.shard.count,
+            )));
+        }
+        *users = users.filter(&mask).ctx("keeping the shard's users")?;
+        tracing::info!(shard = %self.shard, users = users.height(), "reading one shard's users");
+        Ok(users.column("user_id").ctx("users")?.as_materialized_series().clone())
     }
 }
 
@@ -135,6 +174,21 @@ impl Inputs {
     /// List and open what snapshots in `[first, last]` need (see the module docs for which
     /// partitions and rows).
     pub fn load(storage: &Storage, first: NaiveDate, last: NaiveDate, lookback: Lookback) -> Result<Self> {
+        Self::load_users(storage, first, last, lookback, None)
+    }
+
+    /// [`Inputs::load`] for the users of one shard only (`None`: every user). Rows of other
+    /// users are dropped as they are read, before the contract's checks, so that N shard
+    /// tasks over one root check each row once between them. From a root that is the
+    /// shard's own export, `users` must hold none of another shard's users: an export split
+    /// another way would otherwise lose them without a word.
+    pub fn load_users(
+        storage: &Storage,
+        first: NaiveDate,
+        last: NaiveDate,
+        lookback: Lookback,
+        shard: Option<ShardRead>,
+    ) -> Result<Self> {
         let mut files = Vec::new();
         let users_files: Vec<String> =
             storage.list_files(contract::USERS.name)?.into_iter().map(|f| f.rel).filter(|r| is_data(r)).collect();
@@ -190,7 +244,15 @@ impl Inputs {
         // Users, billing and messages are small next to activity and every stage queries
         // them several times (status on many days, labels, episodes): read them once. Each
         // table read is checked against the contract first (`checks`).
-        let users = read_checked(storage, &contract::USERS, &users_files, users)?;
+        let mut users = read_checked(storage, &contract::USERS, &users_files, users)?;
+        let (activity, billing, messages) = match shard {
+            Some(read) => {
+                let ids = read.users_of(storage, &mut users)?;
+                let of = |lf: LazyFrame| lf.filter(col("user_id").is_in(lit(ids.clone()).implode(false), false));
+                (of(activity), of(billing), of(messages))
+            }
+            None => (activity, billing, messages),
+        };
         let billing = read_checked(storage, &contract::BILLING, &billing_rels, billing)?
             .lazy()
             .sort(["event_id"], SortMultipleOptions::default().with_maintain_order(true))
@@ -216,8 +278,12 @@ impl Inputs {
     }
 
     /// These inputs with the feature store at `root` (see [`FeatureStore`]).
-    pub fn with_feature_store(self, root: Storage) -> Inputs {
-        let store = FeatureStore { root, dates: Mutex::default(), log: Mutex::default() };
+    pub fn with_feature_store(self, root: Storage, shard: Option<Shard>) -> Inputs {
+        let table = match shard {
+            Some(shard) => format!("{}/shard={}", FEATURE_STORE_TABLE, shard.label()),
+            None => FEATURE_STORE_TABLE.to_string(),
+        };
+        let store = FeatureStore { root, table, dates: Mutex::default(), log: Mutex::default() };
         Inputs { store: Some(Arc::new(store)), ..self }
     }
 

@@ -36,6 +36,7 @@ mod report;
 mod resources;
 pub mod run;
 mod score;
+pub mod shard;
 pub mod storage;
 pub mod synth;
 mod table;

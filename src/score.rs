@@ -17,7 +17,7 @@ use crate::config::ScoreSettings;
 use crate::error::{PolarsContext, Result};
 use crate::features::feature;
 use crate::models::encoder::{EncodedColumn, Encoder, Encoding};
-use crate::models::{Classifier, ModelArtifact, Target};
+use crate::models::{Classifier, ModelArtifact, Target, deciles};
 use crate::progress;
 
 /// Rows whose contributions are computed at once: about 25 MB of contributions for the
@@ -27,11 +27,32 @@ const REASON_ROWS: usize = 65_536;
 /// The scores table for a features table (contract: `scores`), from each target's
 /// champion: `churn_probability` (calibrated), `risk_decile`, `top_reasons`, and, beyond
 /// the contract, `payment_failure_probability`.
-pub(crate) fn score(features: &DataFrame, artifact: &ModelArtifact, settings: &ScoreSettings) -> Result<DataFrame> {
+///
+/// With `shard`, the features are one shard's users, and deciles come from the night's
+/// boundaries in the artifact ([`deciles::Boundaries`]).
+pub(crate) fn score(
+    features: &DataFrame,
+    artifact: &ModelArtifact,
+    settings: &ScoreSettings,
+    shard: bool,
+) -> Result<DataFrame> {
     let top_k = settings.top_reasons;
     let churn = artifact.target(Target::Churn)?.champion()?;
     let (x, p) = churn.predict(features)?;
-    let deciles = risk_deciles(&p);
+    let ids: Vec<&str> =
+        features.column("user_id").ctx("features")?.str().ctx("features")?.iter().map(|v| v.unwrap_or("")).collect();
+    // With shards, the night's boundaries published with the model; else this population's ranks.
+    let deciles: Vec<i8> = match &artifact.risk_deciles {
+        Some(bounds) if shard => p.iter().zip(&ids).map(|(p, id)| bounds.decile(*p, id)).collect(),
+        None if shard => {
+            return Err(crate::error::Error::data(format!(
+                "the model of snapshot {} has no risk-decile boundaries, which shards need: `retain train` (or \
+                 `retain run`) writes them",
+                artifact.dir
+            )));
+        }
+        _ => deciles::in_population(&p, &ids),
+    };
     let reasons = explain(churn.fitted()?.classifier(), &churn.encoder, &x, top_k, REASON_ROWS);
     let (_, p_fail) = artifact.target(Target::PaymentFailure)?.champion()?.predict(features)?;
     let n = features.height();
@@ -56,17 +77,22 @@ pub(crate) fn score(features: &DataFrame, artifact: &ModelArtifact, settings: &S
     Ok(df)
 }
 
-/// Decile 1 holds the highest-risk tenth. Ties keep row order (rows are sorted by user id),
-/// so the assignment is deterministic.
-pub(crate) fn risk_deciles(p: &[f64]) -> Vec<i8> {
-    let n = p.len();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
-    let mut out = vec![10i8; n];
-    for (rank, &i) in order.iter().enumerate() {
-        out[i] = (rank * 10 / n.max(1)) as i8 + 1;
-    }
-    out
+/// The night's risk-decile boundaries from its premium users' features (the churn
+/// champion's probabilities; no reasons), for the artifact that shards score with.
+pub(crate) fn decile_boundaries(features: &DataFrame, artifact: &ModelArtifact) -> Result<deciles::Boundaries> {
+    let (_, p) = artifact.target(Target::Churn)?.champion()?.predict(features)?;
+    let ids = features.column("user_id").ctx("features")?.str().ctx("features")?;
+    let ids: Vec<&str> = ids.iter().map(|v| v.unwrap_or("")).collect();
+    Ok(deciles::Boundaries::of(&p, &ids))
+}
+
+/// The same boundaries from a scores table of every premium user.
+pub(crate) fn decile_boundaries_of_scores(scores: &DataFrame) -> Result<deciles::Boundaries> {
+    let p: Vec<f64> =
+        scores.column("churn_probability").ctx("scores")?.f64().ctx("scores")?.iter().map(|v| v.unwrap_or(0.0)).collect();
+    let ids = scores.column("user_id").ctx("scores")?.str().ctx("scores")?;
+    let ids: Vec<&str> = ids.iter().map(|v| v.unwrap_or("")).collect();
+    Ok(deciles::Boundaries::of(&p, &ids))
 }
 
 /// How one encoded column describes the row's value, in words; None when the column says
@@ -173,17 +199,6 @@ fn describable(column: &EncodedColumn, value: f64) -> bool {
 mod tests {
     use super::*;
     use crate::models::encoder::Mode;
-
-    #[test]
-    fn deciles_put_the_riskiest_tenth_first() {
-        let p: Vec<f64> = (0..100).map(|i| i as f64 / 100.0).collect();
-        let d = risk_deciles(&p);
-        assert_eq!(d[99], 1);
-        assert_eq!(d[0], 10);
-        for k in 1..=10 {
-            assert_eq!(d.iter().filter(|&&v| v == k).count(), 10);
-        }
-    }
 
     /// The reasons as first written: every pushing feature put into words, then sorted.
     fn reference(cols: &[EncodedColumn], x: &Array2<f64>, contrib: &Array2<f64>, k: usize) -> Vec<Vec<String>> {

@@ -33,6 +33,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, PolarsContext, Result};
+use crate::shard::Shard;
 
 /// The marker that makes a table partition complete. Written last.
 pub const SUCCESS: &str = "_SUCCESS";
@@ -423,6 +424,120 @@ impl Storage {
     /// Write `df` as the complete content of `<table>/snapshot=S/` (see the module docs).
     pub fn publish(&self, table: &str, snapshot: NaiveDate, df: &DataFrame, meta: serde_json::Value) -> Result<Commit> {
         let dir = Self::partition_dir(table, snapshot);
+        let files = self.write_parts(&dir, "", table, snapshot, df)?;
+        let commit = Commit::of(table, snapshot, df, files, meta);
+        self.write_marker(&dir, SUCCESS, &commit)?;
+        // Garbage-collect parts of earlier or crashed runs.
+        self.remove_unlisted(&dir, |name| name == SUCCESS || commit.lists(name))?;
+        Ok(commit)
+    }
+
+    /// Write `df` as shard `shard`'s part of `<table>/snapshot=S/`: parts named
+    /// `shard-K-of-N-part-…`, then the shard's marker `_SHARD-K-of-N` listing them. The
+    /// table is not complete, and readers do not see these parts, until
+    /// [`Storage::commit_shards`] lists every shard's parts in `_SUCCESS`. Removes only this
+    /// shard's earlier parts, and never one the current `_SUCCESS` lists.
+    pub fn publish_shard(
+        &self,
+        table: &str,
+        snapshot: NaiveDate,
+        shard: Shard,
+        df: &DataFrame,
+        meta: serde_json::Value,
+    ) -> Result<Commit> {
+        let dir = Self::partition_dir(table, snapshot);
+        let prefix = format!("shard-{}-", shard.label());
+        let files = self.write_parts(&dir, &prefix, table, snapshot, df)?;
+        let commit = Commit::of(table, snapshot, df, files, meta);
+        self.write_marker(&dir, &shard_marker(shard), &commit)?;
+        let published = self.committed(table, snapshot)?;
+        self.remove_unlisted(&dir, |name| {
+            !name.starts_with(&prefix) || commit.lists(name) || published.as_ref().is_some_and(|c| c.lists(name))
+        })?;
+        Ok(commit)
+    }
+
+    /// The marker of shard `shard`'s part of a table partition, if that shard finished it.
+    pub fn shard_committed(&self, table: &str, snapshot: NaiveDate, shard: Shard) -> Result<Option<Commit>> {
+        self.read_marker(&format!("{}/{}", Self::partition_dir(table, snapshot), shard_marker(shard)))
+    }
+
+    /// Read shard `shard`'s part of a table partition; a missing one is an input error.
+    pub fn read_shard(&self, table: &str, snapshot: NaiveDate, shard: Shard) -> Result<DataFrame> {
+        let commit = self.shard_committed(table, snapshot, shard)?.ok_or_else(|| {
+            Error::data(format!(
+                "table `{table}` for snapshot {snapshot} has no part of shard {shard} under {} (no {})",
+                self.uri,
+                shard_marker(shard)
+            ))
+        })?;
+        self.read_listed(table, snapshot, &commit)
+    }
+
+    /// Publish `<table>/snapshot=S/` from the parts of all `count` shards: one `_SUCCESS`
+    /// listing every shard's parts, written only when every shard's marker is there (else an
+    /// input error naming the missing shards, and nothing changes). Then what it does not
+    /// list is removed, but the markers, which say each shard is done.
+    pub fn commit_shards(
+        &self,
+        table: &str,
+        snapshot: NaiveDate,
+        count: u32,
+        meta: serde_json::Value,
+    ) -> Result<Commit> {
+        let dir = Self::partition_dir(table, snapshot);
+        let mut parts = Vec::new();
+        let mut missing = Vec::new();
+        for index in 0..count {
+            let shard = Shard { index, count };
+            match self.shard_committed(table, snapshot, shard)? {
+                Some(c) => parts.push(c),
+                None => missing.push(index.to_string()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Error::data(format!(
+                "table `{table}` for snapshot {snapshot} under {}: shard(s) {} of {count} have not finished (no \
+                 _SHARD-K-of-{count} marker); rerun them, then commit again",
+                self.uri,
+                missing.join(", ")
+            )));
+        }
+        let columns = parts[0].columns.clone();
+        if let Some((k, c)) = parts.iter().enumerate().find(|(_, c)| c.columns != columns) {
+            return Err(Error::data(format!(
+                "table `{table}` for snapshot {snapshot}: shard {k} of {count} wrote columns {:?}, shard 0 {:?} (written \
+                 by different versions?); rerun the shards with one version",
+                c.columns, columns
+            )));
+        }
+        let commit = Commit {
+            table: table.to_string(),
+            snapshot,
+            rows: parts.iter().map(|c| c.rows).sum(),
+            files: parts.into_iter().flat_map(|c| c.files).collect(),
+            columns,
+            meta,
+        };
+        self.write_marker(&dir, SUCCESS, &commit)?;
+        let own_marker = |name: &str| {
+            name.strip_prefix("_SHARD-")
+                .and_then(|l| l.rsplit_once("-of-"))
+                .is_some_and(|(_, n)| n.parse::<u32>() == Ok(count))
+        };
+        self.remove_unlisted(&dir, |name| name == SUCCESS || own_marker(name) || commit.lists(name))?;
+        Ok(commit)
+    }
+
+    /// Write `df` as Parquet parts `<prefix>part-NNNNN-<hash>.parquet` under `dir`.
+    fn write_parts(
+        &self,
+        dir: &str,
+        prefix: &str,
+        table: &str,
+        snapshot: NaiveDate,
+        df: &DataFrame,
+    ) -> Result<Vec<CommittedFile>> {
         let mut files = Vec::new();
         let height = df.height();
         let parts = height.div_ceil(ROWS_PER_PART).max(1);
@@ -431,30 +546,40 @@ impl Storage {
             let mut part = df.slice(offset as i64, ROWS_PER_PART.min(height - offset.min(height)));
             let bytes = parquet_bytes(&mut part).ctx(format!("encoding {table} for snapshot {snapshot}"))?;
             let digest = xxhash_rust::xxh3::xxh3_64(&bytes);
-            let name = format!("part-{i:05}-{digest:016x}.parquet");
+            let name = format!("{prefix}part-{i:05}-{digest:016x}.parquet");
             let size = bytes.len() as u64;
             self.write_bytes(&format!("{dir}/{name}"), Bytes::from(bytes))?;
             files.push(CommittedFile { name, rows: part.height() as u64, bytes: size });
         }
-        let commit = Commit {
-            table: table.to_string(),
-            snapshot,
-            rows: height as u64,
-            files,
-            columns: df.get_column_names().iter().map(|c| c.to_string()).collect(),
-            meta,
-        };
-        let body = serde_json::to_vec_pretty(&commit).map_err(Error::internal)?;
-        self.write_bytes(&format!("{dir}/{SUCCESS}"), Bytes::from(body))?;
-        // Garbage-collect parts of earlier or crashed runs.
-        for entry in self.list_files(&dir)? {
+        Ok(files)
+    }
+
+    /// Write a commit marker (`_SUCCESS` or a shard's), in one PUT.
+    fn write_marker(&self, dir: &str, name: &str, commit: &Commit) -> Result<()> {
+        let body = serde_json::to_vec_pretty(commit).map_err(Error::internal)?;
+        self.write_bytes(&format!("{dir}/{name}"), Bytes::from(body))
+    }
+
+    fn read_marker(&self, rel: &str) -> Result<Option<Commit>> {
+        match block_on(async { self.store.get(&self.path(rel)).await?.bytes().await }) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::data(format!("{}/{rel} is not a valid commit marker: {e}", self.uri))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::from_store(format!("reading {}/{rel}", self.uri), e)),
+        }
+    }
+
+    /// Delete the files of `dir` that `keep` does not keep, then abandoned local uploads.
+    fn remove_unlisted(&self, dir: &str, keep: impl Fn(&str) -> bool) -> Result<()> {
+        for entry in self.list_files(dir)? {
             let name = entry.rel.rsplit('/').next().unwrap_or("");
-            if name != SUCCESS && !commit.files.iter().any(|f| f.name == name) {
+            if !keep(name) {
                 self.delete(&entry.rel)?;
             }
         }
-        self.remove_abandoned_uploads(&dir);
-        Ok(commit)
+        self.remove_abandoned_uploads(dir);
+        Ok(())
     }
 
     /// On a local root, object_store writes a file as `<name>#<n>` and renames it when
@@ -483,14 +608,7 @@ impl Storage {
 
     /// The commit of a table partition, if it is complete.
     pub fn committed(&self, table: &str, snapshot: NaiveDate) -> Result<Option<Commit>> {
-        let rel = format!("{}/{SUCCESS}", Self::partition_dir(table, snapshot));
-        match block_on(async { self.store.get(&self.path(&rel)).await?.bytes().await }) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::data(format!("{}/{rel} is not a valid commit marker: {e}", self.uri))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Error::from_store(format!("reading {}/{rel}", self.uri), e)),
-        }
+        self.read_marker(&format!("{}/{SUCCESS}", Self::partition_dir(table, snapshot)))
     }
 
     /// Read a committed table partition; a missing or incomplete one is an input error.
@@ -501,9 +619,41 @@ impl Storage {
                 self.uri
             ))
         })?;
+        self.read_listed(table, snapshot, &commit)
+    }
+
+    fn read_listed(&self, table: &str, snapshot: NaiveDate, commit: &Commit) -> Result<DataFrame> {
         let dir = Self::partition_dir(table, snapshot);
         let rels: Vec<String> = commit.files.iter().map(|f| format!("{dir}/{}", f.name)).collect();
         self.scan_parquet(&rels)?.collect().ctx(format!("reading table `{table}` for snapshot {snapshot}"))
+    }
+}
+
+/// The marker of one shard's part of a table partition.
+fn shard_marker(shard: Shard) -> String {
+    format!("_SHARD-{}", shard.label())
+}
+
+impl Commit {
+    fn of(
+        table: &str,
+        snapshot: NaiveDate,
+        df: &DataFrame,
+        files: Vec<CommittedFile>,
+        meta: serde_json::Value,
+    ) -> Self {
+        Commit {
+            table: table.to_string(),
+            snapshot,
+            rows: df.height() as u64,
+            files,
+            columns: df.get_column_names().iter().map(|c| c.to_string()).collect(),
+            meta,
+        }
+    }
+
+    fn lists(&self, name: &str) -> bool {
+        self.files.iter().any(|f| f.name == name)
     }
 }
 

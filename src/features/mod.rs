@@ -532,7 +532,7 @@ mod tests {
         };
         // The sample has partitions after S (within `late_days`), none with a row of S's window.
         let plain = || Inputs::load(&open(&input), s, s, Lookback::new(30)).unwrap();
-        let with_store = || plain().with_feature_store(open(&output));
+        let with_store = || plain().with_feature_store(open(&output), None);
         let log = |inputs: &Inputs| -> Vec<String> {
             inputs.store.as_ref().unwrap().log.lock().unwrap().get(&s).cloned().unwrap_or_default()
         };

@@ -36,8 +36,9 @@ use crate::storage::PartitionFile;
 /// The earliest and latest activity date of a file; None when it has no rows.
 type Span = Option<(NaiveDate, NaiveDate)>;
 
-/// The table the store keeps under the output root.
-pub(super) const TABLE: &str = "feature_store";
+/// The table the store keeps under the output root (a shard's: `feature_store/shard=K-of-N`).
+#[cfg(test)]
+pub(super) const TABLE: &str = crate::inputs::FEATURE_STORE_TABLE;
 
 /// The key of snapshot `s`'s activity aggregates: `definition` and the activity files
 /// that can hold a row of its window, the `window_days` ending on `s` (see the module docs).
@@ -105,11 +106,11 @@ fn file_dates<'a>(
 /// a miss, said in the log, and the snapshot is aggregated again.
 pub(super) fn read(store: &FeatureStore, s: NaiveDate, key: &str) -> Option<DataFrame> {
     let kept = || -> Result<Option<DataFrame>> {
-        let Some(commit) = store.root.committed(TABLE, s)? else { return Ok(None) };
+        let Some(commit) = store.root.committed(&store.table, s)? else { return Ok(None) };
         if commit.meta.get("key").and_then(|k| k.as_str()) != Some(key) {
             return Ok(None);
         }
-        Ok(Some(store.root.read_committed(TABLE, s)?))
+        Ok(Some(store.root.read_committed(&store.table, s)?))
     };
     kept().unwrap_or_else(|e| {
         store.note(s, format!("could not read the kept aggregates ({e})"));
@@ -121,7 +122,7 @@ pub(super) fn read(store: &FeatureStore, s: NaiveDate, key: &str) -> Option<Data
 /// A failure is said in the log and costs only a later rebuild.
 pub(super) fn keep(store: &FeatureStore, s: NaiveDate, key: &str, rows: &DataFrame) {
     let meta = json!({ "key": key, "code_version": crate::version::code_version() });
-    match store.root.publish(TABLE, s, rows, meta) {
+    match store.root.publish(&store.table, s, rows, meta) {
         Ok(_) => store.note(s, format!("aggregated {} users and kept them", rows.height())),
         Err(e) => store.note(s, format!("aggregated {} users; could not keep them ({e})", rows.height())),
     }
@@ -138,14 +139,14 @@ pub(super) fn prune(store: &FeatureStore, before: NaiveDate) {
 }
 
 fn prune_entries(store: &FeatureStore, before: NaiveDate) -> Result<()> {
-    for dir in store.root.list_dirs(TABLE)? {
+    for dir in store.root.list_dirs(&store.table)? {
         let Some(d) = dir.strip_prefix("snapshot=").and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()) else {
             continue;
         };
         if d >= before {
             continue;
         }
-        let folder = format!("{TABLE}/{dir}");
+        let folder = format!("{}/{dir}", store.table);
         let mut files = store.root.list_files(&folder)?;
         if files.is_empty() {
             continue;

@@ -7,6 +7,7 @@
 
 pub mod calibration;
 mod classifier;
+pub(crate) mod deciles;
 pub mod encoder;
 pub mod gbdt;
 pub(crate) mod linalg;
@@ -197,6 +198,10 @@ pub(crate) struct ModelArtifact {
     pub reused: bool,
     pub targets: Vec<TargetModels>,
     pub training: serde_json::Value,
+    /// The risk-decile boundaries of this manifest's snapshot (the night's premium users,
+    /// scored by the churn champion), which shards score against.
+    #[serde(default)]
+    pub risk_deciles: Option<deciles::Boundaries>,
 }
 
 impl ModelArtifact {

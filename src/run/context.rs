@@ -11,7 +11,7 @@ use tracing::info;
 
 use crate::config::StageSettings;
 use crate::error::Result;
-use crate::inputs::{EFFECT_WINDOW_DAYS, Inputs, Lookback};
+use crate::inputs::{EFFECT_WINDOW_DAYS, Inputs, Lookback, ShardRead};
 use crate::resources::{self, RssSampler};
 use crate::storage::{Commit, Storage};
 use crate::version::code_version;
@@ -119,24 +119,81 @@ impl Context {
             lookback = grace::lookback(lookback, &self.stage.grace, first, last);
         }
         let store = settings.features.store.then(|| self.output.clone());
+        let shard = self.stage.shard;
+        let read = shard.map(|shard| ShardRead { shard, exported: settings.input_is_per_shard() });
         self.timed("read inputs", |_| {
-            let inputs = Inputs::load(&input, first, last, lookback)?;
+            let inputs = Inputs::load_users(&input, first, last, lookback, read)?;
             Ok(match store {
-                Some(root) => inputs.with_feature_store(root),
+                Some(root) => inputs.with_feature_store(root, shard),
                 None => inputs,
             })
         })
     }
 
     fn commit_meta(&self) -> Value {
-        json!({ "run_id": self.run_id, "code_version": code_version() })
+        match self.stage.shard {
+            None => json!({ "run_id": self.run_id, "code_version": code_version() }),
+            Some(shard) => json!({
+                "run_id": self.run_id,
+                "code_version": code_version(),
+                "shard": shard.to_string(),
+                "settings": self.settings_hash(),
+            }),
+        }
     }
 
-    /// Commit table `table` of snapshot S (atomically, see `storage`).
+    /// A hash of the resolved settings: a shard's parts made with other settings are redone.
+    fn settings_hash(&self) -> String {
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(self.stage.settings.to_redacted_toml().as_bytes()))
+    }
+
+    /// Commit table `table` of snapshot S (atomically, see `storage`); with a shard, write
+    /// the shard's parts, which `retain commit` publishes with the other shards'.
     pub fn publish(&self, table: &str, df: &DataFrame) -> Result<Commit> {
-        let commit = self.output.publish(table, self.stage.as_of, df, self.commit_meta())?;
-        info!(table, rows = commit.rows, files = commit.files.len(), "table committed");
+        let (s, meta) = (self.stage.as_of, self.commit_meta());
+        let commit = match self.stage.shard {
+            Some(shard) => self.output.publish_shard(table, s, shard, df, meta)?,
+            None => self.output.publish(table, s, df, meta)?,
+        };
+        info!(
+            table,
+            rows = commit.rows,
+            files = commit.files.len(),
+            shard = self.stage.shard.map(|s| s.to_string()),
+            "table written"
+        );
         Ok(commit)
+    }
+
+    /// Table `table` of snapshot S as an earlier command wrote it: the committed table,
+    /// or with a shard, that shard's part.
+    pub fn read_table(&self, table: &str) -> Result<DataFrame> {
+        match self.stage.shard {
+            Some(shard) => self.output.read_shard(table, self.stage.as_of, shard),
+            None => self.output.read_committed(table, self.stage.as_of),
+        }
+    }
+
+    /// Whether this command's shard already wrote every table of `tables` with this code
+    /// version and these settings (and `--force` was not given): a rerun of a night's
+    /// failed shards then redoes only those. Always false without a shard.
+    pub fn shard_already_done(&self, tables: &[&str]) -> Result<bool> {
+        let Some(shard) = self.stage.shard else { return Ok(false) };
+        if self.stage.force {
+            return Ok(false);
+        }
+        let (version, settings) = (code_version(), self.settings_hash());
+        for table in tables {
+            let Some(c) = self.output.shard_committed(table, self.stage.as_of, shard)? else { return Ok(false) };
+            let same = c.meta.get("code_version").and_then(Value::as_str) == Some(version.as_str())
+                && c.meta.get("settings").and_then(Value::as_str) == Some(settings.as_str());
+            if !same {
+                return Ok(false);
+            }
+        }
+        info!(shard = %shard, tables = ?tables, "this shard's tables are already written: nothing to do (--force redoes them)");
+        crate::progress::finish(&self.bar);
+        Ok(true)
     }
 
     /// Write the run manifest: `runs/snapshot=S/<command>.json`, last.
@@ -145,6 +202,7 @@ impl Context {
             "command": command,
             "as_of": self.stage.as_of,
             "run_id": self.run_id,
+            "shard": self.stage.shard.map(|s| s.to_string()),
             "code_version": code_version(),
             "finished_at": Utc::now().to_rfc3339(),
             "seconds": self.started.elapsed().as_secs_f64(),
@@ -170,7 +228,10 @@ impl Context {
             "config": toml::from_str::<toml::Value>(&self.stage.settings.to_redacted_toml()).ok(),
             "details": extra,
         });
-        let rel = format!("runs/snapshot={}/{command}.json", self.stage.as_of);
+        let rel = match self.stage.shard {
+            Some(shard) => format!("runs/snapshot={}/{command}.shard-{}.json", self.stage.as_of, shard.label()),
+            None => format!("runs/snapshot={}/{command}.json", self.stage.as_of),
+        };
         self.output
             .write_bytes(&rel, serde_json::to_vec_pretty(&manifest).map_err(crate::error::Error::internal)?.into())?;
         crate::progress::finish(&self.bar);

@@ -8,15 +8,17 @@
 
 mod context;
 
+use chrono::NaiveDate;
 use polars::prelude::*;
 use serde_json::{Value, json};
 use tracing::info;
 
-use crate::config::StageSettings;
-use crate::error::Result;
+use crate::config::{Settings, StageSettings};
+use crate::error::{Error, Result};
 use crate::inputs::Inputs;
 use crate::models::ModelArtifact;
-use crate::storage::Commit;
+use crate::shard::Shard;
+use crate::storage::{Commit, Storage};
 use crate::{contract, features, grace, interventions, score, train};
 
 pub use context::{Context, Reads};
@@ -34,8 +36,23 @@ struct Night {
     grace: grace::GraceOutput,
 }
 
+/// The commands that fit models in the stage: with shards these would refit per shard,
+/// which a night of shards never does (README, "Shards").
+fn refuse_shard(stage: &StageSettings, command: &str, instead: &str) -> Result<()> {
+    match stage.shard {
+        Some(shard) => Err(Error::Usage(format!("`retain {command}` does not take --shard ({shard}): {instead}"))),
+        None => Ok(()),
+    }
+}
+
 /// `retain run`: the whole nightly pipeline.
 pub(crate) fn run_all(stage: StageSettings) -> Result<()> {
+    refuse_shard(
+        &stage,
+        "run",
+        "a night of shards trains once (`retain train`), then runs `features` and `score` per shard and \
+         `retain commit`",
+    )?;
     let mut ctx = Context::open(stage, 6)?;
     let inputs = ctx.load_inputs(Reads { history: true, grace: true })?;
     let mut night = compute_night(&mut ctx, &inputs)?;
@@ -71,9 +88,11 @@ pub(crate) fn run_all(stage: StageSettings) -> Result<()> {
 fn compute_night(ctx: &mut Context, inputs: &Inputs) -> Result<Night> {
     let s = ctx.stage.as_of;
     let features = ctx.timed("features", |_| features::build(inputs, s))?;
-    let artifact =
+    let mut artifact =
         ctx.timed("train", |c| train::train_or_reuse(inputs, s, &c.stage.train, &c.output, c.stage.retrain))?;
-    let scores = ctx.timed("score", |c| score::score(&features, &artifact, &c.stage.score))?;
+    let scores = ctx.timed("score", |c| score::score(&features, &artifact, &c.stage.score, false))?;
+    // The night's decile boundaries, saved with the model for shards to score against.
+    artifact.risk_deciles = Some(score::decile_boundaries_of_scores(&scores)?);
     let interventions = ctx.timed("interventions", |c| {
         interventions::plan(inputs, s, &scores, &features, &artifact, &c.stage.interventions)
     })?;
@@ -102,6 +121,9 @@ fn intervention_summary(df: &DataFrame) -> Result<Value> {
 /// `retain features`.
 pub(crate) fn features_only(stage: StageSettings) -> Result<()> {
     let mut ctx = Context::open(stage, 2)?;
+    if ctx.shard_already_done(&["features"])? {
+        return Ok(());
+    }
     let inputs = ctx.load_inputs(Reads { history: false, grace: false })?;
     let s = ctx.stage.as_of;
     let df = ctx.timed("features", |_| features::build(&inputs, s))?;
@@ -111,11 +133,16 @@ pub(crate) fn features_only(stage: StageSettings) -> Result<()> {
 
 /// `retain train`.
 pub(crate) fn train_only(stage: StageSettings) -> Result<()> {
-    let mut ctx = Context::open(stage, 2)?;
+    refuse_shard(&stage, "train", "the models are fitted once for every shard, on the sample `training` sets")?;
+    let mut ctx = Context::open(stage, 3)?;
     let inputs = ctx.load_inputs(Reads { history: true, grace: false })?;
     let s = ctx.stage.as_of;
     let mut artifact =
         ctx.timed("train", |c| train::train_or_reuse(&inputs, s, &c.stage.train, &c.output, c.stage.retrain))?;
+    // The night's decile boundaries, for shards to score against.
+    let features = ctx.timed("features", |_| features::build(&inputs, s))?;
+    artifact.risk_deciles = Some(score::decile_boundaries(&features, &artifact)?);
+    drop(features);
     train::save(&ctx.output, s, &mut artifact)?;
     ctx.write_manifest("train", Some(&inputs), json!({}), json!({ "model": artifact.summary() }))
 }
@@ -123,16 +150,25 @@ pub(crate) fn train_only(stage: StageSettings) -> Result<()> {
 /// `retain score`: needs the committed features and the model of S.
 pub(crate) fn score_only(stage: StageSettings) -> Result<()> {
     let mut ctx = Context::open(stage, 1)?;
+    if ctx.shard_already_done(&[contract::SCORES.name])? {
+        return Ok(());
+    }
     let s = ctx.stage.as_of;
-    let features = ctx.output.read_committed("features", s)?;
+    let features = ctx.read_table("features")?;
     let artifact = train::load(&ctx.output, s)?;
-    let scores = ctx.timed("score", |c| score::score(&features, &artifact, &c.stage.score))?;
+    let shard = ctx.stage.shard.is_some();
+    let scores = ctx.timed("score", |c| score::score(&features, &artifact, &c.stage.score, shard))?;
     let c = ctx.publish(contract::SCORES.name, &scores)?;
     ctx.write_manifest("score", None, json!({ "scores": table_summary(&c) }), Value::Null)
 }
 
 /// `retain interventions`: needs the committed features, scores and model of S.
 pub(crate) fn interventions_only(stage: StageSettings) -> Result<()> {
+    refuse_shard(
+        &stage,
+        "interventions",
+        "its uplift models are fitted in the stage and its budgets are the service's",
+    )?;
     let mut ctx = Context::open(stage, 2)?;
     let s = ctx.stage.as_of;
     let features = ctx.output.read_committed("features", s)?;
@@ -154,6 +190,7 @@ pub(crate) fn interventions_only(stage: StageSettings) -> Result<()> {
 
 /// `retain grace`.
 pub(crate) fn grace_only(stage: StageSettings) -> Result<()> {
+    refuse_shard(&stage, "grace", "its hazard models are fitted in the stage")?;
     let mut ctx = Context::open(stage, 2)?;
     let inputs = ctx.load_inputs(Reads { history: false, grace: true })?;
     let s = ctx.stage.as_of;
@@ -172,3 +209,72 @@ fn write_interventions_report(ctx: &Context, out: &interventions::Outcome) -> Re
 fn write_grace_report(ctx: &Context, out: &grace::GraceOutput) -> Result<()> {
     ctx.output.write_bytes(&grace::report_path(ctx.stage.as_of), out.html.clone().into_bytes().into())
 }
+
+/// `retain commit`: publish the tables the `count` shards of night `s` wrote. Every table
+/// some shard wrote must have all `count` shards' parts (checked for every table before
+/// any is published: a missing shard publishes nothing); then each gets its `_SUCCESS`,
+/// and the manifest `runs/snapshot=S/commit.json` is written last.
+pub(crate) fn commit_shards(settings: &Settings, s: NaiveDate, count: u32) -> Result<()> {
+    if count == 0 {
+        return Err(Error::Usage("--shards must be at least 1".into()));
+    }
+    let output = Storage::open(&settings.output_root()?, &settings.storage_options(), true)?;
+    let started = std::time::Instant::now();
+    let mut written = Vec::new();
+    for table in SHARDED_TABLES {
+        let dir = format!("{table}/snapshot={s}");
+        let suffix = format!("-of-{count}");
+        let markers = output
+            .list_files(&dir)?
+            .iter()
+            .filter(|f| f.rel.rsplit('/').next().is_some_and(|n| n.starts_with("_SHARD-") && n.ends_with(&suffix)))
+            .count();
+        if markers > 0 {
+            written.push(*table);
+        }
+    }
+    if written.is_empty() {
+        return Err(Error::data(format!(
+            "no table of snapshot {s} under {} has shard parts of {count} shards: nothing to commit",
+            output.uri()
+        )));
+    }
+    let mut missing = Vec::new();
+    for table in &written {
+        for index in 0..count {
+            let shard = Shard { index, count };
+            if output.shard_committed(table, s, shard)?.is_none() {
+                missing.push(format!("{table}: shard {shard}"));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::data(format!(
+            "night {s} under {} is not complete, nothing was published; rerun these shards, then commit again: {}",
+            output.uri(),
+            missing.join("; ")
+        )));
+    }
+    let mut tables = serde_json::Map::new();
+    for table in written {
+        let meta = json!({ "code_version": crate::version::code_version(), "shards": count });
+        let c = output.commit_shards(table, s, count, meta)?;
+        info!(table, rows = c.rows, files = c.files.len(), shards = count, "table committed");
+        tables.insert(table.to_string(), table_summary(&c));
+    }
+    let manifest = json!({
+        "command": "commit",
+        "as_of": s,
+        "shards": count,
+        "code_version": crate::version::code_version(),
+        "finished_at": chrono::Utc::now().to_rfc3339(),
+        "seconds": started.elapsed().as_secs_f64(),
+        "output": { "root": output.uri(), "tables": tables },
+    });
+    let body = serde_json::to_vec_pretty(&manifest).map_err(Error::internal)?;
+    output.write_bytes(&format!("runs/snapshot={s}/commit.json"), body.into())
+}
+
+/// The tables a shard writes, in the order `retain commit` publishes them.
+const SHARDED_TABLES: &[&str] =
+    &["features", contract::SCORES.name, contract::INTERVENTIONS.name, contract::GRACE.name];

@@ -52,6 +52,8 @@ pub(crate) fn train_or_reuse(
         info!(from = %from, "labelled data unchanged since the latest model: reusing it (--retrain to refit)");
         let mut reused = latest;
         reused.reused = true;
+        // The boundaries are the earlier night's: tonight's are found on tonight's users.
+        reused.risk_deciles = None;
         if reused.dir != artifact::model_dir(s) {
             reused.reused_from = Some(from);
         }
@@ -75,5 +77,6 @@ fn train(s: NaiveDate, settings: &TrainSettings, data: &TrainingData) -> Result<
         reused: false,
         targets,
         training: serde_json::to_value(&settings.training).map_err(Error::internal)?,
+        risk_deciles: None,
     })
 }

@@ -31,7 +31,7 @@ use std::path::Path;
 /// more) are tolerated.
 const LOWER: &[&str] = &[
     "error", "storage", "contract", "version", "progress", "report", "models", "config", "inputs", "labels",
-    "features", "labelled", "checks",
+    "features", "labelled", "checks", "shard",
 ];
 
 /// The stages and the command layer. Those that are directories are sealed: a file outside

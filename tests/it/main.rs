@@ -11,4 +11,5 @@ mod grace;
 mod interventions;
 mod models;
 mod pipeline;
+mod shards;
 mod storage;

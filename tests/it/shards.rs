@@ -1,0 +1,149 @@
+//! A night run as shards: models trained once, each shard's users scored by its own task,
+//! one commit publishing the tables, and the same tables as one process writes.
+
+use std::path::Path;
+
+use polars::prelude::*;
+use retain::shard::shard_of;
+
+use crate::util::*;
+
+/// `retain <command> --shard K/N` (or without a shard) with the sample config into `out`.
+fn stage(command: &str, shard: Option<&str>, input: &Path, out: &Path) -> std::process::Command {
+    let mut cmd = retain();
+    cmd.arg(command)
+        .arg("--config")
+        .arg(repo().join("pipelines/sample.toml"))
+        .args(["--as-of", SAMPLE_AS_OF, "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(out);
+    if let Some(shard) = shard {
+        cmd.args(["--shard", shard]);
+    }
+    cmd
+}
+
+fn commit(out: &Path, shards: u32) -> std::process::Command {
+    let mut cmd = retain();
+    cmd.args(["commit", "--as-of", SAMPLE_AS_OF, "--shards", &shards.to_string(), "--output"]).arg(out);
+    cmd
+}
+
+fn by_user(df: DataFrame) -> DataFrame {
+    df.sort(["user_id"], SortMultipleOptions::default()).unwrap()
+}
+
+fn marker(out: &Path, table: &str, label: &str) -> serde_json::Value {
+    let path = out.join(format!("{table}/snapshot={SAMPLE_AS_OF}/_SHARD-{label}"));
+    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+#[test]
+fn a_night_of_three_shards_publishes_the_tables_one_process_writes() {
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path();
+    run_ok(&mut stage("train", None, &sample_data(), out));
+    for k in 0..3 {
+        let shard = format!("{k}/3");
+        run_ok(&mut stage("features", Some(&shard), &sample_data(), out));
+        if k == 0 {
+            // A shard's parts are not a table: readers see nothing until the commit.
+            assert!(open(out).committed("features", sample_as_of()).unwrap().is_none());
+            // Nor is a night with shards missing: the commit names them and publishes nothing.
+            let failed = commit(out, 3).output().unwrap();
+            assert_eq!(failed.status.code(), Some(65), "{}", String::from_utf8_lossy(&failed.stderr));
+            let said = String::from_utf8_lossy(&failed.stderr);
+            assert!(said.contains("features: shard 1/3") && said.contains("features: shard 2/3"), "{said}");
+            assert!(open(out).committed("features", sample_as_of()).unwrap().is_none());
+        }
+        run_ok(&mut stage("score", Some(&shard), &sample_data(), out));
+        let users = marker(out, "scores", &format!("{k}-of-3"))["rows"].as_u64().unwrap();
+        assert!(users > 0, "shard {k} scored its users");
+    }
+    // A finished shard is not redone: its parts and marker stay as they are.
+    let before = marker(out, "features", "1-of-3");
+    run_ok(&mut stage("features", Some("1/3"), &sample_data(), out));
+    assert_eq!(marker(out, "features", "1-of-3"), before, "a rerun of a finished shard redoes nothing");
+    run_ok(stage("features", Some("1/3"), &sample_data(), out).arg("--force"));
+    assert_ne!(marker(out, "features", "1-of-3")["meta"]["run_id"], before["meta"]["run_id"], "--force redoes it");
+
+    run_ok(&mut commit(out, 3));
+    let whole = sample_run();
+    for table in ["features", "scores"] {
+        let sharded = by_user(read_table(out, table));
+        assert_eq!(sharded, by_user(read_table(whole, table)), "{table}: the shards' union is the one-process table");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(format!("runs/snapshot={SAMPLE_AS_OF}/commit.json"))).unwrap())
+            .unwrap();
+    assert_eq!(manifest["shards"], 3);
+    assert!(manifest["output"]["tables"]["scores"]["rows"].as_u64().unwrap() > 0);
+    assert!(out.join(format!("runs/snapshot={SAMPLE_AS_OF}/score.shard-2-of-3.json")).exists());
+}
+
+/// Copy the sample world into `root/shard=K/` for K < `n`, each with only its users' rows;
+/// with `wrong`, shard 0 gets everyone.
+fn export_by_shard(root: &Path, n: u32, wrong: bool) {
+    for k in 0..n {
+        copy_filtered(&sample_data(), &root.join(format!("shard={k}")), &|id| (wrong && k == 0) || shard_of(id, n) == k);
+    }
+}
+
+fn copy_filtered(from: &Path, to: &Path, keep: &dyn Fn(&str) -> bool) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('_') {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_filtered(&entry.path(), &to.join(&name), keep);
+        } else if name.ends_with(".parquet") {
+            let df = ParquetReader::new(std::fs::File::open(entry.path()).unwrap()).finish().unwrap();
+            let mask: BooleanChunked =
+                df.column("user_id").unwrap().str().unwrap().iter().map(|id| keep(id.unwrap())).collect();
+            let mut kept = df.filter(&mask).unwrap();
+            ParquetWriter::new(std::fs::File::create(to.join(&name)).unwrap()).finish(&mut kept).unwrap();
+        }
+    }
+}
+
+#[test]
+fn inputs_exported_one_root_per_shard_give_the_same_features_and_a_wrong_split_is_refused() {
+    let exports = tempfile::tempdir().unwrap();
+    export_by_shard(exports.path(), 2, false);
+    let per_shard = exports.path().join("shard={shard}");
+    let out = tempfile::tempdir().unwrap();
+    for k in 0..2 {
+        run_ok(&mut stage("features", Some(&format!("{k}/2")), &per_shard, out.path()));
+    }
+    run_ok(&mut commit(out.path(), 2));
+    assert_eq!(by_user(read_table(out.path(), "features")), by_user(read_table(sample_run(), "features")));
+    // Without a shard, a per-shard root cannot be read.
+    let no_shard = stage("features", None, &per_shard, out.path()).output().unwrap();
+    assert_eq!(no_shard.status.code(), Some(2), "{}", String::from_utf8_lossy(&no_shard.stderr));
+
+    // An export that put another shard's users in shard 0's root: refused, nothing written.
+    let wrong = tempfile::tempdir().unwrap();
+    export_by_shard(wrong.path(), 2, true);
+    let out = tempfile::tempdir().unwrap();
+    let refused = stage("features", Some("0/2"), &wrong.path().join("shard={shard}"), out.path()).output().unwrap();
+    assert_eq!(refused.status.code(), Some(65), "{}", String::from_utf8_lossy(&refused.stderr));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("table `users`") && said.contains("of shard 1 of 2"), "{said}");
+    assert!(!out.path().join("features").exists(), "nothing written");
+}
+
+#[test]
+fn the_commands_that_fit_models_refuse_a_shard() {
+    let out = tempfile::tempdir().unwrap();
+    for command in ["run", "train", "interventions", "grace"] {
+        let refused = stage(command, Some("0/2"), &sample_data(), out.path()).output().unwrap();
+        assert_eq!(refused.status.code(), Some(2), "{command}: {}", String::from_utf8_lossy(&refused.stderr));
+    }
+    let bad = stage("features", Some("2/2"), &sample_data(), out.path()).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(std::fs::read_dir(out.path()).unwrap().next().is_none(), "nothing written");
+}
