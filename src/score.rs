@@ -88,8 +88,14 @@ pub(crate) fn decile_boundaries(features: &DataFrame, artifact: &ModelArtifact) 
 
 /// The same boundaries from a scores table of every premium user.
 pub(crate) fn decile_boundaries_of_scores(scores: &DataFrame) -> Result<deciles::Boundaries> {
-    let p: Vec<f64> =
-        scores.column("churn_probability").ctx("scores")?.f64().ctx("scores")?.iter().map(|v| v.unwrap_or(0.0)).collect();
+    let p: Vec<f64> = scores
+        .column("churn_probability")
+        .ctx("scores")?
+        .f64()
+        .ctx("scores")?
+        .iter()
+        .map(|v| v.unwrap_or(0.0))
+        .collect();
     let ids = scores.column("user_id").ctx("scores")?.str().ctx("scores")?;
     let ids: Vec<&str> = ids.iter().map(|v| v.unwrap_or("")).collect();
     Ok(deciles::Boundaries::of(&p, &ids))

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::episodes::{Episode, date_of};
 use super::model::{self, COMEBACK_DAYS, Models};
@@ -23,7 +23,7 @@ use crate::config::Grace as GraceConfig;
 pub(crate) const REFIT_DAYS: i32 = 14;
 
 /// The decision the models of the time would have made at an episode's failure.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Decision {
     pub user_id: String,
     pub failure_ts_us: i64,
@@ -102,7 +102,7 @@ pub(crate) fn realised(e: &Episode, s_day: i32, cfg: &GraceConfig) -> Option<f64
 }
 
 /// A mean with a 95% normal confidence interval.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Estimate {
     pub value: f64,
     pub ci_low: f64,
@@ -118,7 +118,7 @@ fn estimate(terms: &[f64]) -> Estimate {
 }
 
 /// One fixed grace length against the recommendations.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArmComparison {
     pub grace_days: i32,
     /// Share of historical episodes granted this length (the propensity).
@@ -133,7 +133,7 @@ pub struct ArmComparison {
 
 /// The policy's value on closed historical episodes, per episode, in monthly prices
 /// (each episode's value divided by its own price, so that currencies do not mix).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Evaluation {
     pub failures_from: NaiveDate,
     pub failures_to: NaiveDate,

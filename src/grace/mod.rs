@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use polars::prelude::*;
+use serde::{Deserialize, Serialize};
 
 pub use episodes::lookback;
 pub use evaluate::{ArmComparison, Decision, Estimate, Evaluation};
@@ -36,7 +37,7 @@ pub use report::{GraceReport, ReasonCurve};
 
 use crate::config::Grace as GraceConfig;
 use crate::contract::FAILURE_REASONS;
-use crate::error::{PolarsContext, Result};
+use crate::error::{Error, PolarsContext, Result};
 use crate::inputs::{Inputs, epoch_days};
 use episodes::Episode;
 use model::{COMEBACK_DAYS, Models};
@@ -51,6 +52,8 @@ pub(crate) struct GraceOutput {
     pub table: DataFrame,
     pub report: GraceReport,
     pub html: String,
+    /// What was learned (saved with the models, for shards).
+    pub learned: Learned,
 }
 
 /// Where the HTML report for snapshot `s` goes, relative to the output root.
@@ -62,17 +65,84 @@ fn model_days(cfg: &GraceConfig) -> usize {
     (cfg.max_days as usize).max(CURVE_DAYS)
 }
 
-/// Recommend a grace length for every episode open at the end of `s`. The inputs must
-/// reach back as far as [`lookback`] says.
+/// What the stage learns from the whole history of episodes, once per night: the two
+/// hazard models, their recovery curves by reason, and the policy's back-test. One
+/// process learns and recommends in one go ([`recommend_all`]); a night of shards learns
+/// it once (`retain train`, saved with the models) and each shard recommends with it
+/// ([`recommend`]), so that a shard never refits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Learned {
+    snapshot: NaiveDate,
+    /// The settings it was learned with: recommending with others is refused.
+    settings: GraceConfig,
+    episodes_in_history: usize,
+    models: Option<Models>,
+    recovery_curves: BTreeMap<String, ReasonCurve>,
+    evaluation: Option<Evaluation>,
+}
+
+impl Learned {
+    /// Decode what [`serde_json`] wrote, checking it was learned for `s` with `cfg`.
+    pub(crate) fn from_json(bytes: &[u8], s: NaiveDate, cfg: &GraceConfig) -> Result<Self> {
+        let learned: Learned = serde_json::from_slice(bytes)
+            .map_err(|e| Error::data(format!("the grace models saved with the model of {s} cannot be read: {e}")))?;
+        if learned.snapshot != s || learned.settings != *cfg {
+            return Err(Error::config(format!(
+                "the grace models saved for snapshot {} were learned with other [grace] settings ({:?}) than these \
+                 ({cfg:?}); run `retain train` with these settings",
+                learned.snapshot, learned.settings
+            )));
+        }
+        Ok(learned)
+    }
+}
+
+/// Learn and recommend: a grace length for every episode open at the end of `s`. The
+/// inputs must reach back as far as [`lookback`] says.
 pub(crate) fn recommend_all(inputs: &Inputs, s: NaiveDate, cfg: &GraceConfig) -> Result<GraceOutput> {
-    let s_day = epoch_days(s);
     let eps = episodes::load(inputs, s, cfg)?;
+    let learned = learn_from(&eps, s, cfg);
+    recommend_from(&eps, s, cfg, learned)
+}
+
+/// Learn from the episodes of `inputs` (see [`Learned`]).
+pub(crate) fn learn(inputs: &Inputs, s: NaiveDate, cfg: &GraceConfig) -> Result<Learned> {
+    Ok(learn_from(&episodes::load(inputs, s, cfg)?, s, cfg))
+}
+
+/// Recommend for the episodes of `inputs` open at `s` with what was learned (the users of
+/// `inputs` may be one shard's).
+pub(crate) fn recommend(inputs: &Inputs, s: NaiveDate, cfg: &GraceConfig, learned: Learned) -> Result<GraceOutput> {
+    recommend_from(&episodes::load(inputs, s, cfg)?, s, cfg, learned)
+}
+
+fn learn_from(eps: &[Episode], s: NaiveDate, cfg: &GraceConfig) -> Learned {
+    let s_day = epoch_days(s);
     let days = model_days(cfg);
-    let models = model::fit(&eps, s_day, cfg.history_days as i32, days);
+    let models = model::fit(eps, s_day, cfg.history_days as i32, days);
     if models.is_none() {
         tracing::warn!(episodes = eps.len(), "grace: no recovery in the history; every open episode ends now");
     }
+    // Evaluation on closed episodes: failures late enough that every arm's outcome,
+    // 60 days of come-back included, is observed by S.
+    let max_arm = eps.iter().filter_map(|e| e.granted).filter(|g| *g <= cfg.max_days as i32).max().unwrap_or(0);
+    let to = s_day - COMEBACK_DAYS - max_arm;
+    let from = to - cfg.eval_days as i32 + 1;
+    let (decisions, skipped) = evaluate::backtest(eps, from, to, cfg, days);
+    let evaluation = evaluate::evaluate(eps, &decisions, skipped, from, to, s_day, cfg);
+    Learned {
+        snapshot: s,
+        settings: cfg.clone(),
+        episodes_in_history: eps.len(),
+        recovery_curves: models.as_ref().map(|m| reason_curves(m, eps, s_day, cfg)).unwrap_or_default(),
+        models,
+        evaluation,
+    }
+}
 
+fn recommend_from(eps: &[Episode], s: NaiveDate, cfg: &GraceConfig, learned: Learned) -> Result<GraceOutput> {
+    let s_day = epoch_days(s);
+    let models = &learned.models;
     let open: Vec<&Episode> = eps.iter().filter(|e| e.open_at(s_day)).collect();
     let n = open.len();
     let (mut uid, mut fts, mut reason, mut rec, mut prec, mut value, mut curve) =
@@ -115,27 +185,19 @@ pub(crate) fn recommend_all(inputs: &Inputs, s: NaiveDate, cfg: &GraceConfig) ->
     }
     let table = grace_frame(s, n, uid, fts, reason, rec, prec, value, curve)?;
 
-    // Evaluation on closed episodes: failures late enough that every arm's outcome,
-    // 60 days of come-back included, is observed by S.
-    let max_arm = eps.iter().filter_map(|e| e.granted).filter(|g| *g <= cfg.max_days as i32).max().unwrap_or(0);
-    let to = s_day - COMEBACK_DAYS - max_arm;
-    let from = to - cfg.eval_days as i32 + 1;
-    let (decisions, skipped) = evaluate::backtest(&eps, from, to, cfg, days);
-    let evaluation = evaluate::evaluate(&eps, &decisions, skipped, from, to, s_day, cfg);
-
     let report = GraceReport {
         snapshot: s,
-        episodes_in_history: eps.len(),
+        episodes_in_history: learned.episodes_in_history,
         open_episodes: n,
         recovery_model: models.as_ref().map(|m| m.recovery.summary.clone()),
         comeback_model: models.as_ref().and_then(|m| m.comeback.as_ref().map(|c| c.summary.clone())),
         recommended_days: histogram,
         end_now,
-        recovery_curves: models.as_ref().map(|m| reason_curves(m, &eps, s_day, cfg)).unwrap_or_default(),
-        evaluation,
+        recovery_curves: learned.recovery_curves.clone(),
+        evaluation: learned.evaluation.clone(),
     };
     let html = report::render(&report, &examples, cfg);
-    Ok(GraceOutput { table, report, html })
+    Ok(GraceOutput { table, report, html, learned })
 }
 
 /// The model's curves by reason, averaged over the reason's training episodes.

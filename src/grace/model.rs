@@ -15,7 +15,7 @@
 //! days up to T. The granted grace lengths were randomised, so days late in a long grace
 //! are observed for a random subset of episodes and the hazard there is learnable.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::episodes::{Episode, day_of_month};
 use super::logit::{self, Design};
@@ -51,7 +51,7 @@ fn statics_raw(e: &Episode) -> [f64; NSTAT] {
 }
 
 /// Standardisation of the static features, from the training episodes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Scaler {
     mean: [f64; NSTAT],
     sd: [f64; NSTAT],
@@ -78,7 +78,7 @@ impl Scaler {
 }
 
 /// Column positions of the recovery model.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct RecLayout {
     days: usize,
 }
@@ -170,7 +170,7 @@ impl RecLayout {
 }
 
 /// How a fit went, for the manifest.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FitSummary {
     pub episodes: usize,
     pub rows: usize,
@@ -181,7 +181,7 @@ pub struct FitSummary {
 }
 
 /// The fitted recovery hazard.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Recovery {
     layout: RecLayout,
     beta: Vec<f64>,
@@ -199,7 +199,7 @@ pub(crate) struct Recovery {
 }
 
 /// Both models, fitted as of one day.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Models {
     pub recovery: Recovery,
     pub comeback: Option<Comeback>,
@@ -349,7 +349,7 @@ impl Recovery {
 }
 
 /// The fitted come-back hazard.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Comeback {
     beta: Vec<f64>,
     scaler: Scaler,

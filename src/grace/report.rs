@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use chrono::NaiveDate;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::evaluate::Evaluation;
 use super::model::FitSummary;
@@ -16,7 +16,7 @@ use crate::report::{COLORS, Line, chart};
 /// P(recovered by day d) after a failure, d = 0..=days, for one failure reason: the
 /// model's average over the reason's episodes (no grace limit), and the empirical
 /// (Kaplan–Meier) curve of the same training rows, which stops where grace ended.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReasonCurve {
     pub episodes: usize,
     pub model: Vec<f64>,

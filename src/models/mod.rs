@@ -202,9 +202,21 @@ pub(crate) struct ModelArtifact {
     /// scored by the churn champion), which shards score against.
     #[serde(default)]
     pub risk_deciles: Option<deciles::Boundaries>,
+    /// What other stages learned for this manifest's snapshot and saved with the models
+    /// (e.g. `grace`), by name: the file in the snapshot's model folder.
+    #[serde(default)]
+    pub attachments: std::collections::BTreeMap<String, String>,
+    /// Attachments to write at the next save.
+    #[serde(skip)]
+    pub pending: Vec<(String, Vec<u8>)>,
 }
 
 impl ModelArtifact {
+    /// Save `bytes` with the models as `name` (see `attachments`).
+    pub(crate) fn attach(&mut self, name: &str, bytes: Vec<u8>) {
+        self.pending.push((name.to_string(), bytes));
+    }
+
     pub(crate) fn target(&self, target: Target) -> Result<&TargetModels> {
         self.targets
             .iter()

@@ -50,13 +50,14 @@ pub(crate) fn run_all(stage: StageSettings) -> Result<()> {
     refuse_shard(
         &stage,
         "run",
-        "a night of shards trains once (`retain train`), then runs `features` and `score` per shard and \
-         `retain commit`",
+        "a night of shards trains once (`retain train`), then runs `features`, `score` and `grace` per shard \
+         and `retain commit`",
     )?;
     let mut ctx = Context::open(stage, 6)?;
     let inputs = ctx.load_inputs(Reads { history: true, grace: true })?;
     let mut night = compute_night(&mut ctx, &inputs)?;
     let mut tables = serde_json::Map::new();
+    attach_grace(&mut night.artifact, &night.grace.learned)?;
     train::save(&ctx.output, ctx.stage.as_of, &mut night.artifact)?;
     for (name, df) in [
         ("features", &night.features),
@@ -134,8 +135,8 @@ pub(crate) fn features_only(stage: StageSettings) -> Result<()> {
 /// `retain train`.
 pub(crate) fn train_only(stage: StageSettings) -> Result<()> {
     refuse_shard(&stage, "train", "the models are fitted once for every shard, on the sample `training` sets")?;
-    let mut ctx = Context::open(stage, 3)?;
-    let inputs = ctx.load_inputs(Reads { history: true, grace: false })?;
+    let mut ctx = Context::open(stage, 4)?;
+    let inputs = ctx.load_inputs(Reads { history: true, grace: true })?;
     let s = ctx.stage.as_of;
     let mut artifact =
         ctx.timed("train", |c| train::train_or_reuse(&inputs, s, &c.stage.train, &c.output, c.stage.retrain))?;
@@ -143,6 +144,8 @@ pub(crate) fn train_only(stage: StageSettings) -> Result<()> {
     let features = ctx.timed("features", |_| features::build(&inputs, s))?;
     artifact.risk_deciles = Some(score::decile_boundaries(&features, &artifact)?);
     drop(features);
+    let learned = ctx.timed("grace models", |c| grace::learn(&inputs, s, &c.stage.grace))?;
+    attach_grace(&mut artifact, &learned)?;
     train::save(&ctx.output, s, &mut artifact)?;
     ctx.write_manifest("train", Some(&inputs), json!({}), json!({ "model": artifact.summary() }))
 }
@@ -190,11 +193,24 @@ pub(crate) fn interventions_only(stage: StageSettings) -> Result<()> {
 
 /// `retain grace`.
 pub(crate) fn grace_only(stage: StageSettings) -> Result<()> {
-    refuse_shard(&stage, "grace", "its hazard models are fitted in the stage")?;
     let mut ctx = Context::open(stage, 2)?;
-    let inputs = ctx.load_inputs(Reads { history: false, grace: true })?;
+    if ctx.shard_already_done(&[contract::GRACE.name])? {
+        return Ok(());
+    }
     let s = ctx.stage.as_of;
-    let out = ctx.timed("grace", |c| grace::recommend_all(&inputs, s, &c.stage.grace))?;
+    // A shard recommends with what `retain train` learned from everyone; one process learns.
+    let learned = match ctx.stage.shard {
+        Some(_) => {
+            let artifact = train::load(&ctx.output, s)?;
+            Some(grace::Learned::from_json(&train::attachment(&ctx.output, s, &artifact, GRACE)?, s, &ctx.stage.grace)?)
+        }
+        None => None,
+    };
+    let inputs = ctx.load_inputs(Reads { history: false, grace: true })?;
+    let out = ctx.timed("grace", |c| match learned {
+        Some(learned) => grace::recommend(&inputs, s, &c.stage.grace, learned),
+        None => grace::recommend_all(&inputs, s, &c.stage.grace),
+    })?;
     let c = ctx.publish(contract::GRACE.name, &out.table)?;
     write_grace_report(&ctx, &out)?;
     ctx.write_manifest("grace", Some(&inputs), json!({ "grace": table_summary(&c) }), json!({ "grace": out.report }))
@@ -205,9 +221,24 @@ fn write_interventions_report(ctx: &Context, out: &interventions::Outcome) -> Re
     ctx.output.write_bytes(&interventions::report_path(ctx.stage.as_of), out.html.clone().into_bytes().into())
 }
 
-/// The grace stage's HTML report, `reports/snapshot=S/grace.html`, after its table.
+/// The grace stage's HTML report, `reports/snapshot=S/grace.html` (a shard's:
+/// `grace.shard-K-of-N.html`), after its table.
 fn write_grace_report(ctx: &Context, out: &grace::GraceOutput) -> Result<()> {
-    ctx.output.write_bytes(&grace::report_path(ctx.stage.as_of), out.html.clone().into_bytes().into())
+    let path = grace::report_path(ctx.stage.as_of);
+    let path = match ctx.stage.shard {
+        Some(shard) => path.replace(".html", &format!(".shard-{}.html", shard.label())),
+        None => path,
+    };
+    ctx.output.write_bytes(&path, out.html.clone().into_bytes().into())
+}
+
+/// The name the grace stage's learned models are saved under with the model artifact.
+const GRACE: &str = "grace";
+
+/// Save what the grace stage learned with the models, for shards to recommend with.
+fn attach_grace(artifact: &mut ModelArtifact, learned: &grace::Learned) -> Result<()> {
+    artifact.attach(GRACE, serde_json::to_vec(learned).map_err(Error::internal)?);
+    Ok(())
 }
 
 /// `retain commit`: publish the tables the `count` shards of night `s` wrote. Every table

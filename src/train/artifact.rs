@@ -36,11 +36,19 @@ pub(crate) fn save(output: &Storage, s: NaiveDate, artifact: &mut ModelArtifact)
             }
         }
     }
-    let body = serde_json::to_vec_pretty(artifact).map_err(Error::internal)?;
     let dir = model_dir(s);
+    for (name, bytes) in std::mem::take(&mut artifact.pending) {
+        let file = content_named(&format!("{name}.json"), &bytes);
+        output.write_bytes(&format!("{dir}/{file}"), bytes.into())?;
+        artifact.attachments.insert(name, file);
+    }
+    let body = serde_json::to_vec_pretty(artifact).map_err(Error::internal)?;
     output.write_bytes(&format!("{dir}/{MANIFEST}"), body.into())?;
     // What the manifest does not list: the files of an earlier fit, or of a killed save.
-    let listed = |name: &str| fresh && artifact.targets.iter().flat_map(|t| &t.candidates).any(|c| c.file == name);
+    let listed = |name: &str| {
+        (fresh && artifact.targets.iter().flat_map(|t| &t.candidates).any(|c| c.file == name))
+            || artifact.attachments.values().any(|f| f == name)
+    };
     for f in output.list_files(&dir)? {
         let name = f.rel.rsplit('/').next().unwrap_or("");
         if name != MANIFEST && !listed(name) {
@@ -117,4 +125,17 @@ pub(crate) fn load(output: &Storage, s: NaiveDate) -> Result<ModelArtifact> {
         )));
     }
     load_models(output, artifact)
+}
+
+/// The attachment `name` saved with the model of snapshot `s` (see
+/// [`ModelArtifact::attachments`]); a missing one is an input error.
+pub(crate) fn attachment(output: &Storage, s: NaiveDate, artifact: &ModelArtifact, name: &str) -> Result<Vec<u8>> {
+    let file = artifact.attachments.get(name).ok_or_else(|| {
+        Error::data(format!(
+            "the model of snapshot {s} under {} has no `{name}` models, which a shard needs: run `retain train --as-of \
+             {s}` (or `retain run`) with this version first",
+            output.uri()
+        ))
+    })?;
+    Ok(output.read_bytes(&format!("{}/{file}", model_dir(s)))?.to_vec())
 }

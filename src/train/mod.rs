@@ -28,7 +28,7 @@ use crate::models::ModelArtifact;
 use crate::storage::Storage;
 use crate::version::code_version;
 
-pub(crate) use artifact::{load, save};
+pub(crate) use artifact::{attachment, load, save};
 pub use data::{TrainingData, training_data};
 
 /// Train for snapshot `s`, or reuse the latest model in `output` when the labelled data is
@@ -52,8 +52,9 @@ pub(crate) fn train_or_reuse(
         info!(from = %from, "labelled data unchanged since the latest model: reusing it (--retrain to refit)");
         let mut reused = latest;
         reused.reused = true;
-        // The boundaries are the earlier night's: tonight's are found on tonight's users.
+        // The boundaries and attachments are the earlier night's: tonight's are learned tonight.
         reused.risk_deciles = None;
+        reused.attachments.clear();
         if reused.dir != artifact::model_dir(s) {
             reused.reused_from = Some(from);
         }
@@ -78,5 +79,7 @@ fn train(s: NaiveDate, settings: &TrainSettings, data: &TrainingData) -> Result<
         targets,
         training: serde_json::to_value(&settings.training).map_err(Error::internal)?,
         risk_deciles: None,
+        attachments: Default::default(),
+        pending: Vec::new(),
     })
 }
