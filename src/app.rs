@@ -46,6 +46,11 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Score(a) => stage(a, run::score_only),
         Command::Interventions(a) => stage(a, run::interventions_only),
         Command::Grace(a) => stage(a, run::grace_only),
+        Command::Candidates(a) => stage(a, run::candidates_only),
+        Command::Prices(a) => {
+            let settings = config::resolve(&overrides(a.settings))?;
+            run::prices(&settings, a.as_of, a.shards)
+        }
         Command::Commit(a) => {
             let settings = config::resolve(&overrides(a.settings))?;
             run::commit_shards(&settings, a.as_of, a.shards)

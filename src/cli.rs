@@ -47,6 +47,13 @@ pub enum Command {
     Interventions(StageArgs),
     /// Recommend grace periods for every open dunning episode at the snapshot.
     Grace(StageArgs),
+    /// A shard's first phase of the interventions: its users' best arms per channel and
+    /// their summary for `retain prices` (needs --shard, the shard's features and the
+    /// model of S).
+    Candidates(StageArgs),
+    /// The channel prices and each shard's quotas that fit the service's budgets, from
+    /// every shard's candidates (runs/snapshot=S/prices.json).
+    Prices(CommitArgs),
     /// Publish a night run as shards: one `_SUCCESS` per table listing every shard's parts,
     /// once all N shards have written theirs.
     Commit(CommitArgs),

@@ -520,12 +520,37 @@ impl Storage {
             meta,
         };
         self.write_marker(&dir, SUCCESS, &commit)?;
-        let own_marker = |name: &str| {
-            name.strip_prefix("_SHARD-")
-                .and_then(|l| l.rsplit_once("-of-"))
-                .is_some_and(|(_, n)| n.parse::<u32>() == Ok(count))
-        };
+        let own_marker = |name: &str| marker_of_count(name, count);
         self.remove_unlisted(&dir, |name| name == SUCCESS || own_marker(name) || commit.lists(name))?;
+        Ok(commit)
+    }
+
+    /// Publish `df`, made from the parts of all `count` shards (read with
+    /// [`Storage::read_shard`] and transformed, e.g. ranked over the whole night), as
+    /// `<table>/snapshot=S/`: like [`Storage::publish`], but the shards' parts and markers
+    /// stay, so the night can be committed again without redoing a shard.
+    pub fn publish_over_shards(
+        &self,
+        table: &str,
+        snapshot: NaiveDate,
+        count: u32,
+        df: &DataFrame,
+        meta: serde_json::Value,
+    ) -> Result<Commit> {
+        let dir = Self::partition_dir(table, snapshot);
+        let mut shard_parts = Vec::new();
+        for index in 0..count {
+            if let Some(c) = self.shard_committed(table, snapshot, Shard { index, count })? {
+                shard_parts.extend(c.files.into_iter().map(|f| f.name));
+            }
+        }
+        let files = self.write_parts(&dir, "", table, snapshot, df)?;
+        let commit = Commit::of(table, snapshot, df, files, meta);
+        self.write_marker(&dir, SUCCESS, &commit)?;
+        let own_marker = |name: &str| marker_of_count(name, count);
+        self.remove_unlisted(&dir, |name| {
+            name == SUCCESS || own_marker(name) || commit.lists(name) || shard_parts.iter().any(|p| p == name)
+        })?;
         Ok(commit)
     }
 
@@ -632,6 +657,11 @@ impl Storage {
 /// The marker of one shard's part of a table partition.
 fn shard_marker(shard: Shard) -> String {
     format!("_SHARD-{}", shard.label())
+}
+
+/// Whether file `name` is the marker of a shard of a night of `count` shards.
+fn marker_of_count(name: &str, count: u32) -> bool {
+    name.strip_prefix("_SHARD-").and_then(|l| l.rsplit_once("-of-")).is_some_and(|(_, n)| n.parse::<u32>() == Ok(count))
 }
 
 impl Commit {

@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 
 use super::frame::{floats, strings};
-use super::policy::{Arm, Candidates};
+use super::policy::Arm;
 use super::send_time;
 use crate::config::InterventionSettings;
 use crate::error::{PolarsContext, Result};
@@ -40,22 +40,23 @@ pub(super) fn assemble(
     inputs: &Inputs,
     s: NaiveDate,
     scores: &DataFrame,
-    c: &Candidates,
+    ids: &[String],
     arms: &[Arm],
     actions: &[Option<(usize, f64)>],
     settings: &InterventionSettings,
     learner: &str,
+    population: &send_time::Hours,
 ) -> Result<DataFrame> {
     let pit = inputs.as_of(s);
     let mut chosen: Vec<(usize, usize, f64)> =
         actions.iter().enumerate().filter_map(|(u, a)| a.map(|(a, v)| (u, a, v))).collect();
-    chosen.sort_by(|x, y| y.2.total_cmp(&x.2).then(c.ids[x.0].cmp(&c.ids[y.0])));
+    chosen.sort_by(|x, y| y.2.total_cmp(&x.2).then(ids[x.0].cmp(&ids[y.0])));
     let planned = DataFrame::new(
         chosen.len(),
-        vec![Column::new("user_id".into(), chosen.iter().map(|&(u, _, _)| c.ids[u].as_str()).collect::<Vec<_>>())],
+        vec![Column::new("user_id".into(), chosen.iter().map(|&(u, _, _)| ids[u].as_str()).collect::<Vec<_>>())],
     )
     .ctx("listing the planned users")?;
-    let (evidence, population) = send_time::hour_evidence(&pit, s, &planned)?;
+    let evidence = send_time::hour_evidence(&pit, s, &planned)?;
     let users = pit.users.clone().select([col("user_id"), col("timezone")]).collect().ctx("reading time zones")?;
     let tz: HashMap<String, Option<String>> = strings(&users, "user_id")?
         .into_iter()
@@ -66,10 +67,10 @@ pub(super) fn assemble(
     let n = chosen.len();
     let mut out = PlanColumns::default();
     for (rank, (u, a, v)) in chosen.into_iter().enumerate() {
-        let id = &c.ids[u];
+        let id = &ids[u];
         let arm = &arms[a];
         let p = risk.get(id).copied().unwrap_or(f64::NAN);
-        let hour = send_time::best_hour(evidence.get(id).unwrap_or(&[0.0; 24]), &population);
+        let hour = send_time::best_hour(evidence.get(id).unwrap_or(&[0.0; 24]), population);
         let zone = tz.get(id).cloned().flatten();
         out.user_id.push(id.clone());
         out.action.push(arm.message_type.clone());

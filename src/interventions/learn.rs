@@ -234,18 +234,20 @@ impl Learned {
             .collect()
     }
 
-    /// Per arm, a predictor from the given message-type models (None for arms without a
-    /// model or a support).
-    pub(super) fn production_predictors<'a>(
-        &'a self,
-        models: &'a [Option<UpliftModel>],
-    ) -> Vec<Option<ArmPredictor<'a>>> {
-        self.predictors(|t| models[t].as_ref())
-    }
-
     /// The message type of arm `a` (an index into the production models).
     pub(super) fn type_index(&self, a: usize) -> usize {
         self.type_of[a]
+    }
+
+    /// Per arm, its message type.
+    pub(super) fn types_of_arms(&self) -> Vec<usize> {
+        self.type_of.clone()
+    }
+
+    /// Tonight's model of each message type: its production fit with its support (None
+    /// when either is missing). The supports are moved out: call it last.
+    pub(super) fn take_types(&mut self, production: Vec<Option<UpliftModel>>) -> Vec<Option<(UpliftModel, Support)>> {
+        production.into_iter().zip(std::mem::take(&mut self.supports)).map(|(m, s)| m.zip(s)).collect()
     }
 
     fn predictors<'a>(&'a self, model_of: impl Fn(usize) -> Option<&'a UpliftModel>) -> Vec<Option<ArmPredictor<'a>>> {

@@ -19,9 +19,18 @@
 //!    listening and open history, shrunk to the population's, in UTC on the day after S)
 //!    and the holdout (a hash of seed, S and user, independent of every score);
 //! 6. [`report`]: the stage's account in the manifest and as an HTML page.
+//!
+//! Steps 1–3 are [`learn`]: what they give the plan is a [`Targeting`] ([`targeting`]),
+//! whose population-wide parts (support cuts, the send hours' prior) are the whole
+//! night's. One process learns and plans at once ([`plan`]). A night of shards learns
+//! once (`retain train` saves the targeting with the models), then each shard gives its
+//! users' best arms ([`candidates`]) and a summary, one merge prices the channels and sets
+//! each shard's quotas ([`budget`]), and each shard plans under its quotas
+//! ([`plan_shard`]); the night's priorities are ranked at the commit ([`rank_night`]).
 
 pub mod allocate;
 mod assemble;
+mod budget;
 mod evaluate;
 mod frame;
 mod history;
@@ -31,37 +40,55 @@ mod predict;
 mod replay;
 mod report;
 mod send_time;
+mod targeting;
 
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
+use ndarray::Array2;
 use polars::prelude::*;
 
 use crate::config::InterventionSettings;
-use crate::error::Result;
+use crate::contract::CHANNELS;
+use crate::error::{PolarsContext, Result};
 use crate::inputs::Inputs;
 use crate::models::ModelArtifact;
 use crate::models::uplift::Learner;
 
+pub(crate) use budget::{Summary, merge as merge_budgets};
 pub use policy::{Arm, Candidates, risk_policy, uplift_policy};
 pub(crate) use report::{Report, path as report_path};
+pub(crate) use targeting::Targeting;
 
 /// The stage's outputs: the contract's table, the report, and its HTML page.
 pub(crate) struct Outcome {
     pub table: DataFrame,
     pub report: Report,
     pub html: String,
+    /// What was learned (saved with the models, for shards).
+    pub targeting: Targeting,
 }
 
-/// Plan the intervention list for snapshot `s` (contract: `interventions`).
-pub(crate) fn plan(
+/// What learning gives the plan: the targeting, the report's learned part, and tonight's
+/// encoded features with each message type's support scores (kept so that one process
+/// computes them once).
+pub(crate) struct Learning {
+    pub targeting: Targeting,
+    report: Report,
+    x: Option<Array2<f64>>,
+    support_scores: Vec<Option<Vec<f64>>>,
+}
+
+/// Learn tonight's targeting from the campaign history (steps 1 to 3 of the module docs),
+/// for the premium users of `features` at `s`, all of them: the support cuts and the send
+/// hours' prior are this population's.
+pub(crate) fn learn(
     inputs: &Inputs,
     s: NaiveDate,
-    scores: &DataFrame,
     features: &DataFrame,
     artifact: &ModelArtifact,
     settings: &InterventionSettings,
-) -> Result<Outcome> {
+) -> Result<Learning> {
     let mut hist = history::load(inputs, s, settings.horizon_days)?;
     let mut report = Report {
         decisions: hist.rows.height(),
@@ -76,51 +103,186 @@ pub(crate) fn plan(
         expected_churn_reduction: 0.0,
         qini_curves: Vec::new(),
     };
-    let c = Candidates::from_features(features, settings.frequency_cap_days)?;
+    let population_hours = send_time::population_hours(&inputs.as_of(s), s)?;
     let learned = learn::learn(&mut hist, settings.seed)?;
-    let production = match &learned {
-        Some(l) => l.fit_production()?,
-        None => Vec::new(),
+    let mut targeting = Targeting {
+        snapshot: s,
+        seed: settings.seed,
+        horizon_days: settings.horizon_days,
+        arms: Vec::new(),
+        encoder: None,
+        type_of: Vec::new(),
+        types: Vec::new(),
+        learner: String::new(),
+        population_hours,
+        report: serde_json::Value::Null,
     };
-    let (arms, benefit) = match &learned {
-        None => (Vec::new(), Vec::new()),
-        Some(l) => {
-            for (k, learner) in Learner::ALL.into_iter().enumerate() {
-                report.total_qini.insert(learner.as_str(), l.choice.qini[k]);
-            }
-            report.qini_difference_se = l.choice.difference_se;
-            report.chosen_learner = l.choice.chosen.as_str();
-            // Replay the policy on the evaluation slice with models that never saw it.
-            report.evaluation = replay::evaluate_policies(
-                &hist,
-                &l.encoder,
-                &l.arms,
-                &l.evaluated_predictors(),
-                &l.average_reductions(),
-                artifact,
-                settings,
-                features.height(),
-            )?;
-            for (a, arm) in l.arms.iter().enumerate() {
-                let mut r = l.reports[a].clone();
-                r.used = production[l.type_index(a)].is_some();
-                report.arms.push(r);
-                report.qini_curves.push((arm.clone(), l.curves[a].clone()));
-            }
-            // Tonight's predicted churn reduction per arm and user.
-            let predictors = l.production_predictors(&production);
-            let x = l.encoder.transform(features)?;
-            let inside = predict::support_of_arms(&predictors, &x);
-            (l.arms.clone(), predict::benefits(&predictors, &l.arms, &c, &x, &inside))
+    let (mut x, mut support_scores) = (None, Vec::new());
+    if let Some(mut l) = learned {
+        let production = l.fit_production()?;
+        for (k, learner) in Learner::ALL.into_iter().enumerate() {
+            report.total_qini.insert(learner.as_str(), l.choice.qini[k]);
         }
-    };
-    let actions = uplift_policy(&c, &arms, &benefit, &settings.budgets);
-    let table = assemble::assemble(inputs, s, scores, &c, &arms, &actions, settings, report.chosen_learner)?;
-    report.planned = actions.iter().flatten().count();
-    for (a, _) in actions.iter().flatten() {
-        *report.planned_by_channel.entry(arms[*a].channel.clone()).or_default() += 1;
+        report.qini_difference_se = l.choice.difference_se;
+        report.chosen_learner = l.choice.chosen.as_str();
+        // Replay the policy on the evaluation slice with models that never saw it.
+        report.evaluation = replay::evaluate_policies(
+            &hist,
+            &l.encoder,
+            &l.arms,
+            &l.evaluated_predictors(),
+            &l.average_reductions(),
+            artifact,
+            settings,
+            features.height(),
+        )?;
+        for (a, arm) in l.arms.iter().enumerate() {
+            let mut r = l.reports[a].clone();
+            r.used = production[l.type_index(a)].is_some();
+            report.arms.push(r);
+            report.qini_curves.push((arm.clone(), l.curves[a].clone()));
+        }
+        let encoded = l.encoder.transform(features)?;
+        targeting.arms = l.arms.clone();
+        targeting.type_of = l.types_of_arms();
+        targeting.encoder = Some(l.encoder.clone());
+        // Tonight's model per message type, cut where tonight's population is.
+        let types = l.take_types(production);
+        targeting.types = types
+            .into_iter()
+            .map(|t| t.map(|(model, support)| targeting::TypeModel { model, support, cut: 0.0 }))
+            .collect();
+        support_scores = targeting.support_scores(&encoded);
+        for (t, scores) in targeting.types.iter_mut().zip(&support_scores) {
+            if let (Some(t), Some(scores)) = (t, scores) {
+                t.cut = t.support.cut(scores);
+            }
+        }
+        x = Some(encoded);
     }
-    report.expected_churn_reduction = actions.iter().flatten().map(|(_, v)| v).sum();
+    targeting.learner = report.chosen_learner.to_string();
+    targeting.report = serde_json::to_value(&report).map_err(crate::error::Error::internal)?;
+    Ok(Learning { targeting, report, x, support_scores })
+}
+
+/// Plan the intervention list for snapshot `s` (contract: `interventions`) in one
+/// process: learn, then plan every premium user under the whole budgets.
+pub(crate) fn plan(
+    inputs: &Inputs,
+    s: NaiveDate,
+    scores: &DataFrame,
+    features: &DataFrame,
+    artifact: &ModelArtifact,
+    settings: &InterventionSettings,
+) -> Result<Outcome> {
+    let Learning { targeting, mut report, x, support_scores } = learn(inputs, s, features, artifact, settings)?;
+    let c = Candidates::from_features(features, settings.frequency_cap_days)?;
+    let best = match &x {
+        Some(x) => targeting.best(&c, x, &support_scores),
+        None => vec![[None; 3]; c.len()],
+    };
+    drop((x, support_scores));
+    let actions = policy::plan_best(&best, &settings.budgets);
+    let table = assemble::assemble(
+        inputs,
+        s,
+        scores,
+        &c.ids,
+        &targeting.arms,
+        &actions,
+        settings,
+        report.chosen_learner,
+        &targeting.population_hours,
+    )?;
+    count_plan(
+        &actions,
+        &targeting.arms,
+        &mut report.planned,
+        &mut report.planned_by_channel,
+        &mut report.expected_churn_reduction,
+    );
     let html = report::html(&report, s);
-    Ok(Outcome { table, report, html })
+    Ok(Outcome { table, report, html, targeting })
+}
+
+fn count_plan(
+    actions: &[Option<(usize, f64)>],
+    arms: &[Arm],
+    planned: &mut usize,
+    by_channel: &mut BTreeMap<String, usize>,
+    reduction: &mut f64,
+) {
+    *planned = actions.iter().flatten().count();
+    for (a, _) in actions.iter().flatten() {
+        *by_channel.entry(arms[*a].channel.clone()).or_default() += 1;
+    }
+    *reduction = actions.iter().flatten().map(|(_, v)| v).sum();
+}
+
+/// A shard's first phase: its users' best arms per channel (the candidates table, kept
+/// for its second phase) and their summary for the budget merge ([`budget`]).
+pub(crate) fn candidates(
+    features: &DataFrame,
+    targeting: &Targeting,
+    settings: &InterventionSettings,
+) -> Result<(DataFrame, Summary)> {
+    let c = Candidates::from_features(features, settings.frequency_cap_days)?;
+    let best = match targeting.encode(features)? {
+        Some(x) => targeting.best(&c, &x, &targeting.support_scores(&x)),
+        None => vec![[None; 3]; c.len()],
+    };
+    let summary = Summary::of(&policy::values(&best), CHANNELS.len());
+    Ok((targeting::candidates_frame(&c.ids, &best, &targeting.arms)?, summary))
+}
+
+/// A shard's second phase: the plan of its users under its `quotas`, as the contract's
+/// table (priorities within the shard: `retain commit` ranks the whole night), and the
+/// report: the learned part with this shard's plan.
+pub(crate) fn plan_shard(
+    inputs: &Inputs,
+    s: NaiveDate,
+    scores: &DataFrame,
+    candidates: &DataFrame,
+    targeting: &Targeting,
+    quotas: &[u64],
+    settings: &InterventionSettings,
+) -> Result<(DataFrame, serde_json::Value)> {
+    let (ids, best) = targeting::read_candidates(candidates, &targeting.arms)?;
+    let actions = policy::plan_best(&best, quotas);
+    let table = assemble::assemble(
+        inputs,
+        s,
+        scores,
+        &ids,
+        &targeting.arms,
+        &actions,
+        settings,
+        &targeting.learner,
+        &targeting.population_hours,
+    )?;
+    let (mut planned, mut by_channel, mut reduction) = (0, BTreeMap::new(), 0.0);
+    count_plan(&actions, &targeting.arms, &mut planned, &mut by_channel, &mut reduction);
+    let mut report = targeting.report.clone();
+    if let Some(r) = report.as_object_mut() {
+        r.insert("planned".into(), planned.into());
+        r.insert("planned_by_channel".into(), serde_json::json!(by_channel));
+        r.insert("expected_churn_reduction".into(), reduction.into());
+        r.insert("quotas".into(), serde_json::json!(quotas));
+    }
+    Ok((table, report))
+}
+
+/// The night's interventions table from its shards' parts: the priorities ranked over
+/// every shard's users (by expected uplift, then user id), as one process ranks them.
+pub(crate) fn rank_night(parts: DataFrame) -> Result<DataFrame> {
+    let mut df = parts
+        .sort(
+            ["expected_uplift", "user_id"],
+            SortMultipleOptions::default().with_order_descending_multi([true, false]).with_maintain_order(true),
+        )
+        .ctx("ranking the night's interventions")?;
+    let n = df.height();
+    df.with_column(Column::new("priority".into(), (1..=n as i32).collect::<Vec<i32>>()))
+        .ctx("ranking the night's interventions")?;
+    Ok(df)
 }

@@ -3,14 +3,14 @@
 //! risk-ranked targeting, the conventional comparison.
 
 use polars::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::allocate;
 use crate::contract::CHANNELS;
 use crate::error::{PolarsContext, Result};
 
 /// One kind of action: a message type on a channel.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Arm {
     pub message_type: String,
     pub channel: String,
@@ -85,7 +85,16 @@ pub fn uplift_policy(
     benefit: &[Vec<f64>],
     budgets: &[u64; 3],
 ) -> Vec<Option<(usize, f64)>> {
-    let mut best: Vec<[Option<(usize, f64)>; 3]> = vec![[None; 3]; c.len()];
+    plan_best(&best_per_channel(c, arms, benefit), budgets)
+}
+
+/// Per user and channel, the allowed arm of largest positive predicted churn reduction, and
+/// that reduction.
+pub(crate) type Best = [Option<(usize, f64)>; 3];
+
+/// Each user's [`Best`] arms. `benefit[a][u]` is arm a's predicted churn reduction for user u.
+pub(crate) fn best_per_channel(c: &Candidates, arms: &[Arm], benefit: &[Vec<f64>]) -> Vec<Best> {
+    let mut best: Vec<Best> = vec![[None; 3]; c.len()];
     for (a, arm) in arms.iter().enumerate() {
         let Some(ch) = arm.channel_index() else { continue };
         for (u, slot) in best.iter_mut().enumerate() {
@@ -95,8 +104,18 @@ pub fn uplift_policy(
             }
         }
     }
-    let values: Vec<Vec<Option<f64>>> = best.iter().map(|s| s.iter().map(|o| o.map(|(_, v)| v)).collect()).collect();
-    let plan = allocate::allocate(&values, budgets);
+    best
+}
+
+/// The values [`allocate`](allocate::allocate) plans with: each user's best value per channel.
+pub(crate) fn values(best: &[Best]) -> Vec<Vec<Option<f64>>> {
+    best.iter().map(|s| s.iter().map(|o| o.map(|(_, v)| v)).collect()).collect()
+}
+
+/// The optimal plan of the users' best arms under `capacity` sends per channel: (arm,
+/// benefit) per user.
+pub(crate) fn plan_best(best: &[Best], capacity: &[u64]) -> Vec<Option<(usize, f64)>> {
+    let plan = allocate::allocate(&values(best), capacity);
     plan.iter().enumerate().map(|(u, ch)| ch.and_then(|ch| best[u][ch])).collect()
 }
 

@@ -34,25 +34,37 @@ pub(super) fn best_hour(user: &Hours, population: &Hours) -> u32 {
     (0..24).max_by(|&a, &b| score[a].total_cmp(&score[b]).then(b.cmp(&a))).unwrap_or(19) as u32
 }
 
-/// The hour evidence of the users in `users` (a frame with a `user_id` column) and the
-/// population's (every user's), as of the end of `s`.
-///
-/// The population's listening hours are 24 counts over the whole activity window; the
-/// per-user counts are aggregated for the users asked for only (at a million users the
-/// plan's 250,000: aggregating everyone's was the interventions stage's peak, 3.7 GB).
-pub(super) fn hour_evidence(pit: &Inputs, s: NaiveDate, users: &DataFrame) -> Result<(HashMap<String, Hours>, Hours)> {
-    let since = s - Duration::days(HISTORY_DAYS);
-    let window = pit
-        .activity
-        .clone()
-        .filter(col("date").gt(date_lit(since)).and(col("peak_hour").is_not_null()).and(col("user_id").is_not_null()))
-        .select([col("user_id"), col("peak_hour").cast(DataType::Int32)]);
-    let streaming = |lf: LazyFrame| lf.collect_with_engine(Engine::Streaming).map(|r| r.unwrap_single());
-    let by_hour =
-        streaming(window.clone().group_by([col("peak_hour")]).agg([len().cast(DataType::Float64).alias("n")]))
-            .ctx("the population's listening hours")?;
+/// The population's hour evidence (every user's listening hours over the last 90 days,
+/// and every open), as of the end of `s`: the prior every user is shrunk toward. It is the
+/// whole night's, so a shard finds it once with the models (`retain train`), not from its
+/// own users.
+pub(super) fn population_hours(pit: &Inputs, s: NaiveDate) -> Result<Hours> {
+    let by_hour = streaming(
+        listening_window(pit, s).group_by([col("peak_hour")]).agg([len().cast(DataType::Float64).alias("n")]),
+    )
+    .ctx("the population's listening hours")?;
+    let mut population = [0.0; 24];
+    let hours = by_hour.column("peak_hour").ctx("activity")?.i32().ctx("activity")?;
+    let n = by_hour.column("n").ctx("activity")?.f64().ctx("activity")?;
+    for (h, n) in hours.iter().zip(n.iter()) {
+        if let (Some(h), Some(n)) = (h, n)
+            && (0..24).contains(&h)
+        {
+            population[h as usize] += n;
+        }
+    }
+    for (_, h) in open_hours(pit, s)? {
+        population[h] += OPEN_WEIGHT;
+    }
+    Ok(population)
+}
+
+/// The hour evidence of the users in `users` (a frame with a `user_id` column), as of the
+/// end of `s`: their listening hours (aggregated for them only: at a million users the
+/// plan's 250,000; everyone's was the interventions stage's peak, 3.7 GB) and their opens.
+pub(super) fn hour_evidence(pit: &Inputs, s: NaiveDate, users: &DataFrame) -> Result<HashMap<String, Hours>> {
     let listening = streaming(
-        window
+        listening_window(pit, s)
             .join(
                 users.clone().lazy().select([col("user_id")]),
                 [col("user_id")],
@@ -63,6 +75,39 @@ pub(super) fn hour_evidence(pit: &Inputs, s: NaiveDate, users: &DataFrame) -> Re
             .agg([len().cast(DataType::Float64).alias("n")]),
     )
     .ctx("users' listening hours")?;
+    let mut evidence: HashMap<String, Hours> = HashMap::new();
+    let ids = listening.column("user_id").ctx("activity")?.str().ctx("activity")?;
+    let hours = listening.column("peak_hour").ctx("activity")?.i32().ctx("activity")?;
+    let n = listening.column("n").ctx("activity")?.f64().ctx("activity")?;
+    for ((id, h), n) in ids.iter().zip(hours.iter()).zip(n.iter()) {
+        if let (Some(id), Some(h), Some(n)) = (id, h, n)
+            && (0..24).contains(&h)
+        {
+            evidence.entry(id.to_string()).or_insert([0.0; 24])[h as usize] += n;
+        }
+    }
+    for (id, h) in open_hours(pit, s)? {
+        evidence.entry(id).or_insert([0.0; 24])[h] += OPEN_WEIGHT;
+    }
+    Ok(evidence)
+}
+
+fn streaming(lf: LazyFrame) -> PolarsResult<DataFrame> {
+    lf.collect_with_engine(Engine::Streaming).map(|r| r.unwrap_single())
+}
+
+/// The days' listening peak hours of the last 90 days.
+fn listening_window(pit: &Inputs, s: NaiveDate) -> LazyFrame {
+    let since = s - Duration::days(HISTORY_DAYS);
+    pit.activity
+        .clone()
+        .filter(col("date").gt(date_lit(since)).and(col("peak_hour").is_not_null()).and(col("user_id").is_not_null()))
+        .select([col("user_id"), col("peak_hour").cast(DataType::Int32)])
+}
+
+/// Every message open of the last 90 days: the user and the local hour it happened at.
+fn open_hours(pit: &Inputs, s: NaiveDate) -> Result<Vec<(String, usize)>> {
+    let since = s - Duration::days(HISTORY_DAYS);
     let opens = pit
         .messages
         .clone()
@@ -82,43 +127,20 @@ pub(super) fn hour_evidence(pit: &Inputs, s: NaiveDate, users: &DataFrame) -> Re
         .sort(["user_id", "opened_us"], SortMultipleOptions::default())
         .collect()
         .ctx("users' message-open hours")?;
-
-    let mut evidence: HashMap<String, Hours> = HashMap::new();
-    let mut population = [0.0; 24];
-    let hours = by_hour.column("peak_hour").ctx("activity")?.i32().ctx("activity")?;
-    let n = by_hour.column("n").ctx("activity")?.f64().ctx("activity")?;
-    for (h, n) in hours.iter().zip(n.iter()) {
-        if let (Some(h), Some(n)) = (h, n)
-            && (0..24).contains(&h)
-        {
-            population[h as usize] += n;
-        }
-    }
-    let ids = listening.column("user_id").ctx("activity")?.str().ctx("activity")?;
-    let hours = listening.column("peak_hour").ctx("activity")?.i32().ctx("activity")?;
-    let n = listening.column("n").ctx("activity")?.f64().ctx("activity")?;
-    for ((id, h), n) in ids.iter().zip(hours.iter()).zip(n.iter()) {
-        if let (Some(id), Some(h), Some(n)) = (id, h, n)
-            && (0..24).contains(&h)
-        {
-            evidence.entry(id.to_string()).or_insert([0.0; 24])[h as usize] += n;
-        }
-    }
     let ids = opens.column("user_id").ctx("messages")?.str().ctx("messages")?;
     let at = opens.column("opened_us").ctx("messages")?.i64().ctx("messages")?;
     let tz = opens.column("timezone").ctx("users")?.str().ctx("users")?;
     let mut zones: HashMap<String, chrono_tz::Tz> = HashMap::new();
+    let mut out = Vec::new();
     for ((id, at), tz) in ids.iter().zip(at.iter()).zip(tz.iter()) {
         let (Some(id), Some(at)) = (id, at) else { continue };
         let zone = *zones
             .entry(tz.unwrap_or("UTC").to_string())
             .or_insert_with(|| tz.and_then(|t| t.parse().ok()).unwrap_or(chrono_tz::UTC));
         let Some(utc) = chrono::Utc.timestamp_micros(at).single() else { continue };
-        let h = utc.with_timezone(&zone).hour() as usize;
-        evidence.entry(id.to_string()).or_insert([0.0; 24])[h] += OPEN_WEIGHT;
-        population[h] += OPEN_WEIGHT;
+        out.push((id.to_string(), utc.with_timezone(&zone).hour() as usize));
     }
-    Ok((evidence, population))
+    Ok(out)
 }
 
 /// The UTC instant of local `hour` on the day after `s` in `timezone` (UTC when unknown).

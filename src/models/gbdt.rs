@@ -101,6 +101,20 @@ pub struct GbdtModel {
     explainer: OnceLock<Arc<TreeShap>>,
 }
 
+/// Saved as LightGBM's text model alone; read back with prediction on every core.
+impl Serialize for GbdtModel {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        self.model.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for GbdtModel {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        GbdtModel::from_text(&text, super::cores()).map_err(serde::de::Error::custom)
+    }
+}
+
 fn check(ret: i32, what: &str) -> Result<()> {
     if ret == 0 {
         Ok(())

@@ -20,14 +20,14 @@
 
 use ndarray::{Array2, Axis};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::classifier::Classifier;
 use super::gbdt::{GbdtModel, GbdtParams, Objective, Rows};
 use crate::error::{Error, Result};
 
 /// Which learner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Learner {
     T,
@@ -111,6 +111,7 @@ pub(crate) const MIN_ARM_ROWS: usize = 100;
 /// over 365 days) are beyond the range the classifier saw. So the cut is never stricter
 /// than the one that keeps the historical share of a population inside; it is a ranking
 /// within the population, not a fixed score.
+#[derive(Serialize, Deserialize)]
 pub(crate) struct Support {
     pub model: GbdtModel,
     pub threshold: f64,
@@ -142,19 +143,32 @@ impl Support {
     /// Which rows of a population lie inside the support: those at or above the fitted
     /// threshold, or within the population's top `background_inside` share by score.
     pub(crate) fn contains(&self, population: &Array2<f64>) -> Vec<bool> {
-        let scores = self.model.predict(population);
-        let mut sorted = scores.clone();
+        let scores = self.scores(population);
+        let cut = self.cut(&scores);
+        scores.into_iter().map(|p| p >= cut).collect()
+    }
+
+    /// The support classifier's score of each row.
+    pub(crate) fn scores(&self, x: &Array2<f64>) -> Vec<f64> {
+        self.model.predict(x)
+    }
+
+    /// The score at or above which a row of the population with these `scores` is inside
+    /// (see [`Support::contains`]): a property of the whole population, so a part of it
+    /// (a shard) is cut where the whole is.
+    pub(crate) fn cut(&self, scores: &[f64]) -> f64 {
+        let mut sorted = scores.to_vec();
         sorted.sort_by(|a, b| b.total_cmp(a));
         let keep = (self.background_inside * sorted.len() as f64).ceil() as usize;
-        let cut = match keep {
+        match keep {
             0 => self.threshold,
             k => sorted[k.min(sorted.len()) - 1].min(self.threshold),
-        };
-        scores.into_iter().map(|p| p >= cut).collect()
+        }
     }
 }
 
 /// A fitted uplift model.
+#[derive(Serialize, Deserialize)]
 pub(crate) struct UpliftModel {
     pub learner: Learner,
     /// Churn probability when not sent, and when sent (the T-learner's two fits; also

@@ -150,7 +150,15 @@ impl Context {
     /// Commit table `table` of snapshot S (atomically, see `storage`); with a shard, write
     /// the shard's parts, which `retain commit` publishes with the other shards'.
     pub fn publish(&self, table: &str, df: &DataFrame) -> Result<Commit> {
-        let (s, meta) = (self.stage.as_of, self.commit_meta());
+        self.publish_with(table, df, Value::Null)
+    }
+
+    /// [`Context::publish`] with `extra` keys in the commit marker's `meta`.
+    pub fn publish_with(&self, table: &str, df: &DataFrame, extra: Value) -> Result<Commit> {
+        let (s, mut meta) = (self.stage.as_of, self.commit_meta());
+        if let (Some(meta), Value::Object(extra)) = (meta.as_object_mut(), extra) {
+            meta.extend(extra);
+        }
         let commit = match self.stage.shard {
             Some(shard) => self.output.publish_shard(table, s, shard, df, meta)?,
             None => self.output.publish(table, s, df, meta)?,

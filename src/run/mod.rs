@@ -50,14 +50,16 @@ pub(crate) fn run_all(stage: StageSettings) -> Result<()> {
     refuse_shard(
         &stage,
         "run",
-        "a night of shards trains once (`retain train`), then runs `features`, `score` and `grace` per shard \
-         and `retain commit`",
+        "a night of shards trains once (`retain train`), then runs per shard `features`, `score`, `grace` and \
+         `candidates`, then `retain prices`, then per shard `interventions`, then `retain commit` (README, \
+         \"Shards\")",
     )?;
     let mut ctx = Context::open(stage, 6)?;
     let inputs = ctx.load_inputs(Reads { history: true, grace: true })?;
     let mut night = compute_night(&mut ctx, &inputs)?;
     let mut tables = serde_json::Map::new();
     attach_grace(&mut night.artifact, &night.grace.learned)?;
+    attach_targeting(&mut night.artifact, &night.interventions.targeting)?;
     train::save(&ctx.output, ctx.stage.as_of, &mut night.artifact)?;
     for (name, df) in [
         ("features", &night.features),
@@ -135,15 +137,20 @@ pub(crate) fn features_only(stage: StageSettings) -> Result<()> {
 /// `retain train`.
 pub(crate) fn train_only(stage: StageSettings) -> Result<()> {
     refuse_shard(&stage, "train", "the models are fitted once for every shard, on the sample `training` sets")?;
-    let mut ctx = Context::open(stage, 4)?;
+    let mut ctx = Context::open(stage, 5)?;
     let inputs = ctx.load_inputs(Reads { history: true, grace: true })?;
     let s = ctx.stage.as_of;
     let mut artifact =
         ctx.timed("train", |c| train::train_or_reuse(&inputs, s, &c.stage.train, &c.output, c.stage.retrain))?;
-    // The night's decile boundaries, for shards to score against.
+    // What the shards need besides the models: the night's decile boundaries, the uplift
+    // models with tonight's support cuts, and the grace hazards.
     let features = ctx.timed("features", |_| features::build(&inputs, s))?;
     artifact.risk_deciles = Some(score::decile_boundaries(&features, &artifact)?);
+    let learning =
+        ctx.timed("uplift models", |c| interventions::learn(&inputs, s, &features, &artifact, &c.stage.interventions))?;
     drop(features);
+    attach_targeting(&mut artifact, &learning.targeting)?;
+    drop(learning);
     let learned = ctx.timed("grace models", |c| grace::learn(&inputs, s, &c.stage.grace))?;
     attach_grace(&mut artifact, &learned)?;
     train::save(&ctx.output, s, &mut artifact)?;
@@ -167,11 +174,9 @@ pub(crate) fn score_only(stage: StageSettings) -> Result<()> {
 
 /// `retain interventions`: needs the committed features, scores and model of S.
 pub(crate) fn interventions_only(stage: StageSettings) -> Result<()> {
-    refuse_shard(
-        &stage,
-        "interventions",
-        "its uplift models are fitted in the stage and its budgets are the service's",
-    )?;
+    if stage.shard.is_some() {
+        return interventions_of_shard(stage);
+    }
     let mut ctx = Context::open(stage, 2)?;
     let s = ctx.stage.as_of;
     let features = ctx.output.read_committed("features", s)?;
@@ -188,6 +193,144 @@ pub(crate) fn interventions_only(stage: StageSettings) -> Result<()> {
         Some(&inputs),
         json!({ "interventions": table_summary(&c) }),
         json!({ "interventions": out.report, "intervention_list": intervention_summary(&out.table)? }),
+    )
+}
+
+/// The name the uplift models and tonight's targeting are saved under with the model artifact.
+const INTERVENTIONS: &str = "interventions";
+/// The table of a shard's candidates (its first phase of the interventions).
+const CANDIDATES: &str = "intervention_candidates";
+
+/// Save tonight's targeting with the models, for shards to plan with.
+fn attach_targeting(artifact: &mut ModelArtifact, targeting: &interventions::Targeting) -> Result<()> {
+    artifact.attach(INTERVENTIONS, serde_json::to_vec(targeting).map_err(Error::internal)?);
+    Ok(())
+}
+
+fn load_targeting(ctx: &Context) -> Result<interventions::Targeting> {
+    let s = ctx.stage.as_of;
+    let artifact = train::load(&ctx.output, s)?;
+    let bytes = train::attachment(&ctx.output, s, &artifact, INTERVENTIONS)?;
+    interventions::Targeting::from_json(&bytes, s, &ctx.stage.interventions)
+}
+
+/// `retain candidates --shard K/N`: a shard's users' best arms per channel, kept for its
+/// plan, and their summary (in the shard's marker) for `retain prices`.
+pub(crate) fn candidates_only(stage: StageSettings) -> Result<()> {
+    if stage.shard.is_none() {
+        return Err(Error::Usage(
+            "`retain candidates` is a shard's first phase of the interventions: give --shard K/N (one process plans \
+             with `retain interventions`)"
+                .into(),
+        ));
+    }
+    let mut ctx = Context::open(stage, 1)?;
+    if ctx.shard_already_done(&[CANDIDATES])? {
+        return Ok(());
+    }
+    let features = ctx.read_table("features")?;
+    let targeting = load_targeting(&ctx)?;
+    let (table, summary) =
+        ctx.timed("candidates", |c| interventions::candidates(&features, &targeting, &c.stage.interventions))?;
+    let summary = serde_json::to_value(&summary).map_err(Error::internal)?;
+    let c = ctx.publish_with(CANDIDATES, &table, json!({ "summary": summary }))?;
+    ctx.write_manifest("candidates", None, json!({ CANDIDATES: table_summary(&c) }), Value::Null)
+}
+
+/// `retain prices`: the channel prices and each shard's quotas for night `s` of `count`
+/// shards, from every shard's candidate summary, in `runs/snapshot=S/prices.json`.
+pub(crate) fn prices(settings: &Settings, s: NaiveDate, count: u32) -> Result<()> {
+    if count == 0 {
+        return Err(Error::Usage("--shards must be at least 1".into()));
+    }
+    let output = Storage::open(&settings.output_root()?, &settings.storage_options(), true)?;
+    let (mut summaries, mut missing) = (Vec::new(), Vec::new());
+    for index in 0..count {
+        let shard = Shard { index, count };
+        match output.shard_committed(CANDIDATES, s, shard)? {
+            Some(c) => summaries.push(
+                serde_json::from_value::<interventions::Summary>(c.meta.get("summary").cloned().unwrap_or_default())
+                    .map_err(|e| {
+                        Error::data(format!("the candidates of shard {shard} have no readable summary: {e}"))
+                    })?,
+            ),
+            None => missing.push(shard.to_string()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::data(format!(
+            "night {s} under {}: no candidates from shard(s) {}: run `retain candidates` for them first",
+            output.uri(),
+            missing.join(", ")
+        )));
+    }
+    let budgets = settings.interventions.budget.by_channel();
+    let priced = interventions::merge_budgets(&summaries, &budgets);
+    info!(prices = ?priced.prices, demand = ?priced.demand, rounds = priced.rounds, "channel prices");
+    let manifest = json!({
+        "command": "prices",
+        "as_of": s,
+        "shards": count,
+        "code_version": crate::version::code_version(),
+        "finished_at": chrono::Utc::now().to_rfc3339(),
+        "channels": contract::CHANNELS,
+        "prices": priced.prices,
+        "demand": priced.demand,
+        "budgets": priced.budgets,
+        "quotas": priced.quotas,
+        "rounds": priced.rounds,
+    });
+    let body = serde_json::to_vec_pretty(&manifest).map_err(Error::internal)?;
+    output.write_bytes(&prices_path(s), body.into())
+}
+
+fn prices_path(s: NaiveDate) -> String {
+    format!("runs/snapshot={s}/prices.json")
+}
+
+/// `retain interventions --shard K/N`: the shard's plan under its quotas of the night's
+/// prices (`retain prices`), from its candidates.
+fn interventions_of_shard(stage: StageSettings) -> Result<()> {
+    let shard = stage.shard.expect("called with a shard");
+    let mut ctx = Context::open(stage, 2)?;
+    if ctx.shard_already_done(&[contract::INTERVENTIONS.name])? {
+        return Ok(());
+    }
+    let s = ctx.stage.as_of;
+    let rel = prices_path(s);
+    if !ctx.output.exists(&rel)? {
+        return Err(Error::data(format!(
+            "no prices for night {s} under {} ({rel}): run `retain prices --shards {}` first",
+            ctx.output.uri(),
+            shard.count
+        )));
+    }
+    let priced: Value = serde_json::from_slice(&ctx.output.read_bytes(&rel)?)
+        .map_err(|e| Error::data(format!("{}/{rel} is not readable: {e}", ctx.output.uri())))?;
+    if priced["shards"].as_u64() != Some(u64::from(shard.count)) {
+        return Err(Error::data(format!(
+            "{}/{rel} prices a night of {} shards, not {}: run `retain prices --shards {}` again",
+            ctx.output.uri(),
+            priced["shards"],
+            shard.count,
+            shard.count
+        )));
+    }
+    let quotas: Vec<u64> = serde_json::from_value(priced["quotas"][shard.index as usize].clone())
+        .map_err(|e| Error::data(format!("{}/{rel}: no quotas for shard {shard}: {e}", ctx.output.uri())))?;
+    let candidates = ctx.read_table(CANDIDATES)?;
+    let scores = ctx.read_table(contract::SCORES.name)?;
+    let targeting = load_targeting(&ctx)?;
+    let inputs = ctx.load_inputs(Reads { history: false, grace: false })?;
+    let (table, report) = ctx.timed("interventions", |c| {
+        interventions::plan_shard(&inputs, s, &scores, &candidates, &targeting, &quotas, &c.stage.interventions)
+    })?;
+    let c = ctx.publish(contract::INTERVENTIONS.name, &table)?;
+    ctx.write_manifest(
+        "interventions",
+        Some(&inputs),
+        json!({ "interventions": table_summary(&c) }),
+        json!({ "interventions": report, "intervention_list": intervention_summary(&table)? }),
     )
 }
 
@@ -289,7 +432,18 @@ pub(crate) fn commit_shards(settings: &Settings, s: NaiveDate, count: u32) -> Re
     let mut tables = serde_json::Map::new();
     for table in written {
         let meta = json!({ "code_version": crate::version::code_version(), "shards": count });
-        let c = output.commit_shards(table, s, count, meta)?;
+        let c = if table == contract::INTERVENTIONS.name {
+            // One priority order over the whole night: the table is rewritten, ranked.
+            let mut parts = Vec::new();
+            for index in 0..count {
+                parts.push(output.read_shard(table, s, Shard { index, count })?.lazy());
+            }
+            let all = concat(parts, UnionArgs::default()).and_then(|lf| lf.collect());
+            let all = crate::error::PolarsContext::ctx(all, "reading the shards' interventions")?;
+            output.publish_over_shards(table, s, count, &interventions::rank_night(all)?, meta)?
+        } else {
+            output.commit_shards(table, s, count, meta)?
+        };
         info!(table, rows = c.rows, files = c.files.len(), shards = count, "table committed");
         tables.insert(table.to_string(), table_summary(&c));
     }

@@ -35,7 +35,8 @@ fn the_artifact_holds_every_model_in_its_native_format_with_a_champion_per_targe
         let best = losses.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
         assert_eq!(champion, best.0, "the champion has the lowest validation log loss: {losses:?}");
     }
-    // Each model's file is named by its content, and the folder holds nothing else.
+    // Each model's file is named by its content, and the folder holds nothing else but
+    // the attachments.
     let files: Vec<String> = model["targets"]
         .as_array()
         .unwrap()
@@ -53,8 +54,13 @@ fn the_artifact_holds_every_model_in_its_native_format_with_a_champion_per_targe
     let mut present: Vec<String> =
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     present.sort();
+    // What other stages learned that night is saved beside the models, named by content too.
+    let grace = model["attachments"]["grace"].as_str().unwrap();
+    let bytes = std::fs::read(dir.join(grace)).unwrap();
+    assert_eq!(grace, format!("grace-{:016x}.json", xxhash_rust::xxh3::xxh3_64(&bytes)));
     let mut expected = files.clone();
     expected.push("model.json".into());
+    expected.push(grace.to_string());
     expected.sort();
     assert_eq!(present, expected);
     let report = std::fs::read_to_string(out.join(format!("reports/snapshot={SAMPLE_AS_OF}/models.html"))).unwrap();

@@ -140,13 +140,105 @@ fn inputs_exported_one_root_per_shard_give_the_same_features_and_a_wrong_split_i
 }
 
 #[test]
-fn the_commands_that_fit_models_refuse_a_shard() {
+fn the_commands_that_fit_models_refuse_a_shard_and_a_shard_plans_only_with_prices() {
     let out = tempfile::tempdir().unwrap();
-    for command in ["run", "train", "interventions"] {
-        let refused = stage(command, Some("0/2"), &sample_data(), out.path()).output().unwrap();
+    for (command, shard) in [("run", Some("0/2")), ("train", Some("0/2")), ("candidates", None)] {
+        let refused = stage(command, shard, &sample_data(), out.path()).output().unwrap();
         assert_eq!(refused.status.code(), Some(2), "{command}: {}", String::from_utf8_lossy(&refused.stderr));
     }
+    // A shard's plan needs the night's prices: without them, bad input, nothing written.
+    let unpriced = stage("interventions", Some("0/2"), &sample_data(), out.path()).output().unwrap();
+    assert_eq!(unpriced.status.code(), Some(65), "{}", String::from_utf8_lossy(&unpriced.stderr));
+    assert!(String::from_utf8_lossy(&unpriced.stderr).contains("retain prices --shards 2"));
     let bad = stage("features", Some("2/2"), &sample_data(), out.path()).output().unwrap();
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
     assert!(std::fs::read_dir(out.path()).unwrap().next().is_none(), "nothing written");
+}
+
+/// The sample's configuration with budgets that bind on every channel.
+fn tight_budgets(dir: &Path) -> std::path::PathBuf {
+    let sample = std::fs::read_to_string(repo().join("pipelines/sample.toml")).unwrap();
+    let line = "budget = { push = 100, email = 200, in_app = 150 }";
+    assert!(sample.contains(line), "the sample config's budgets changed: update this test");
+    let path = dir.join("tight.toml");
+    std::fs::write(&path, sample.replace(line, "budget = { push = 40, email = 25, in_app = 4 }")).unwrap();
+    path
+}
+
+/// A night of `n` shards planned into `out` (which holds the model of S), as an
+/// orchestrator runs it: per shard features, score, candidates; prices; per shard the
+/// plan; commit.
+fn plan_by_shards(config: &Path, out: &Path, n: u32) {
+    let run = |args: &[&str]| {
+        run_ok(retain().args(args).arg("--config").arg(config).args(["--as-of", SAMPLE_AS_OF]).arg("--output").arg(out))
+    };
+    let input = sample_data();
+    let input = input.to_str().unwrap();
+    for k in 0..n {
+        let shard = format!("{k}/{n}");
+        for command in ["features", "score", "candidates"] {
+            run(&[command, "--input", input, "--shard", &shard]);
+        }
+    }
+    run(&["prices", "--shards", &n.to_string()]);
+    for k in 0..n {
+        run(&["interventions", "--input", input, "--shard", &format!("{k}/{n}")]);
+    }
+    run(&["commit", "--shards", &n.to_string()]);
+}
+
+#[test]
+fn shards_plan_under_one_global_budget_nearly_as_well_as_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tight_budgets(dir.path());
+    let one = dir.path().join("one");
+    run_ok(
+        retain()
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .args(["--as-of", SAMPLE_AS_OF, "--input"])
+            .arg(sample_data())
+            .arg("--output")
+            .arg(&one),
+    );
+    let exact = read_table(&one, "interventions");
+    let value = |df: &DataFrame| floats(df, "expected_uplift").iter().sum::<f64>();
+    let sends = |df: &DataFrame, channel: &str| strings(df, "channel").iter().filter(|c| *c == channel).count();
+    assert_eq!(
+        [sends(&exact, "push"), sends(&exact, "email"), sends(&exact, "in_app")],
+        [40, 25, 4],
+        "every budget binds"
+    );
+    for n in [1, 3, 7] {
+        // The models of the night, trained once (here by `run`), used by every shard.
+        let out = dir.path().join(format!("shards-{n}"));
+        std::fs::create_dir_all(out.join("models")).unwrap();
+        copy_dir(&one.join("models"), &out.join("models"));
+        plan_by_shards(&config, &out, n);
+        let planned = read_table(&out, "interventions");
+        for (channel, budget) in [("push", 40), ("email", 25), ("in_app", 4)] {
+            assert!(sends(&planned, channel) <= budget, "{n} shards: {channel} over the service's budget");
+        }
+        assert!(
+            value(&planned) >= 0.99 * value(&exact),
+            "{n} shards: {} < 99% of one process's {}",
+            value(&planned),
+            value(&exact)
+        );
+        let priorities: Vec<f64> = floats(&planned, "priority");
+        assert_eq!(
+            priorities,
+            (1..=planned.height()).map(|p| p as f64).collect::<Vec<_>>(),
+            "one order over the night"
+        );
+        let prices: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join(format!("runs/snapshot={SAMPLE_AS_OF}/prices.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(prices["quotas"].as_array().unwrap().len(), n as usize);
+        if n == 1 {
+            assert_eq!(planned, exact, "one shard plans exactly as one process");
+        }
+    }
 }
