@@ -12,7 +12,7 @@ export RETAIN_GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null)
 # LightGBM's OpenMP threads wait passively (spinning quadrupled CPU time on 2 cores).
 export OMP_WAIT_POLICY ?= passive
 
-.PHONY: run test build tools emulators sample lint bench-features
+.PHONY: ray run test build tools emulators sample lint bench-features
 
 ## CMake and libclang for LightGBM's build (idempotent).
 tools:
@@ -30,8 +30,13 @@ run: build
 emulators:
 	bash scripts/install-emulators.sh
 
-## Every test: unit tests, the integration binary (CLI, pipeline, storage on disk, S3, GCS).
-test: tools emulators
+## Install Ray, pinned, into .ray/ for the Ray driver and its test (idempotent).
+ray:
+	bash scripts/install-ray.sh
+
+## Every test: unit tests, the integration binary (CLI, pipeline, storage on disk, S3, GCS,
+## a night of shards on a local Ray cluster, the orchestrator examples).
+test: tools emulators ray
 	$(CARGO) test --no-fail-fast
 
 ## Regenerate the shipped sample world (deterministic: same bytes every time).

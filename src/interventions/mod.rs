@@ -20,7 +20,7 @@
 //!    and the holdout (a hash of seed, S and user, independent of every score);
 //! 6. [`report`]: the stage's account in the manifest and as an HTML page.
 //!
-//! Steps 1–3 are [`learn`]: what they give the plan is a [`Targeting`] ([`targeting`]),
+//! Steps 1–3 are [`learn_targeting`]: what they give the plan is a [`Targeting`] ([`targeting`]),
 //! whose population-wide parts (support cuts, the send hours' prior) are the whole
 //! night's. One process learns and plans at once ([`plan`]). A night of shards learns
 //! once (`retain train` saves the targeting with the models), then each shard gives its
@@ -82,7 +82,7 @@ pub(crate) struct Learning {
 /// Learn tonight's targeting from the campaign history (steps 1 to 3 of the module docs),
 /// for the premium users of `features` at `s`, all of them: the support cuts and the send
 /// hours' prior are this population's.
-pub(crate) fn learn(
+pub(crate) fn learn_targeting(
     inputs: &Inputs,
     s: NaiveDate,
     features: &DataFrame,
@@ -175,7 +175,8 @@ pub(crate) fn plan(
     artifact: &ModelArtifact,
     settings: &InterventionSettings,
 ) -> Result<Outcome> {
-    let Learning { targeting, mut report, x, support_scores } = learn(inputs, s, features, artifact, settings)?;
+    let Learning { targeting, mut report, x, support_scores } =
+        learn_targeting(inputs, s, features, artifact, settings)?;
     let c = Candidates::from_features(features, settings.frequency_cap_days)?;
     let best = match &x {
         Some(x) => targeting.best(&c, x, &support_scores),

@@ -111,7 +111,8 @@ impl Serialize for GbdtModel {
 impl<'de> Deserialize<'de> for GbdtModel {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        GbdtModel::from_text(&text, super::cores()).map_err(serde::de::Error::custom)
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        GbdtModel::from_text(&text, cores).map_err(serde::de::Error::custom)
     }
 }
 

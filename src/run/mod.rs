@@ -146,8 +146,9 @@ pub(crate) fn train_only(stage: StageSettings) -> Result<()> {
     // models with tonight's support cuts, and the grace hazards.
     let features = ctx.timed("features", |_| features::build(&inputs, s))?;
     artifact.risk_deciles = Some(score::decile_boundaries(&features, &artifact)?);
-    let learning =
-        ctx.timed("uplift models", |c| interventions::learn(&inputs, s, &features, &artifact, &c.stage.interventions))?;
+    let learning = ctx.timed("uplift models", |c| {
+        interventions::learn_targeting(&inputs, s, &features, &artifact, &c.stage.interventions)
+    })?;
     drop(features);
     attach_targeting(&mut artifact, &learning.targeting)?;
     drop(learning);

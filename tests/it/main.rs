@@ -11,5 +11,6 @@ mod grace;
 mod interventions;
 mod models;
 mod pipeline;
+mod ray;
 mod shards;
 mod storage;

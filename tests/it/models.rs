@@ -55,12 +55,14 @@ fn the_artifact_holds_every_model_in_its_native_format_with_a_champion_per_targe
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     present.sort();
     // What other stages learned that night is saved beside the models, named by content too.
-    let grace = model["attachments"]["grace"].as_str().unwrap();
-    let bytes = std::fs::read(dir.join(grace)).unwrap();
-    assert_eq!(grace, format!("grace-{:016x}.json", xxhash_rust::xxh3::xxh3_64(&bytes)));
     let mut expected = files.clone();
     expected.push("model.json".into());
-    expected.push(grace.to_string());
+    for stage in ["grace", "interventions"] {
+        let file = model["attachments"][stage].as_str().unwrap();
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        assert_eq!(file, format!("{stage}-{:016x}.json", xxhash_rust::xxh3::xxh3_64(&bytes)));
+        expected.push(file.to_string());
+    }
     expected.sort();
     assert_eq!(present, expected);
     let report = std::fs::read_to_string(out.join(format!("reports/snapshot={SAMPLE_AS_OF}/models.html"))).unwrap();
