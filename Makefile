@@ -60,3 +60,8 @@ bench-models: tools
 .PHONY: bench-nightly
 bench-nightly: tools
 	bash benches/bench-nightly.sh
+
+## A night of shards at production size on a local Ray cluster against one process (not a test); prints rows for BENCHMARKS.md.
+.PHONY: bench-shards
+bench-shards: tools ray
+	bash benches/bench-shards.sh

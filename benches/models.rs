@@ -108,7 +108,7 @@ fn main() -> Res<()> {
         roots.output = Some(outdir.join("out").to_string_lossy().into_owned());
         let mut ctx =
             Context::open(StageSettings::new(roots, as_of, StageOptions { retrain: true, ..Default::default() })?, 1)?;
-        let inputs = ctx.load_inputs(retain::run::Reads { history: true, grace: false })?;
+        let inputs = ctx.load_inputs(retain::run::Reads { history: true, grace: false, sample: false })?;
         let data = train::training_data(&inputs, as_of, &ctx.stage.train)?;
         drop(inputs);
         eprintln!(

@@ -105,6 +105,11 @@ pub struct Training {
     /// how many others it stands for. 0 keeps every user. The validation snapshot is never
     /// sampled.
     pub negatives_per_snapshot: u64,
+    /// `retain train` learns from this many users: those of smallest xxh3_64(user_id), a
+    /// uniform sample of every shard that stays the same night after night. What shards
+    /// need of the whole night (decile boundaries, support cuts, the send hours' prior) is
+    /// then estimated on it. 0: every user. `retain run` learns from every user it reads.
+    pub sample_users: u64,
     /// LightGBM settings.
     pub gbdt: GbdtParams,
 }
@@ -188,6 +193,7 @@ impl Default for Training {
             max_iterations: 100,
             top_reasons: 3,
             negatives_per_snapshot: DEFAULT_NEGATIVES_PER_SNAPSHOT,
+            sample_users: 0,
             gbdt: Default::default(),
         }
     }

@@ -118,35 +118,61 @@ impl FeatureStore {
     }
 }
 
-/// Which shard's users a command reads, and whether the root is that shard's own export.
-#[derive(Debug, Clone, Copy)]
-pub struct ShardRead {
-    pub shard: Shard,
-    /// The input root is one root per shard (`{shard}` in its URI).
-    pub exported: bool,
+/// Which users a command reads, when not every one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserSubset {
+    /// One shard's users; `exported`: the root is that shard's own export (`{shard}`).
+    Shard { shard: Shard, exported: bool },
+    /// The `n` users of smallest xxh3_64(user_id): a deterministic sample, uniform over
+    /// every shard (`training.sample_users`).
+    Sample(u64),
 }
 
-impl ShardRead {
-    /// Keep the shard's users in `users`; their ids.
+impl UserSubset {
+    /// Where the feature store keeps this subset's aggregates (each subset its own).
+    pub(crate) fn store_table(&self) -> String {
+        match self {
+            UserSubset::Shard { shard, .. } => format!("{FEATURE_STORE_TABLE}/shard={}", shard.label()),
+            UserSubset::Sample(n) => format!("{FEATURE_STORE_TABLE}/sample={n}"),
+        }
+    }
+
+    /// Keep the subset's users in `users`; their ids.
     fn users_of(&self, storage: &Storage, users: &mut DataFrame) -> Result<Series> {
         let ids = users.column("user_id").ctx("users")?.str().ctx("users")?.clone();
-        let mask: BooleanChunked = ids.iter().map(|id| id.is_some_and(|id| self.shard.holds(id))).collect();
-        if self.exported
-            && let Some(row) = mask.iter().position(|m| m != Some(true))
-        {
-            let id = ids.get(row).unwrap_or("null");
-            return Err(Error::data(format!(
-                "table `users` under {}: row {row} holds user `{id}`, of shard {} of {}, not of this shard {}: the \
-                 export does not split users by xxh3_64(user_id) mod {} (README, \"Shards\")",
-                storage.uri(),
-                crate::shard::shard_of(id, self.shard.count),
-                self.shard.count,
-                self.shard.index,
-                self.shard.count,
-            )));
-        }
-        *users = users.filter(&mask).ctx("keeping the shard's users")?;
-        tracing::info!(shard = %self.shard, users = users.height(), "reading one shard's users");
+        let mask: BooleanChunked = match *self {
+            UserSubset::Shard { shard, exported } => {
+                let mask: BooleanChunked = ids.iter().map(|id| id.is_some_and(|id| shard.holds(id))).collect();
+                if exported && let Some(row) = mask.iter().position(|m| m != Some(true)) {
+                    let id = ids.get(row).unwrap_or("null");
+                    return Err(Error::data(format!(
+                        "table `users` under {}: row {row} holds user `{id}`, of shard {} of {}, not of this shard \
+                         {}: the export does not split users by xxh3_64(user_id) mod {} (README, \"Shards\")",
+                        storage.uri(),
+                        crate::shard::shard_of(id, shard.count),
+                        shard.count,
+                        shard.index,
+                        shard.count,
+                    )));
+                }
+                mask
+            }
+            UserSubset::Sample(n) => {
+                let hashes: Vec<u64> =
+                    ids.iter().map(|id| xxhash_rust::xxh3::xxh3_64(id.unwrap_or("").as_bytes())).collect();
+                let n = (n as usize).min(hashes.len());
+                if n == hashes.len() {
+                    hashes.iter().map(|_| true).collect()
+                } else {
+                    let mut sorted = hashes.clone();
+                    let (_, nth, _) = sorted.select_nth_unstable(n);
+                    let cut = *nth;
+                    hashes.iter().map(|&h| h < cut).collect()
+                }
+            }
+        };
+        *users = users.filter(&mask).ctx("keeping the users asked for")?;
+        tracing::info!(users = users.height(), subset = ?self, "reading a subset of the users");
         Ok(users.column("user_id").ctx("users")?.as_materialized_series().clone())
     }
 }
@@ -177,17 +203,17 @@ impl Inputs {
         Self::load_users(storage, first, last, lookback, None)
     }
 
-    /// [`Inputs::load`] for the users of one shard only (`None`: every user). Rows of other
-    /// users are dropped as they are read, before the contract's checks, so that N shard
-    /// tasks over one root check each row once between them. From a root that is the
-    /// shard's own export, `users` must hold none of another shard's users: an export split
-    /// another way would otherwise lose them without a word.
+    /// [`Inputs::load`] for a subset of the users only (`None`: every user): one shard's, or
+    /// a sample. Rows of other users are dropped as they are read, before the contract's
+    /// checks, so that N shard tasks over one root check each row once between them. From
+    /// a root that is a shard's own export, `users` must hold none of another shard's
+    /// users: an export split another way would otherwise lose them without a word.
     pub fn load_users(
         storage: &Storage,
         first: NaiveDate,
         last: NaiveDate,
         lookback: Lookback,
-        shard: Option<ShardRead>,
+        subset: Option<UserSubset>,
     ) -> Result<Self> {
         let mut files = Vec::new();
         let users_files: Vec<String> =
@@ -245,9 +271,9 @@ impl Inputs {
         // them several times (status on many days, labels, episodes): read them once. Each
         // table read is checked against the contract first (`checks`).
         let mut users = read_checked(storage, &contract::USERS, &users_files, users)?;
-        let (activity, billing, messages) = match shard {
-            Some(read) => {
-                let ids = read.users_of(storage, &mut users)?;
+        let (activity, billing, messages) = match subset {
+            Some(subset) => {
+                let ids = subset.users_of(storage, &mut users)?;
                 let of = |lf: LazyFrame| lf.filter(col("user_id").is_in(lit(ids.clone()).implode(false), false));
                 (of(activity), of(billing), of(messages))
             }
@@ -278,9 +304,9 @@ impl Inputs {
     }
 
     /// These inputs with the feature store at `root` (see [`FeatureStore`]).
-    pub fn with_feature_store(self, root: Storage, shard: Option<Shard>) -> Inputs {
-        let table = match shard {
-            Some(shard) => format!("{}/shard={}", FEATURE_STORE_TABLE, shard.label()),
+    pub fn with_feature_store(self, root: Storage, subset: Option<UserSubset>) -> Inputs {
+        let table = match subset {
+            Some(subset) => subset.store_table(),
             None => FEATURE_STORE_TABLE.to_string(),
         };
         let store = FeatureStore { root, table, dates: Mutex::default(), log: Mutex::default() };

@@ -11,7 +11,7 @@ use tracing::info;
 
 use crate::config::StageSettings;
 use crate::error::Result;
-use crate::inputs::{EFFECT_WINDOW_DAYS, Inputs, Lookback, ShardRead};
+use crate::inputs::{EFFECT_WINDOW_DAYS, Inputs, Lookback, UserSubset};
 use crate::resources::{self, RssSampler};
 use crate::storage::{Commit, Storage};
 use crate::version::code_version;
@@ -47,6 +47,8 @@ pub struct Reads {
     pub history: bool,
     /// The dunning episodes of the grace stage.
     pub grace: bool,
+    /// Only the users of `training.sample_users` (`retain train`), when set.
+    pub sample: bool,
 }
 
 impl Context {
@@ -119,12 +121,17 @@ impl Context {
             lookback = grace::lookback(lookback, &self.stage.grace, first, last);
         }
         let store = settings.features.store.then(|| self.output.clone());
-        let shard = self.stage.shard;
-        let read = shard.map(|shard| ShardRead { shard, exported: settings.input_is_per_shard() });
+        let subset = match self.stage.shard {
+            Some(shard) => Some(UserSubset::Shard { shard, exported: settings.input_is_per_shard() }),
+            None if reads.sample && settings.training.sample_users > 0 => {
+                Some(UserSubset::Sample(settings.training.sample_users))
+            }
+            None => None,
+        };
         self.timed("read inputs", |_| {
-            let inputs = Inputs::load_users(&input, first, last, lookback, read)?;
+            let inputs = Inputs::load_users(&input, first, last, lookback, subset)?;
             Ok(match store {
-                Some(root) => inputs.with_feature_store(root, shard),
+                Some(root) => inputs.with_feature_store(root, subset),
                 None => inputs,
             })
         })

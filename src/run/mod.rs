@@ -55,7 +55,7 @@ pub(crate) fn run_all(stage: StageSettings) -> Result<()> {
          \"Shards\")",
     )?;
     let mut ctx = Context::open(stage, 6)?;
-    let inputs = ctx.load_inputs(Reads { history: true, grace: true })?;
+    let inputs = ctx.load_inputs(Reads { history: true, grace: true, sample: false })?;
     let mut night = compute_night(&mut ctx, &inputs)?;
     let mut tables = serde_json::Map::new();
     attach_grace(&mut night.artifact, &night.grace.learned)?;
@@ -127,7 +127,7 @@ pub(crate) fn features_only(stage: StageSettings) -> Result<()> {
     if ctx.shard_already_done(&["features"])? {
         return Ok(());
     }
-    let inputs = ctx.load_inputs(Reads { history: false, grace: false })?;
+    let inputs = ctx.load_inputs(Reads { history: false, grace: false, sample: false })?;
     let s = ctx.stage.as_of;
     let df = ctx.timed("features", |_| features::build(&inputs, s))?;
     let c = ctx.publish("features", &df)?;
@@ -138,7 +138,7 @@ pub(crate) fn features_only(stage: StageSettings) -> Result<()> {
 pub(crate) fn train_only(stage: StageSettings) -> Result<()> {
     refuse_shard(&stage, "train", "the models are fitted once for every shard, on the sample `training` sets")?;
     let mut ctx = Context::open(stage, 5)?;
-    let inputs = ctx.load_inputs(Reads { history: true, grace: true })?;
+    let inputs = ctx.load_inputs(Reads { history: true, grace: true, sample: true })?;
     let s = ctx.stage.as_of;
     let mut artifact =
         ctx.timed("train", |c| train::train_or_reuse(&inputs, s, &c.stage.train, &c.output, c.stage.retrain))?;
@@ -183,7 +183,7 @@ pub(crate) fn interventions_only(stage: StageSettings) -> Result<()> {
     let features = ctx.output.read_committed("features", s)?;
     let scores = ctx.output.read_committed(contract::SCORES.name, s)?;
     let artifact = train::load(&ctx.output, s)?;
-    let inputs = ctx.load_inputs(Reads { history: true, grace: false })?;
+    let inputs = ctx.load_inputs(Reads { history: true, grace: false, sample: false })?;
     let out = ctx.timed("interventions", |c| {
         interventions::plan(&inputs, s, &scores, &features, &artifact, &c.stage.interventions)
     })?;
@@ -322,7 +322,7 @@ fn interventions_of_shard(stage: StageSettings) -> Result<()> {
     let candidates = ctx.read_table(CANDIDATES)?;
     let scores = ctx.read_table(contract::SCORES.name)?;
     let targeting = load_targeting(&ctx)?;
-    let inputs = ctx.load_inputs(Reads { history: false, grace: false })?;
+    let inputs = ctx.load_inputs(Reads { history: false, grace: false, sample: false })?;
     let (table, report) = ctx.timed("interventions", |c| {
         interventions::plan_shard(&inputs, s, &scores, &candidates, &targeting, &quotas, &c.stage.interventions)
     })?;
@@ -350,7 +350,7 @@ pub(crate) fn grace_only(stage: StageSettings) -> Result<()> {
         }
         None => None,
     };
-    let inputs = ctx.load_inputs(Reads { history: false, grace: true })?;
+    let inputs = ctx.load_inputs(Reads { history: false, grace: true, sample: false })?;
     let out = ctx.timed("grace", |c| match learned {
         Some(learned) => grace::recommend(&inputs, s, &c.stage.grace, learned),
         None => grace::recommend_all(&inputs, s, &c.stage.grace),

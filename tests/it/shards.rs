@@ -242,3 +242,54 @@ fn shards_plan_under_one_global_budget_nearly_as_well_as_one_process() {
         }
     }
 }
+
+#[test]
+fn train_learns_from_the_sample_of_users_of_smallest_hash_and_shards_score_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = std::fs::read_to_string(repo().join("pipelines/sample.toml")).unwrap();
+    let config = dir.path().join("sampled.toml");
+    std::fs::write(&config, sample.replace("[training]\n", "[training]\nsample_users = 900\n")).unwrap();
+    let out = dir.path().join("out");
+    let stage = |command: &str, shard: Option<&str>| {
+        let mut cmd = retain();
+        cmd.arg(command).arg("--config").arg(&config).args(["--as-of", SAMPLE_AS_OF, "--input"]).arg(sample_data());
+        cmd.arg("--output").arg(&out);
+        if let Some(shard) = shard {
+            cmd.args(["--shard", shard]);
+        }
+        cmd
+    };
+    run_ok(&mut stage("train", None));
+    // The sample: the 900 users of smallest xxh3_64(user_id); the decile boundaries were
+    // found on its premium users.
+    let users = ParquetReader::new(
+        std::fs::File::open(std::fs::read_dir(sample_data().join("users")).unwrap().next().unwrap().unwrap().path())
+            .unwrap(),
+    )
+    .finish()
+    .unwrap();
+    let mut hashes: Vec<(u64, String)> =
+        strings(&users, "user_id").into_iter().map(|id| (xxhash_rust::xxh3::xxh3_64(id.as_bytes()), id)).collect();
+    hashes.sort();
+    let sampled: std::collections::BTreeSet<String> = hashes.into_iter().take(900).map(|(_, id)| id).collect();
+    let premium = strings(&read_table(sample_run(), "features"), "user_id");
+    let premium_sampled = premium.iter().filter(|id| sampled.contains(*id)).count();
+    let model: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(format!("models/snapshot={SAMPLE_AS_OF}/model.json"))).unwrap())
+            .unwrap();
+    assert_eq!(model["risk_deciles"]["population"].as_u64().unwrap() as usize, premium_sampled);
+    assert!(premium_sampled < premium.len() && premium_sampled > premium.len() / 3, "{premium_sampled}");
+    // Every shard scores all its users with the sample's model, in deciles of about a tenth.
+    for k in 0..2 {
+        run_ok(&mut stage("features", Some(&format!("{k}/2"))));
+        run_ok(&mut stage("score", Some(&format!("{k}/2"))));
+    }
+    run_ok(retain().args(["commit", "--as-of", SAMPLE_AS_OF, "--shards", "2", "--output"]).arg(&out));
+    let scores = read_table(&out, "scores");
+    assert_eq!(scores.height(), premium.len(), "every premium user scored");
+    let deciles = floats(&scores, "risk_decile");
+    for d in 1..=10 {
+        let share = deciles.iter().filter(|&&x| x == d as f64).count() as f64 / deciles.len() as f64;
+        assert!((0.05..=0.15).contains(&share), "decile {d}: {share}");
+    }
+}
