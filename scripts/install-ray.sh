@@ -10,22 +10,7 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/pinned-venv.sh"
 venv="$root/.ray/venv"
-reqs="$root/scripts/ray-requirements.txt"
-stamp="$venv/.installed-requirements"
-python="${PYTHON:-python3}"
-
-if [[ -f "$stamp" ]] && cmp -s "$reqs" "$stamp"; then
-    echo "install-ray: already installed (pins unchanged)"
-else
-    start=$(date +%s)
-    rm -rf "$venv"
-    mkdir -p "$root/.ray"
-    "$python" -m venv "$venv"
-    # --no-deps: every transitive package is pinned in the requirements file.
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$reqs"
-    "$venv/bin/python" -m pip check >/dev/null
-    cp "$reqs" "$stamp"
-    echo "install-ray: installed in $(( $(date +%s) - start ))s"
-fi
+pinned_venv install-ray "$venv" "$root/scripts/ray-requirements.txt"
 echo "ray $("$venv/bin/python" -c 'import ray; print(ray.__version__)'): $venv/bin/ray"

@@ -274,7 +274,12 @@ impl Inputs {
         let (activity, billing, messages) = match subset {
             Some(subset) => {
                 let ids = subset.users_of(storage, &mut users)?;
-                let of = |lf: LazyFrame| lf.filter(col("user_id").is_in(lit(ids.clone()).implode(false), false));
+                // A semi-join, in the rows' order: one parallel hash probe per row (an
+                // `is_in` of a quarter million literal ids took 43 s per shard at 1M users).
+                let ids = DataFrame::new(ids.len(), vec![ids.into()]).ctx("the subset's users")?.lazy();
+                let mut semi = JoinArgs::new(JoinType::Semi);
+                semi.maintain_order = MaintainOrderJoin::Left;
+                let of = |lf: LazyFrame| lf.join(ids.clone(), [col("user_id")], [col("user_id")], semi.clone());
                 (of(activity), of(billing), of(messages))
             }
             None => (activity, billing, messages),

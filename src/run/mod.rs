@@ -244,6 +244,7 @@ pub(crate) fn prices(settings: &Settings, s: NaiveDate, count: u32) -> Result<()
     if count == 0 {
         return Err(Error::Usage("--shards must be at least 1".into()));
     }
+    let started = std::time::Instant::now();
     let output = Storage::open(&settings.output_root()?, &settings.storage_options(), true)?;
     let (mut summaries, mut missing) = (Vec::new(), Vec::new());
     for index in 0..count {
@@ -268,12 +269,7 @@ pub(crate) fn prices(settings: &Settings, s: NaiveDate, count: u32) -> Result<()
     let budgets = settings.interventions.budget.by_channel();
     let priced = interventions::merge_budgets(&summaries, &budgets);
     info!(prices = ?priced.prices, demand = ?priced.demand, rounds = priced.rounds, "channel prices");
-    let manifest = json!({
-        "command": "prices",
-        "as_of": s,
-        "shards": count,
-        "code_version": crate::version::code_version(),
-        "finished_at": chrono::Utc::now().to_rfc3339(),
+    let fields = json!({
         "channels": contract::CHANNELS,
         "prices": priced.prices,
         "demand": priced.demand,
@@ -281,12 +277,38 @@ pub(crate) fn prices(settings: &Settings, s: NaiveDate, count: u32) -> Result<()
         "quotas": priced.quotas,
         "rounds": priced.rounds,
     });
-    let body = serde_json::to_vec_pretty(&manifest).map_err(Error::internal)?;
-    output.write_bytes(&prices_path(s), body.into())
+    write_night_manifest(&output, "prices", s, count, started, fields)
 }
 
 fn prices_path(s: NaiveDate) -> String {
     format!("runs/snapshot={s}/prices.json")
+}
+
+/// The manifest of a step of the whole night of `count` shards (`prices`, `commit`):
+/// `runs/snapshot=S/<command>.json`, with what it cost and `fields`.
+fn write_night_manifest(
+    output: &Storage,
+    command: &str,
+    s: NaiveDate,
+    count: u32,
+    started: std::time::Instant,
+    fields: Value,
+) -> Result<()> {
+    let mut manifest = json!({
+        "command": command,
+        "as_of": s,
+        "shards": count,
+        "code_version": crate::version::code_version(),
+        "finished_at": chrono::Utc::now().to_rfc3339(),
+        "seconds": started.elapsed().as_secs_f64(),
+        "cpu_seconds": crate::resources::cpu_seconds(),
+        "peak_rss_bytes": crate::resources::process_peak_rss_bytes(),
+    });
+    if let (Some(m), Value::Object(fields)) = (manifest.as_object_mut(), fields) {
+        m.extend(fields);
+    }
+    let body = serde_json::to_vec_pretty(&manifest).map_err(Error::internal)?;
+    output.write_bytes(&format!("runs/snapshot={s}/{command}.json"), body.into())
 }
 
 /// `retain interventions --shard K/N`: the shard's plan under its quotas of the night's
@@ -448,17 +470,14 @@ pub(crate) fn commit_shards(settings: &Settings, s: NaiveDate, count: u32) -> Re
         info!(table, rows = c.rows, files = c.files.len(), shards = count, "table committed");
         tables.insert(table.to_string(), table_summary(&c));
     }
-    let manifest = json!({
-        "command": "commit",
-        "as_of": s,
-        "shards": count,
-        "code_version": crate::version::code_version(),
-        "finished_at": chrono::Utc::now().to_rfc3339(),
-        "seconds": started.elapsed().as_secs_f64(),
-        "output": { "root": output.uri(), "tables": tables },
-    });
-    let body = serde_json::to_vec_pretty(&manifest).map_err(Error::internal)?;
-    output.write_bytes(&format!("runs/snapshot={s}/commit.json"), body.into())
+    write_night_manifest(
+        &output,
+        "commit",
+        s,
+        count,
+        started,
+        json!({ "output": { "root": output.uri(), "tables": tables } }),
+    )
 }
 
 /// The tables a shard writes, in the order `retain commit` publishes them.
