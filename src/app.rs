@@ -29,6 +29,17 @@ fn init_logging(format: Option<LogFormat>, filter: &str) {
         if json { builder.json().with_current_span(false).try_init() } else { builder.with_target(false).try_init() };
 }
 
+/// Stack of each worker of rayon's global pool. The stages run Polars queries from inside
+/// parallel loops (labelled snapshots built side by side read the feature store), and a
+/// query planned on rayon's default 2 MiB worker stack can overflow it, in debug builds
+/// above all. Only the pages a thread touches are committed.
+const WORKER_STACK_BYTES: usize = 64 << 20;
+
+fn deep_worker_stacks() {
+    // Fails only when the pool was already built (a second call in one process): keep it.
+    let _ = rayon::ThreadPoolBuilder::new().stack_size(WORKER_STACK_BYTES).build_global();
+}
+
 /// The flag and environment layer of the configuration.
 fn overrides(args: ConfigArgs) -> Overrides {
     let ConfigArgs { config, input, output, horizon_days, seed } = args;
@@ -39,6 +50,7 @@ fn overrides(args: ConfigArgs) -> Overrides {
 pub fn execute(cli: Cli) -> Result<()> {
     let Cli { log_format, log, command } = cli;
     init_logging(log_format, &log);
+    deep_worker_stacks();
     match command {
         Command::Run(a) => stage(a, run::run_all),
         Command::Features(a) => stage(a, run::features_only),

@@ -12,11 +12,14 @@
 //!    user who may not get a channel, or gains nothing from it, has no value there). At a
 //!    million users this is a few hundred thousand cells at most, whatever N is.
 //! 2. **Merge** ([`merge`]): the cells of all shards, priced. A user takes the channel
-//!    with the largest value above its price. Holding the other prices, the price of
-//!    channel c that fills its budget is the (B_c + 1)-th largest value of c over the
-//!    user's best alternative; the prices are updated channel by channel until none moves
-//!    (for unit-demand buyers the demand of one channel only grows when another's price
-//!    rises, so the updates climb to the smallest prices that fit the budgets).
+//!    with the largest value above its price. The prices minimise the budget constraint's
+//!    dual, Σ users max(0, maxᶜ value − price) + Σ budget × price, by exact steps along
+//!    the directions that raise or lower the prices of a set of channels together: along
+//!    the set S the best step makes the users who prefer some channel of S fill S's
+//!    budgets, the (B_S + 1)-th largest gain of S over a user's best channel outside it.
+//!    Single channels alone stall where users value several channels equally (a message
+//!    type's model that does not tell the channels apart): they want one of them, and only
+//!    the channels' prices moving together price them.
 //! 3. **Quotas**: each channel's budget split between the shards in proportion to the
 //!    users that want it at those prices (ties at the price included), largest
 //!    remainders first; the quotas sum to the budget, so the service's sends fit it
@@ -145,10 +148,19 @@ pub(crate) fn merge(summaries: &[Summary], budgets: &[u64]) -> Prices {
     while rounds < MAX_ROUNDS {
         rounds += 1;
         let mut moved = false;
-        for c in 0..k {
-            let p = filling_price(&cells, &prices, c, budgets[c]);
-            if (p - prices[c]).abs() > 1e-12 {
-                prices[c] = p;
+        // Every set of channels, the single ones first: users with equal values on several
+        // channels want one of them and do not mind which, so those channels' prices must
+        // move together (one at a time, none would move).
+        let mut sets: Vec<usize> = (1..1usize << k).collect();
+        sets.sort_by_key(|m| m.count_ones());
+        for set in sets {
+            let shift = filling_shift(&cells, &prices, set, budgets);
+            if shift.abs() > 1e-12 {
+                for (c, p) in prices.iter_mut().enumerate() {
+                    if set & (1 << c) != 0 {
+                        *p += shift;
+                    }
+                }
                 moved = true;
             }
         }
@@ -173,31 +185,35 @@ pub(crate) fn merge(summaries: &[Summary], budgets: &[u64]) -> Prices {
     Prices { prices, demand, budgets: budgets.to_vec(), quotas, rounds }
 }
 
-/// The price of channel `c` that fills its budget at the other channels' prices: the
-/// (budget + 1)-th largest gain of c over a user's best alternative, or 0 when fewer users
-/// gain from it than the budget holds.
-fn filling_price(cells: &[Cell], prices: &[f64], c: usize, budget: u64) -> f64 {
+/// How far to move the prices of the channels in `set` (a bit per channel), all by the
+/// same amount, so that the users who want one of them fill their budgets together: the
+/// (budget + 1)-th largest gain of a user's best channel of the set over its best
+/// alternative outside it (at the current prices), or down to the lowest price of the set
+/// reaching 0 when fewer users gain than the budgets hold. This is the exact minimum of
+/// the budget constraint's dual along that direction.
+fn filling_shift(cells: &[Cell], prices: &[f64], set: usize, budgets: &[u64]) -> f64 {
+    let inside = |c: usize| set & (1 << c) != 0;
+    let budget: u64 = (0..prices.len()).filter(|&c| inside(c)).map(|c| budgets[c]).sum();
     let mut gains: Vec<(f64, u64)> = cells
         .iter()
-        .filter(|cell| cell.values[c] > 0.0)
-        .map(|cell| {
-            let alternative = (0..prices.len())
-                .filter(|&o| o != c && cell.values[o] > 0.0)
-                .map(|o| cell.values[o] - prices[o])
-                .fold(0.0f64, f64::max);
-            (cell.values[c] - alternative, cell.users)
+        .filter_map(|cell| {
+            let surplus = |c: usize| (cell.values[c] > 0.0).then(|| cell.values[c] - prices[c]);
+            let best_in = (0..prices.len()).filter(|&c| inside(c)).filter_map(surplus).reduce(f64::max)?;
+            let best_out = (0..prices.len()).filter(|&c| !inside(c)).filter_map(surplus).fold(0.0f64, f64::max);
+            Some((best_in - best_out, cell.users))
         })
-        .filter(|(g, _)| *g > 0.0)
         .collect();
     gains.sort_by(|a, b| b.0.total_cmp(&a.0));
     let mut taken = 0u64;
     for (gain, users) in gains {
         taken += users;
         if taken > budget {
-            return gain;
+            // Never below a zero price.
+            let lowest = (0..prices.len()).filter(|&c| inside(c)).map(|c| prices[c]).fold(f64::INFINITY, f64::min);
+            return gain.max(-lowest);
         }
     }
-    0.0
+    -(0..prices.len()).filter(|&c| inside(c)).map(|c| prices[c]).fold(f64::INFINITY, f64::min)
 }
 
 /// `total` split in proportion to `weights`, largest remainders first (ties to the lower
@@ -315,6 +331,46 @@ mod tests {
         let strict = summary.demand(&p.prices, false);
         assert!(strict[1] <= 100 && strict[2] <= 100, "{strict:?}");
         assert!(p.demand[1] >= 100 && p.demand[2] >= 100, "{:?}", p.demand);
+    }
+
+    /// The budget constraint's dual at `prices` over the users' rounded values: at the
+    /// optimal prices it equals the value of the exact plan of those values.
+    fn dual(values: &[Vec<Option<f64>>], prices: &[f64], budgets: &[u64]) -> f64 {
+        let users: f64 = values
+            .iter()
+            .map(|row| {
+                (0..prices.len())
+                    .filter_map(|c| row[c].filter(|v| *v > 0.0).map(|v| value_of(step_of(Some(v))) - prices[c]))
+                    .fold(0.0f64, f64::max)
+            })
+            .sum();
+        users + budgets.iter().zip(prices).map(|(b, p)| *b as f64 * p).sum::<f64>()
+    }
+
+    #[test]
+    fn the_prices_are_the_dual_where_users_value_channels_alike() {
+        // Half the users value every channel alike (one model for all channels), the
+        // others only one channel; every budget binds.
+        let mut values = users(6_000, 5);
+        for (u, row) in values.iter_mut().enumerate().filter(|(u, _)| u % 2 == 0) {
+            let v = row.iter().flatten().copied().fold(0.0f64, f64::max) + (u % 7) as f64 * 1e-4;
+            *row = vec![Some(v); 3];
+        }
+        let budgets = vec![300, 500, 400];
+        let rounded: Vec<Vec<Option<f64>>> = values
+            .iter()
+            .map(|row| row.iter().map(|v| v.filter(|v| *v > 0.0).map(|v| value_of(step_of(Some(v))))).collect())
+            .collect();
+        let exact = plan_value(&rounded, &allocate(&rounded, &budgets));
+        let p = merge(&[Summary::of(&values, 3)], &budgets);
+        assert!(p.prices.iter().all(|&x| x > 0.0), "every budget binds, every price is positive: {:?}", p.prices);
+        let gap = dual(&values, &p.prices, &budgets) - exact;
+        assert!(gap >= -1e-9 && gap <= 1e-3 * exact, "dual {} against the plan's {exact}", exact + gap);
+        let (value, sends, _) = sharded_plan(&values, &budgets, 7);
+        assert!(
+            sends.iter().zip(&budgets).all(|(s, b)| s <= b)
+                && value >= 0.99 * plan_value(&values, &allocate(&values, &budgets))
+        );
     }
 
     proptest! {
