@@ -12,7 +12,7 @@ export RETAIN_GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null)
 # LightGBM's OpenMP threads wait passively (spinning quadrupled CPU time on 2 cores).
 export OMP_WAIT_POLICY ?= passive
 
-.PHONY: ray run test build tools emulators sample lint bench-features
+.PHONY: ray chromium run test build tools emulators sample lint bench-features
 
 ## CMake and libclang for LightGBM's build (idempotent).
 tools:
@@ -34,9 +34,14 @@ emulators:
 ray:
 	bash scripts/install-ray.sh
 
+## Debian's headless Chromium for the test that renders the readout page (idempotent).
+chromium:
+	bash scripts/install-chromium.sh
+
 ## Every test: unit tests, the integration binary (CLI, pipeline, storage on disk, S3, GCS,
-## a night of shards on a local Ray cluster, the orchestrator examples).
-test: tools emulators ray
+## a night of shards on a local Ray cluster, the orchestrator examples, the readout page in
+## headless Chromium).
+test: tools emulators ray chromium
 	$(CARGO) test --no-fail-fast
 
 ## Regenerate the shipped sample world (deterministic: same bytes every time).

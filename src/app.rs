@@ -67,6 +67,19 @@ pub fn execute(cli: Cli) -> Result<()> {
             let settings = config::resolve(&overrides(a.settings))?;
             run::commit_shards(&settings, a.as_of, a.shards)
         }
+        Command::Readout(a) => {
+            let settings = config::resolve(&overrides(a.settings))?;
+            if a.show_config {
+                print!("{}", settings.to_redacted_toml());
+                return Ok(());
+            }
+            let as_of = a.as_of.ok_or_else(|| Error::Usage("--as-of (or RETAIN_AS_OF) is required".into()))?;
+            let plan = match (a.plan_metric, a.plan_effect) {
+                (Some(metric), Some(effect)) => Some(run::PlanAsk { metric, effect, weeks: a.plan_weeks }),
+                _ => None,
+            };
+            run::readout_only(StageSettings::new(settings, as_of, StageOptions::default())?, plan)
+        }
         Command::Backfill(a) => {
             let settings = config::resolve(&overrides(a.settings))?;
             if a.show_config {
@@ -109,6 +122,16 @@ pub fn execute(cli: Cli) -> Result<()> {
             outcome: &a.outcome,
             positive: a.positive.as_deref(),
             ignore: &a.ignore,
+            output: &a.output,
+        }),
+        Command::Table(TableCommand::Readout(a)) => table::readout(&table::ReadoutRequest {
+            data: &a.data,
+            treatment: &a.treatment,
+            control: &a.control,
+            outcome: &a.outcome,
+            positive: a.positive.as_deref(),
+            pre: a.pre.as_deref(),
+            pre_positive: a.pre_positive.as_deref(),
             output: &a.output,
         }),
         Command::Synth(a) => {

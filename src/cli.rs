@@ -57,6 +57,10 @@ pub enum Command {
     /// Publish a night run as shards: one `_SUCCESS` per table listing every shard's parts,
     /// once all N shards have written theirs.
     Commit(CommitArgs),
+    /// Read out every campaign of the last weeks (treatment against holdout on retention,
+    /// conversion, payment recovery, engagement and reachability) with a decision:
+    /// readouts/, readout_arms/, readout_segments/ and reports/snapshot=S/readout.html.
+    Readout(ReadoutArgs),
     /// Build one stage for every date in a range; complete dates are skipped.
     Backfill(BackfillArgs),
     /// Check the input tables against the data contract.
@@ -68,6 +72,33 @@ pub enum Command {
     Table(TableCommand),
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct ReadoutArgs {
+    #[command(flatten)]
+    pub settings: ConfigArgs,
+
+    /// Snapshot date S (UTC): the readout describes the end of this day.
+    #[arg(long, env = "RETAIN_AS_OF")]
+    pub as_of: Option<NaiveDate>,
+
+    /// Plan an experiment: the metric whose effect is to be detected (with --plan-effect):
+    /// prints, per arm, the holdout fraction that detects it within --plan-weeks.
+    #[arg(long, requires = "plan_effect")]
+    pub plan_metric: Option<String>,
+
+    /// The effect to detect, in the metric's units (0.01 = one point of retention).
+    #[arg(long, requires = "plan_metric", allow_negative_numbers = true)]
+    pub plan_effect: Option<f64>,
+
+    /// Weeks the planned experiment may run.
+    #[arg(long, default_value_t = 4)]
+    pub plan_weeks: u32,
+
+    /// Print the resolved configuration as TOML on stdout and exit.
+    #[arg(long)]
+    pub show_config: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TableCommand {
     /// Train a calibrated classifier on A and write P(label = positive) for each row of B.
@@ -75,6 +106,38 @@ pub enum TableCommand {
     /// Learn from a randomised experiment in A and write, for each row of B, the effect of
     /// treatment on the outcome's probability (treated minus control).
     Uplift(TableUpliftArgs),
+    /// Read out a randomised experiment in A: each treatment value against the control, on
+    /// the outcome's mean, with CUPED on a pre-period column; one row per treatment value.
+    Readout(TableReadoutArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TableReadoutArgs {
+    /// The experiment's table (.csv or .parquet): one row per unit.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The column holding each row's arm.
+    #[arg(long)]
+    pub treatment: String,
+    /// The treatment column's value for control rows; every other value is read out against it.
+    #[arg(long)]
+    pub control: String,
+    /// The outcome column: numbers, booleans, or any values with --positive.
+    #[arg(long)]
+    pub outcome: String,
+    /// The outcome's positive value, for a categorical outcome (the outcome is then 0/1).
+    #[arg(long)]
+    pub positive: Option<String>,
+    /// The outcome's own pre-period value (CUPED): numbers, booleans, or any values with
+    /// --pre-positive.
+    #[arg(long)]
+    pub pre: Option<String>,
+    /// The pre-period column's positive value, for a categorical one.
+    #[arg(long)]
+    pub pre_positive: Option<String>,
+    /// Output Parquet file: one row per treatment value.
+    #[arg(long)]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

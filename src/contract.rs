@@ -280,3 +280,38 @@ pub const GRACE: Table = Table {
         col("curve", Kind::ListF64),
     ],
 };
+
+pub(crate) const DECISIONS: &[&str] = &["ship", "stop", "keep testing", "invalid"];
+pub(crate) const ROLES: &[&str] = &["success", "guardrail"];
+
+/// One row per (campaign_id, message_type, channel, metric) read out at S; the columns after
+/// `decision` are this project's own (README, "Readouts").
+pub const READOUTS: Table = Table {
+    name: "readouts",
+    layout: Layout::Whole,
+    key: None,
+    columns: &[
+        col("campaign_id", Kind::Str),
+        one_of("message_type", MESSAGE_TYPES),
+        one_of("channel", &CHANNELS),
+        col("metric", Kind::Str),
+        one_of("role", ROLES),
+        col("n_treatment", Kind::I64),
+        col("n_holdout", Kind::I64),
+        nullable("mean_treatment", Kind::F64),
+        nullable("mean_holdout", Kind::F64),
+        nullable("effect", Kind::F64),
+        nullable("ci_low", Kind::F64),
+        nullable("ci_high", Kind::F64),
+        nullable("p_value", Kind::F64),
+        nullable("variance_reduction", Kind::F64),
+        nullable("srm_p_value", Kind::F64),
+        col("window_closed", Kind::Bool),
+        one_of("decision", DECISIONS),
+        col("snapshot_date", Kind::Date),
+        col("first_send", Kind::Date),
+        col("sequential", Kind::Bool),
+        nullable("margin", Kind::F64),
+        nullable("mde", Kind::F64),
+    ],
+};

@@ -11,7 +11,7 @@
 //! - `config`: the typed settings, resolved once;
 //! - rows: `inputs` (reading the tables), `labels`, `features`, `labelled` (features
 //!   joined with labels, for every learner);
-//! - stages: `train`, `score`, `interventions`, `grace`;
+//! - stages: `train`, `score`, `interventions`, `grace`, `readout` (experiments read out);
 //! - commands: `run` (a night, or one stage, with its manifest), `backfill`, `validate`,
 //!   `table` (flat-table models for analysts), `synth` (a world to test on);
 //! - the edge: `cli` (clap definitions only) and `app` (settings resolved, command
@@ -32,6 +32,7 @@ mod labelled;
 pub mod labels;
 pub mod models;
 mod progress;
+mod readout;
 mod report;
 mod resources;
 pub mod run;

@@ -174,7 +174,12 @@ impl FlatModel {
 
 /// Write one output column as a Parquet file, atomically (temporary name, then rename).
 pub(crate) fn write_column(path: &Path, name: &str, values: Vec<f64>) -> Result<()> {
-    let mut df = DataFrame::new_infer_height(vec![Column::new(name.into(), values)]).ctx("assembling the output")?;
+    let df = DataFrame::new_infer_height(vec![Column::new(name.into(), values)]).ctx("assembling the output")?;
+    write_frame(path, df)
+}
+
+/// Write `df` to `path` as Parquet, through a temporary file renamed into place.
+fn write_frame(path: &Path, mut df: DataFrame) -> Result<()> {
     let bytes = crate::storage::parquet_bytes(&mut df).ctx("encoding the output")?;
     let tmp = path.with_extension("parquet.tmp");
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -315,4 +320,138 @@ pub(crate) fn uplift(req: &UpliftRequest) -> Result<()> {
     let u = model.effect(&encoder.transform(&b)?);
     info!(learner = chosen.as_str(), qini_difference_se = se, rows = u.len(), output = %req.output.display(), "uplift written");
     write_column(req.output, "uplift", u)
+}
+
+/// The numbers of `column`: numbers as they are, booleans as 0/1, anything else 0/1 by
+/// `positive`. A blank cell is an error that names its row.
+fn numbers(df: &DataFrame, column: &str, positive: Option<&str>, file: &str) -> Result<Vec<f64>> {
+    let s = df
+        .column(column)
+        .map_err(|_| Error::data(format!("{file}: no column `{column}`")))?
+        .as_materialized_series()
+        .clone();
+    if let Some(row) = s.is_null().iter().position(|v| v == Some(true)) {
+        return Err(Error::data(format!("{file}: column `{column}` is blank at row {row}")));
+    }
+    match positive {
+        Some(p) => {
+            let text = s.cast(&DataType::String).ctx(column)?;
+            Ok(text.str().ctx(column)?.iter().map(|v| f64::from(u8::from(v == Some(p)))).collect())
+        }
+        None if s.dtype().is_bool() || s.dtype().is_primitive_numeric() => {
+            let f = s.cast(&DataType::Float64).ctx(column)?;
+            Ok(f.f64().ctx(column)?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+        }
+        None => Err(Error::Usage(format!(
+            "{file}: column `{column}` holds {}; name its positive value (--positive / --pre-positive)",
+            s.dtype()
+        ))),
+    }
+}
+
+/// `retain table readout`: what the arguments name.
+pub(crate) struct ReadoutRequest<'a> {
+    pub data: &'a Path,
+    pub treatment: &'a str,
+    pub control: &'a str,
+    pub outcome: &'a str,
+    pub positive: Option<&'a str>,
+    pub pre: Option<&'a str>,
+    pub pre_positive: Option<&'a str>,
+    pub output: &'a Path,
+}
+
+/// The readout's fixed error rate and power (the nightly readout's defaults).
+const READOUT_ALPHA: f64 = 0.05;
+const READOUT_POWER: f64 = 0.8;
+
+/// `retain table readout`: each treatment value against the control on the outcome's
+/// mean (a completed experiment: fixed-horizon intervals), CUPED on `pre` when given, in
+/// the treatment values' sorted order.
+pub(crate) fn readout(req: &ReadoutRequest) -> Result<()> {
+    let df = read_flat(req.data)?;
+    let file = req.data.display().to_string();
+    let arm = df
+        .column(req.treatment)
+        .map_err(|_| Error::data(format!("{file}: no column `{}`", req.treatment)))?
+        .cast(&DataType::String)
+        .ctx(req.treatment)?;
+    let arm: Vec<Option<String>> = arm.str().ctx(req.treatment)?.iter().map(|v| v.map(str::to_string)).collect();
+    if let Some(row) = arm.iter().position(Option::is_none) {
+        return Err(Error::data(format!("{file}: column `{}` is blank at row {row}", req.treatment)));
+    }
+    let y = numbers(&df, req.outcome, req.positive, &file)?;
+    let pre = match req.pre {
+        Some(c) => numbers(&df, c, req.pre_positive, &file)?,
+        None => vec![0.0; df.height()],
+    };
+    let mut values: Vec<&str> = arm.iter().flatten().map(String::as_str).filter(|v| *v != req.control).collect();
+    values.sort_unstable();
+    values.dedup();
+    if !arm.iter().flatten().any(|v| v == req.control) {
+        return Err(Error::data(format!("{file}: no row has `{}` = `{}` (the control)", req.treatment, req.control)));
+    }
+    let mut out: (Vec<&str>, Vec<i64>, Vec<i64>) = Default::default();
+    let mut f: [Vec<f64>; 10] = Default::default();
+    for value in &values {
+        let units: Vec<crate::readout::Unit> = (0..df.height())
+            .filter_map(|i| {
+                let a = arm[i].as_deref()?;
+                (a == *value || a == req.control).then(|| crate::readout::Unit {
+                    treated: a == *value,
+                    weight: 1.0,
+                    y: y[i],
+                    pre: pre[i],
+                })
+            })
+            .collect();
+        let Some(e) = crate::readout::estimate(&units, req.pre.is_some()) else {
+            return Err(Error::data(format!("{file}: `{value}` or the control has fewer than two rows")));
+        };
+        let raw = crate::readout::estimate(&units, false).expect("the same rows estimate without CUPED");
+        let (lo, hi) = crate::readout::interval(e.effect, e.se, READOUT_ALPHA, crate::readout::Look::Fixed);
+        out.0.push(value);
+        out.1.push(e.n_treatment as i64);
+        out.2.push(e.n_holdout as i64);
+        let row = [
+            e.mean_treatment,
+            e.mean_holdout,
+            e.effect,
+            lo,
+            hi,
+            crate::readout::p_value(e.effect, e.se, crate::readout::Look::Fixed),
+            e.variance_reduction(),
+            crate::readout::minimum_detectable_effect(e.se, READOUT_ALPHA, READOUT_POWER),
+            raw.effect,
+            e.se,
+        ];
+        for (c, v) in f.iter_mut().zip(row) {
+            c.push(v);
+        }
+        info!(
+            arm = value,
+            effect = e.effect,
+            ci_low = lo,
+            ci_high = hi,
+            variance_reduction = e.variance_reduction(),
+            "read out"
+        );
+    }
+    let table = df!(
+        "arm" => out.0,
+        "n_treatment" => out.1,
+        "n_holdout" => out.2,
+        "mean_treatment" => &f[0],
+        "mean_holdout" => &f[1],
+        "effect" => &f[2],
+        "ci_low" => &f[3],
+        "ci_high" => &f[4],
+        "p_value" => &f[5],
+        "variance_reduction" => &f[6],
+        "mde" => &f[7],
+        "effect_unadjusted" => &f[8],
+        "se" => &f[9],
+    )
+    .ctx("the readout")?;
+    write_frame(req.output, table)
 }

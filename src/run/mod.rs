@@ -19,7 +19,7 @@ use crate::inputs::Inputs;
 use crate::models::ModelArtifact;
 use crate::shard::Shard;
 use crate::storage::{Commit, Storage};
-use crate::{contract, features, grace, interventions, score, train};
+use crate::{contract, features, grace, interventions, readout, score, train};
 
 pub use context::{Context, Reads};
 
@@ -396,6 +396,77 @@ fn write_grace_report(ctx: &Context, out: &grace::GraceOutput) -> Result<()> {
         None => path,
     };
     ctx.output.write_bytes(&path, out.html.clone().into_bytes().into())
+}
+
+/// `retain readout --plan-metric M --plan-effect X --plan-weeks W`, as given.
+#[derive(Debug, Clone)]
+pub struct PlanAsk {
+    pub metric: String,
+    pub effect: f64,
+    pub weeks: u32,
+}
+
+/// `retain readout`: every campaign of the last `readout.weeks` weeks read out at S
+/// (`readouts`, `readout_arms`, `readout_segments`, `reports/snapshot=S/readout.html`); with
+/// a plan, the holdout each arm needs, printed and kept in the manifest.
+pub(crate) fn readout_only(stage: StageSettings, plan: Option<PlanAsk>) -> Result<()> {
+    let plan = plan
+        .map(|p| {
+            let metric = readout::Metric::from_name(&p.metric).ok_or_else(|| {
+                Error::Usage(format!(
+                    "--plan-metric `{}` is not a metric ({})",
+                    p.metric,
+                    crate::config::READOUT_METRICS.join(", ")
+                ))
+            })?;
+            if p.weeks == 0 || !(p.effect.is_finite() && p.effect != 0.0) {
+                return Err(Error::Usage("--plan-effect must be a non-zero number and --plan-weeks at least 1".into()));
+            }
+            Ok(readout::PlanRequest { metric, effect: p.effect, weeks: p.weeks })
+        })
+        .transpose()?;
+    let mut ctx = Context::open(stage, 2)?;
+    let s = ctx.stage.as_of;
+    let settings = ctx.stage.settings.clone();
+    let (first, lookback) = readout::reads(s, settings.horizon_days, &settings.readout);
+    let lookback = lookback.with_late_days(settings.inputs.late_days);
+    let inputs = ctx.timed("read inputs", |c| Inputs::load(&c.input, first, s, lookback))?;
+    let out = ctx.timed("readout", |c| {
+        let scores_of = |d: NaiveDate| -> Result<Option<DataFrame>> {
+            match c.output.committed(contract::SCORES.name, d)? {
+                Some(_) => Ok(Some(c.output.read_committed(contract::SCORES.name, d)?)),
+                None => Ok(None),
+            }
+        };
+        readout::read_out(&inputs, s, settings.horizon_days, &settings.readout, &scores_of)
+    })?;
+    let mut tables = serde_json::Map::new();
+    for (name, df) in [
+        (contract::READOUTS.name, &out.table),
+        (readout::ARMS_TABLE, &out.arms),
+        (readout::SEGMENTS_TABLE, &out.segments),
+    ] {
+        let c = ctx.publish(name, df)?;
+        tables.insert(name.to_string(), table_summary(&c));
+    }
+    ctx.output.write_bytes(&readout::report_path(s), out.html.clone().into_bytes().into())?;
+    let planned = plan.map(|p| out.plan(&p, &settings.readout, settings.interventions.budget.by_channel()));
+    if let Some(rows) = &planned {
+        println!("message_type\tchannel\tmetric\tweekly_decisions\tholdout_share\tmde_now\tholdout_needed");
+        for r in rows {
+            let needed = r.holdout_needed.map_or("not reachable".to_string(), |f| format!("{f:.4}"));
+            println!(
+                "{}\t{}\t{}\t{:.0}\t{:.3}\t{:.5}\t{needed}",
+                r.message_type, r.channel, r.metric, r.weekly_decisions, r.holdout_share, r.mde_now
+            );
+        }
+    }
+    ctx.write_manifest(
+        "readout",
+        Some(&inputs),
+        Value::Object(tables),
+        json!({ "readout": out.report, "plan": planned }),
+    )
 }
 
 /// The name the grace stage's learned models are saved under with the model artifact.

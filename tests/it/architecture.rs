@@ -38,7 +38,7 @@ const LOWER: &[&str] = &[
 /// `src/<stage>/` refers only to the stage's root file (`src/<stage>/mod.rs` or
 /// `src/<stage>.rs`), not to its internals. Missing names are tolerated.
 const STAGES: &[&str] =
-    &["train", "score", "interventions", "grace", "run", "backfill", "app", "table", "validate", "synth"];
+    &["train", "score", "interventions", "grace", "readout", "run", "backfill", "app", "table", "validate", "synth"];
 
 /// Files that import nothing of the crate: `cli` is the clap definitions only.
 const IMPORT_NOTHING: &[&str] = &["src/cli.rs"];

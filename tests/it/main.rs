@@ -12,5 +12,6 @@ mod interventions;
 mod models;
 mod pipeline;
 mod ray;
+mod readout;
 mod shards;
 mod storage;

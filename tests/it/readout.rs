@@ -1,0 +1,344 @@
+//! `retain readout` checked, not assumed: on a synthetic world that knows every logged
+//! message's true effect, an A/A copy of it (arms permuted within each campaign) with one
+//! campaign's holdout damaged, the public GOTV experiment, and the page in headless Chromium.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::OnceLock;
+
+use polars::prelude::*;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use retain::contract::READOUTS;
+
+use crate::util::*;
+
+/// The readout world's last day: every readout here is at its end.
+const AS_OF: &str = "2026-11-20";
+
+/// A world of 100,000 users over 120 days (17 weekly campaigns, 204 campaign arms, the
+/// largest about 4,000 decisions), read out as it is and as an A/A copy.
+struct Worlds {
+    world: tempfile::TempDir,
+    out: tempfile::TempDir,
+    aa_out: tempfile::TempDir,
+    /// The campaign of the A/A copy whose holdout lost 15% of its rows.
+    damaged: String,
+}
+
+fn read_out(config: &Path, input: &Path, out: &Path) {
+    run_ok(
+        retain()
+            .args(["readout", "--as-of", AS_OF, "--config"])
+            .arg(config)
+            .arg("--input")
+            .arg(input)
+            .arg("--output")
+            .arg(out),
+    );
+}
+
+fn messages_of(root: &Path) -> DataFrame {
+    let store = open(root);
+    let files: Vec<String> =
+        store.list_files("messages").unwrap().into_iter().map(|f| f.rel).filter(|r| r.ends_with(".parquet")).collect();
+    store.scan_parquet(&files).unwrap().collect().unwrap()
+}
+
+/// The A/A copy of `world` in `to`: within each campaign the (arm, propensity) pairs are
+/// shuffled over its decisions, so no arm differs from the other but by chance; then 15%
+/// of the holdout rows of the largest campaign are removed. Returns that campaign.
+fn aa_copy(world: &Path, to: &Path) -> String {
+    for table in ["users", "activity", "billing"] {
+        std::fs::create_dir_all(to.join(table)).unwrap();
+        copy_dir(&world.join(table), &to.join(table));
+    }
+    let df = messages_of(world).sort(["campaign_id", "message_id"], SortMultipleOptions::default()).unwrap();
+    let campaigns = strings(&df, "campaign_id");
+    let arms = strings(&df, "arm");
+    let props = floats(&df, "propensity");
+    let mut by: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, c) in campaigns.iter().enumerate() {
+        by.entry(c).or_default().push(i);
+    }
+    let damaged = by.iter().max_by_key(|(_, rows)| rows.len()).map(|(c, _)| c.to_string()).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let (mut new_arm, mut new_prop) = (arms.clone(), props.clone());
+    for rows in by.values() {
+        let mut order = rows.clone();
+        order.shuffle(&mut rng);
+        for (&to, &from) in rows.iter().zip(&order) {
+            new_arm[to] = arms[from].clone();
+            new_prop[to] = props[from];
+        }
+    }
+    let mut holdout_seen = 0;
+    let keep: Vec<bool> = (0..df.height())
+        .map(|i| {
+            if campaigns[i] != damaged || new_arm[i] != "holdout" {
+                return true;
+            }
+            holdout_seen += 1;
+            holdout_seen % 20 >= 3
+        })
+        .collect();
+    let mut df = df;
+    df.with_column(Column::new("arm".into(), new_arm)).unwrap();
+    df.with_column(Column::new("propensity".into(), new_prop)).unwrap();
+    let df = df.filter(&BooleanChunked::from_iter_values("keep".into(), keep.into_iter())).unwrap();
+    // One file per UTC day of the decision, as the contract lays `messages` out.
+    let day = df.column("ts").unwrap().as_materialized_series().cast(&DataType::Date).unwrap();
+    let df = df.lazy().with_column(lit(day.clone()).alias("dt")).collect().unwrap();
+    for part in df.partition_by(["dt"], true).unwrap() {
+        let dt = part.column("dt").unwrap().get(0).unwrap().to_string();
+        let mut part = part.drop("dt").unwrap();
+        let dir = to.join(format!("messages/dt={dt}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut f = std::fs::File::create(dir.join("part-0000.parquet")).unwrap();
+        ParquetWriter::new(&mut f).finish(&mut part).unwrap();
+    }
+    damaged
+}
+
+fn worlds() -> &'static Worlds {
+    static W: OnceLock<Worlds> = OnceLock::new();
+    W.get_or_init(|| {
+        let world = tempfile::tempdir().unwrap();
+        let cfg =
+            retain::synth::SynthConfig { users: 100_000, days: 120, seed: 23, start: "2026-07-24".parse().unwrap() };
+        retain::synth::generate(&cfg, &open_for_write(world.path())).unwrap();
+        let config = world.path().join("readout.toml");
+        std::fs::write(&config, "[readout]\nweeks = 17\n").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        read_out(&config, world.path(), out.path());
+        let aa = tempfile::tempdir().unwrap();
+        let damaged = aa_copy(world.path(), aa.path());
+        let aa_out = tempfile::tempdir().unwrap();
+        read_out(&config, aa.path(), aa_out.path());
+        Worlds { world, out, aa_out, damaged }
+    })
+}
+
+fn readouts(out: &Path) -> DataFrame {
+    open(out).read_committed(READOUTS.name, AS_OF.parse().unwrap()).unwrap()
+}
+
+fn opt_floats(df: &DataFrame, column: &str) -> Vec<Option<f64>> {
+    df.column(column).unwrap().f64().unwrap().iter().collect()
+}
+
+fn bools(df: &DataFrame, column: &str) -> Vec<bool> {
+    df.column(column).unwrap().bool().unwrap().iter().map(|v| v.unwrap()).collect()
+}
+
+/// The true average effect of each campaign on retention: minus the synth's effect on the
+/// churn probability of every logged decision, weighted by 1 / its propensity (the
+/// readout's estimand: the users who could have been given the message).
+fn true_retention_effects(world: &Path) -> BTreeMap<String, f64> {
+    let effects = open(world).read_parquet("_truth/message_log_effects.parquet").unwrap();
+    let df = messages_of(world)
+        .lazy()
+        .join(effects.lazy(), [col("message_id")], [col("message_id")], JoinArgs::new(JoinType::Inner))
+        .group_by([col("campaign_id")])
+        .agg([((lit(-1.0) * col("effect") / col("propensity")).sum() / (lit(1.0) / col("propensity")).sum())
+            .alias("truth")])
+        .collect()
+        .unwrap();
+    strings(&df, "campaign_id").into_iter().zip(floats(&df, "truth")).collect()
+}
+
+#[test]
+fn intervals_cover_the_true_effects_and_the_pre_period_narrows_engagement() {
+    let w = worlds();
+    let df = readouts(w.out.path());
+    for c in READOUTS.columns {
+        let found = df.column(c.name).unwrap_or_else(|_| panic!("readouts: column {} missing", c.name));
+        assert_eq!(found.dtype(), &c.kind.dtype(), "readouts.{} has its type", c.name);
+    }
+    let truth = true_retention_effects(w.world.path());
+    let (campaigns, metrics) = (strings(&df, "campaign_id"), strings(&df, "metric"));
+    let (lo, hi, closed) = (opt_floats(&df, "ci_low"), opt_floats(&df, "ci_high"), bools(&df, "window_closed"));
+    let (mut covered, mut read) = (0, 0);
+    for i in 0..df.height() {
+        if metrics[i] != "retention" || !closed[i] {
+            continue;
+        }
+        let (Some(lo), Some(hi)) = (lo[i], hi[i]) else { continue };
+        read += 1;
+        let t = truth[&campaigns[i]];
+        covered += usize::from(lo <= t && t <= hi);
+    }
+    let coverage = covered as f64 / read as f64;
+    assert!(read >= 60, "{read} closed retention readouts");
+    assert!(
+        (0.90..=0.99).contains(&coverage),
+        "95% intervals cover the true effect in {coverage:.3} of {read} campaigns"
+    );
+
+    // Engagement: the pre-period removes variance; the interval's width shrinks by
+    // 1 − √(1 − reduction).
+    let reduction = opt_floats(&df, "variance_reduction");
+    let mut narrowing: Vec<f64> = (0..df.height())
+        .filter(|&i| metrics[i] == "active_days" || metrics[i] == "streams")
+        .filter_map(|i| reduction[i].map(|r| 1.0 - (1.0 - r).sqrt()))
+        .collect();
+    narrowing.sort_by(f64::total_cmp);
+    let median = narrowing[narrowing.len() / 2];
+    assert!(median >= 0.2, "CUPED narrows the median engagement interval by {median:.3}");
+
+    // The pooled arms and the segments are written, with a heterogeneity test.
+    let arms = open(w.out.path()).read_committed("readout_arms", AS_OF.parse().unwrap()).unwrap();
+    assert!(arms.height() >= 12, "every (type, channel) arm pooled: {}", arms.height());
+    let segments = open(w.out.path()).read_committed("readout_segments", AS_OF.parse().unwrap()).unwrap();
+    let dims: BTreeSet<String> = strings(&segments, "dimension").into_iter().collect();
+    for d in ["tenure_band", "plan", "country", "platform"] {
+        assert!(dims.contains(d), "segments by {d}: {dims:?}");
+    }
+    assert!(segments.column("heterogeneity_p").unwrap().null_count() < segments.height());
+}
+
+/// The campaigns whose split the SRM test flags (p < 0.001).
+fn flagged(df: &DataFrame) -> BTreeSet<String> {
+    let (campaigns, srm) = (strings(df, "campaign_id"), opt_floats(df, "srm_p_value"));
+    (0..df.height()).filter(|&i| srm[i].is_some_and(|p| p < 0.001)).map(|i| campaigns[i].clone()).collect()
+}
+
+#[test]
+fn an_aa_world_rejects_about_five_percent_and_only_the_damaged_campaign_fails_its_split() {
+    let w = worlds();
+    let df = readouts(w.aa_out.path());
+    let (campaigns, decisions) = (strings(&df, "campaign_id"), strings(&df, "decision"));
+    // At α = 0.001 over about 200 campaigns, 0.2 are flagged by chance: this world has one,
+    // c08-winback_offer-push, 514 of 925 treated at P(T) = 1/2 (binomially p = 0.0007),
+    // flagged alike in the world and its A/A copy (the shuffle keeps each campaign's counts).
+    let before = flagged(&readouts(w.out.path()));
+    assert!(before.len() <= 2 && !before.contains(&w.damaged), "flagged by chance in the world: {before:?}");
+    let mut expected = before.clone();
+    expected.insert(w.damaged.clone());
+    assert_eq!(flagged(&df), expected, "the SRM test flags the damaged campaign and no other");
+    assert!((0..df.height()).filter(|&i| campaigns[i] == w.damaged).all(|i| decisions[i] == "invalid"));
+
+    let (lo, hi, closed) = (opt_floats(&df, "ci_low"), opt_floats(&df, "ci_high"), bools(&df, "window_closed"));
+    let (mut excluding, mut pairs) = (0, 0);
+    for i in 0..df.height() {
+        if campaigns[i] == w.damaged || !closed[i] {
+            continue;
+        }
+        // A metric that is the same for every user (no unsubscribes at all) has no interval to test.
+        let (Some(lo), Some(hi)) = (lo[i], hi[i]) else { continue };
+        if lo == hi {
+            continue;
+        }
+        pairs += 1;
+        excluding += usize::from(lo > 0.0 || hi < 0.0);
+    }
+    let rate = excluding as f64 / pairs as f64;
+    assert!(pairs >= 200, "{pairs} campaign × metric pairs");
+    assert!((0.02..=0.08).contains(&rate), "{rate:.3} of {pairs} A/A intervals exclude zero");
+}
+
+#[test]
+fn the_readout_page_renders_its_plots_in_headless_chromium() {
+    let w = worlds();
+    let page = w.aa_out.path().join(format!("reports/snapshot={AS_OF}/readout.html"));
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs (make test installs it: scripts/install-chromium.sh)");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let attr = |name: &str| -> usize {
+        let key = format!("{name}=\"");
+        let at = dom
+            .find(&key)
+            .unwrap_or_else(|| panic!("<body> has {name} once the page has loaded:\n{}", &dom[..dom.len().min(400)]));
+        dom[at + key.len()..].split('"').next().unwrap().parse().unwrap()
+    };
+    let df = readouts(w.aa_out.path());
+    let campaigns: BTreeSet<String> = strings(&df, "campaign_id").into_iter().collect();
+    assert_eq!(attr("data-forest-plots"), campaigns.len(), "a forest plot per campaign, laid out");
+    assert!(attr("data-cumulative-plots") >= 4, "cumulative effects per arm");
+    assert_eq!(attr("data-srm-flags"), flagged(&df).len(), "the flagged campaigns are listed on the page");
+    assert!(flagged(&df).contains(&w.damaged));
+    assert!(dom.contains("class=\"margin\""), "the guardrails' margins are drawn");
+}
+
+#[test]
+fn the_gotv_mailings_read_out_as_published_with_past_turnout_reducing_variance() {
+    let data = repo().join("../shared/data/gotv.csv");
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("gotv.parquet");
+    run_ok(
+        retain()
+            .args(["table", "readout", "--data"])
+            .arg(&data)
+            .args(["--treatment", "treatment", "--control", "Control", "--outcome", "voted", "--positive", "Yes"])
+            .args(["--pre", "p2004", "--pre-positive", "Yes", "--output"])
+            .arg(&output),
+    );
+    let df = ParquetReader::new(std::fs::File::open(&output).unwrap()).finish().unwrap();
+    let arms = strings(&df, "arm");
+    let (effect, raw) = (floats(&df, "effect"), floats(&df, "effect_unadjusted"));
+    let (lo, hi, reduction) = (floats(&df, "ci_low"), floats(&df, "ci_high"), floats(&df, "variance_reduction"));
+    // ../shared/data/README.md: treated minus control turnout, in points.
+    let published = [("Civic Duty", 1.79), ("Hawthorne", 2.57), ("Neighbors", 8.13), ("Self", 4.85)];
+    assert_eq!(arms, published.map(|(a, _)| a.to_string()));
+    for (i, (arm, points)) in published.iter().enumerate() {
+        let p = points / 100.0;
+        assert!((raw[i] - p).abs() < 0.00006, "{arm}: difference in means {:.4} against {p}", raw[i]);
+        assert!(lo[i] <= p && p <= hi[i], "{arm}: the interval [{:.4}, {:.4}] holds the published {p}", lo[i], hi[i]);
+        assert!((effect[i] - p).abs() < 0.003, "{arm}: adjusted effect {:.4}", effect[i]);
+        assert!(reduction[i] > 0.02, "{arm}: past turnout removes {:.3} of the variance", reduction[i]);
+    }
+}
+
+#[test]
+fn readout_plans_holdouts_and_refuses_an_unknown_metric() {
+    let out = tempfile::tempdir().unwrap();
+    let ok = run_ok(
+        retain()
+            .args(["readout", "--as-of", SAMPLE_AS_OF, "--config"])
+            .arg(repo().join("pipelines/sample.toml"))
+            .arg("--input")
+            .arg(sample_data())
+            .arg("--output")
+            .arg(out.path())
+            .args(["--plan-metric", "active_days", "--plan-effect", "0.5", "--plan-weeks", "8"]),
+    );
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    let mut lines = stdout.lines();
+    assert!(lines.next().unwrap().starts_with("message_type\tchannel\tmetric"), "{stdout}");
+    let rows: Vec<&str> = lines.collect();
+    assert!(!rows.is_empty() && rows.iter().all(|r| r.split('\t').nth(2) == Some("active_days")), "{stdout}");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join(format!("runs/snapshot={SAMPLE_AS_OF}/readout.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["details"]["plan"].as_array().unwrap().len(), rows.len());
+    assert!(out.path().join(format!("reports/snapshot={SAMPLE_AS_OF}/readout.html")).exists());
+
+    let bad = retain()
+        .args(["readout", "--as-of", SAMPLE_AS_OF, "--config"])
+        .arg(repo().join("pipelines/sample.toml"))
+        .arg("--input")
+        .arg(sample_data())
+        .arg("--output")
+        .arg(out.path())
+        .args(["--plan-metric", "happiness", "--plan-effect", "0.5"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+}
