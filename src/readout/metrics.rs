@@ -101,6 +101,10 @@ const RENEWAL_STATE: &[&str] = &["cancel", "subscribe", "renew", "trial_start", 
 /// The events after which a user is known to be in dunning or not.
 const DUNNING_STATE: &[&str] = &["payment_failed", "payment_recovered", "expire", "subscribe", "renew", "trial_start"];
 
+/// The columns of a decision, as [`decisions`] returns them and [`measure`] keeps them.
+const DECISION_COLUMNS: [&str; 9] =
+    ["message_id", "user_id", "ts", "send_date", "campaign_id", "message_type", "channel", "arm", "propensity"];
+
 /// The decisions of `messages` whose campaign's first decision is on or after `from` and
 /// at or before S: message_id, user_id, ts, send_date, campaign_id, message_type, channel,
 /// arm, propensity.
@@ -113,17 +117,8 @@ pub(crate) fn decisions(messages: LazyFrame, from: NaiveDate, s: NaiveDate) -> L
         .group_by([col("campaign_id")])
         .agg([col("send_date").min().alias("campaign_start")])
         .filter(col("campaign_start").gt_eq(date_lit(from)));
-    m.join(started, [col("campaign_id")], [col("campaign_id")], JoinArgs::new(JoinType::Inner)).select([
-        col("message_id"),
-        col("user_id"),
-        col("ts"),
-        col("send_date"),
-        col("campaign_id"),
-        col("message_type"),
-        col("channel"),
-        col("arm"),
-        col("propensity"),
-    ])
+    m.join(started, [col("campaign_id")], [col("campaign_id")], JoinArgs::new(JoinType::Inner))
+        .select(DECISION_COLUMNS.map(col))
 }
 
 /// Every metric's value and pre-period value for each decision of `decisions` (as
@@ -279,43 +274,41 @@ fn of_day_measures(
     let tenure = (col("send_date").cast(DataType::Int32) - col("signup_date").cast(DataType::Int32)).alias("tenure");
     joined
         .with_column(tenure)
-        .select([
-            col("message_id"),
-            col("user_id"),
-            col("ts"),
-            col("send_date"),
-            col("campaign_id"),
-            col("message_type"),
-            col("channel"),
-            col("arm"),
-            col("propensity"),
-            only(premium0.clone(), flag(premium("status1"))).alias("retention"),
-            only(premium0.clone(), flag(premium("status_pre"))).alias("retention_pre"),
-            only(converting.clone(), flag(col("converted"))).alias("conversion"),
-            only(converting, flag(col("converted_pre"))).alias("conversion_pre"),
-            only(dunning0.clone(), flag(col("episode_end").eq(lit("payment_recovered")))).alias("payment_recovery"),
-            only(dunning0, flag(col("recovered_pre"))).alias("payment_recovery_pre"),
-            col("active_days").fill_null(lit(0.0)),
-            col("active_days_pre").fill_null(lit(0.0)),
-            col("streams").fill_null(lit(0.0)),
-            col("streams_pre").fill_null(lit(0.0)),
-            flag(col("unsubscribed")).alias("unsubscribed"),
-            flag(col("unsubscribed_pre")).alias("unsubscribed_pre"),
-            col("risk_decile"),
-            when(col("tenure").lt(lit(30)))
-                .then(lit("0-29d"))
-                .when(col("tenure").lt(lit(180)))
-                .then(lit("30-179d"))
-                .when(col("tenure").lt(lit(365)))
-                .then(lit("180-364d"))
-                .when(col("tenure").is_not_null())
-                .then(lit("365d+"))
-                .otherwise(lit(NULL).cast(DataType::String))
-                .alias("tenure_band"),
-            col("plan").fill_null(lit("none")),
-            col("country"),
-            col("platform"),
-        ])
+        .select(
+            DECISION_COLUMNS
+                .map(col)
+                .into_iter()
+                .chain([
+                    only(premium0.clone(), flag(premium("status1"))).alias("retention"),
+                    only(premium0.clone(), flag(premium("status_pre"))).alias("retention_pre"),
+                    only(converting.clone(), flag(col("converted"))).alias("conversion"),
+                    only(converting, flag(col("converted_pre"))).alias("conversion_pre"),
+                    only(dunning0.clone(), flag(col("episode_end").eq(lit("payment_recovered"))))
+                        .alias("payment_recovery"),
+                    only(dunning0, flag(col("recovered_pre"))).alias("payment_recovery_pre"),
+                    col("active_days").fill_null(lit(0.0)),
+                    col("active_days_pre").fill_null(lit(0.0)),
+                    col("streams").fill_null(lit(0.0)),
+                    col("streams_pre").fill_null(lit(0.0)),
+                    flag(col("unsubscribed")).alias("unsubscribed"),
+                    flag(col("unsubscribed_pre")).alias("unsubscribed_pre"),
+                    col("risk_decile"),
+                    when(col("tenure").lt(lit(30)))
+                        .then(lit("0-29d"))
+                        .when(col("tenure").lt(lit(180)))
+                        .then(lit("30-179d"))
+                        .when(col("tenure").lt(lit(365)))
+                        .then(lit("180-364d"))
+                        .when(col("tenure").is_not_null())
+                        .then(lit("365d+"))
+                        .otherwise(lit(NULL).cast(DataType::String))
+                        .alias("tenure_band"),
+                    col("plan").fill_null(lit("none")),
+                    col("country"),
+                    col("platform"),
+                ])
+                .collect::<Vec<_>>(),
+        )
         .collect()
         .ctx(format!("measuring the decisions sent on {d}"))
 }
