@@ -24,7 +24,7 @@ build: tools
 ## Run the nightly pipeline on the shipped sample world; outputs land in out/.
 run: build
 	./target/debug/retain run --config $(CONFIG) --as-of $(AS_OF)
-	@echo "outputs: out/{features,scores,interventions,grace}/snapshot=$(AS_OF)/ and out/runs/snapshot=$(AS_OF)/run.json"
+	@echo "outputs: out/{features,scores,interventions,grace,monitor}/snapshot=$(AS_OF)/, out/reports/snapshot=$(AS_OF)/index.html and out/runs/snapshot=$(AS_OF)/run.json"
 
 ## Install the pinned S3 and GCS emulators into .emulators/ (idempotent).
 emulators:
@@ -34,13 +34,13 @@ emulators:
 ray:
 	bash scripts/install-ray.sh
 
-## Debian's headless Chromium for the test that renders the readout page (idempotent).
+## Debian's headless Chromium for the tests that render the readout and the night's pages (idempotent).
 chromium:
 	bash scripts/install-chromium.sh
 
 ## Every test: unit tests, the integration binary (CLI, pipeline, storage on disk, S3, GCS,
-## a night of shards on a local Ray cluster, the orchestrator examples, the readout page in
-## headless Chromium).
+## a night of shards on a local Ray cluster, the orchestrator examples, the readout and monitor
+## pages in headless Chromium).
 test: tools emulators ray chromium
 	$(CARGO) test --no-fail-fast
 

@@ -13,6 +13,7 @@ A night of N shards (README, "Shards"):
     prices                                  after every shard's candidates
     interventions                           per shard, after prices and its scores
     commit                                  after everything: one _SUCCESS per table
+    monitor                                 after the commit: the night's checks, once, service-wide
 """
 
 from dataclasses import dataclass, field
@@ -56,4 +57,5 @@ def steps(as_of: str, shards: int, common: list | None = None) -> list:
         out.append(Step(f"interventions-{k}", cmd("interventions") + shard, ["prices", f"score-{k}"], k))
     finals = [f"{s}-{k}" for k in range(shards) for s in ("grace", "interventions")]
     out.append(Step("commit", cmd("commit") + ["--shards", str(shards)], finals, kind="night"))
+    out.append(Step("monitor", cmd("monitor"), ["commit"], kind="night"))
     return out

@@ -41,9 +41,10 @@ fn deep_worker_stacks() {
 }
 
 /// The flag and environment layer of the configuration.
-fn overrides(args: ConfigArgs) -> Overrides {
-    let ConfigArgs { config, input, output, horizon_days, seed } = args;
-    Overrides { config, input, output, horizon_days, seed }
+fn overrides(args: ConfigArgs) -> Result<Overrides> {
+    let ConfigArgs { config, input, output, horizon_days, seed, fail_on } = args;
+    let fail_on = fail_on.map(|f| f.parse()).transpose()?;
+    Ok(Overrides { config, input, output, horizon_days, seed, fail_on })
 }
 
 /// Run one command to completion.
@@ -58,17 +59,18 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Score(a) => stage(a, run::score_only),
         Command::Interventions(a) => stage(a, run::interventions_only),
         Command::Grace(a) => stage(a, run::grace_only),
+        Command::Monitor(a) => stage(a, run::monitor_only),
         Command::Candidates(a) => stage(a, run::candidates_only),
         Command::Prices(a) => {
-            let settings = config::resolve(&overrides(a.settings))?;
+            let settings = config::resolve(&overrides(a.settings)?)?;
             run::prices(&settings, a.as_of, a.shards)
         }
         Command::Commit(a) => {
-            let settings = config::resolve(&overrides(a.settings))?;
+            let settings = config::resolve(&overrides(a.settings)?)?;
             run::commit_shards(&settings, a.as_of, a.shards)
         }
         Command::Readout(a) => {
-            let settings = config::resolve(&overrides(a.settings))?;
+            let settings = config::resolve(&overrides(a.settings)?)?;
             if a.show_config {
                 print!("{}", settings.to_redacted_toml());
                 return Ok(());
@@ -81,7 +83,7 @@ pub fn execute(cli: Cli) -> Result<()> {
             run::readout_only(StageSettings::new(settings, as_of, StageOptions::default())?, plan)
         }
         Command::Backfill(a) => {
-            let settings = config::resolve(&overrides(a.settings))?;
+            let settings = config::resolve(&overrides(a.settings)?)?;
             if a.show_config {
                 print!("{}", settings.to_redacted_toml());
                 return Ok(());
@@ -159,7 +161,7 @@ pub fn execute(cli: Cli) -> Result<()> {
 fn stage(args: StageArgs, f: fn(StageSettings) -> Result<()>) -> Result<()> {
     let StageArgs { settings, as_of, retrain, shard, force, show_config } = args;
     let shard = shard.map(|s| s.parse::<crate::shard::Shard>()).transpose()?;
-    let settings = config::resolve(&overrides(settings))?;
+    let settings = config::resolve(&overrides(settings)?)?;
     if show_config {
         print!("{}", settings.to_redacted_toml());
         if let Some(d) = as_of {

@@ -61,6 +61,11 @@ pub enum Command {
     /// conversion, payment recovery, engagement and reachability) with a decision:
     /// readouts/, readout_arms/, readout_segments/ and reports/snapshot=S/readout.html.
     Readout(ReadoutArgs),
+    /// Watch the night: input data quality against the trailing weeks, every feature
+    /// against the training snapshots, scores, plan and grace against the last nights,
+    /// expected and realised model performance: monitor/, monitor_backtest/ and
+    /// reports/snapshot=S/index.html (`retain run` ends with it).
+    Monitor(StageArgs),
     /// Build one stage for every date in a range; complete dates are skipped.
     Backfill(BackfillArgs),
     /// Check the input tables against the data contract.
@@ -216,6 +221,11 @@ pub struct ConfigArgs {
     /// Seed for everything random (holdout assignment, model fitting).
     #[arg(long, env = "RETAIN_SEED")]
     pub seed: Option<u64>,
+
+    /// `retain monitor` and `retain run`: exit 3 when a check alerts (`alert`), warns or
+    /// alerts (`warn`), or never (`never`, the default: the manifest lists the alerts).
+    #[arg(long, env = "RETAIN_FAIL_ON", value_name = "never|alert|warn")]
+    pub fail_on: Option<String>,
 }
 
 /// Arguments shared by every pipeline stage.

@@ -315,3 +315,23 @@ pub const READOUTS: Table = Table {
         nullable("mde", Kind::F64),
     ],
 };
+
+pub(crate) const STATUSES: &[&str] = &["ok", "warn", "alert"];
+
+/// One row per check at S (README, "Monitoring", lists the checks); `snapshot_date` is this
+/// project's own column.
+pub const MONITOR: Table = Table {
+    name: "monitor",
+    layout: Layout::Whole,
+    key: None,
+    columns: &[
+        col("check", Kind::Str),
+        col("subject", Kind::Str),
+        col("statistic", Kind::Str),
+        nullable("value", Kind::F64),
+        nullable("threshold", Kind::F64),
+        one_of("status", STATUSES),
+        col("baseline", Kind::Str),
+        col("snapshot_date", Kind::Date),
+    ],
+};

@@ -14,6 +14,8 @@ pub enum ExitCode {
     Ok = 0,
     /// The command line could not be parsed (clap's own code).
     Usage = 2,
+    /// Every output is complete, and a monitor check reached the level of `--fail-on`.
+    Alerted = 3,
     /// The input data breaks the contract.
     DataErr = 65,
     /// A bug or an unexpected internal state.
@@ -76,6 +78,10 @@ pub enum Error {
     /// Anything that should not happen.
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// The night is complete, and monitor checks reached the `--fail-on` level.
+    #[error("monitor: {0}")]
+    Alerted(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -159,6 +165,7 @@ impl Error {
             Error::Unavailable { .. } => ExitCode::TempFail,
             Error::Storage { .. } => ExitCode::IoErr,
             Error::Polars { .. } | Error::Internal(_) => ExitCode::Software,
+            Error::Alerted(_) => ExitCode::Alerted,
         }
     }
 
@@ -166,6 +173,9 @@ impl Error {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             Error::Data(_) => Some("run `retain validate --input <URI>` for a full report of the input problems"),
+            Error::Alerted(_) => {
+                Some("every output is written; the checks are in monitor/ and reports/snapshot=S/index.html")
+            }
             Error::Config(_) => Some("run with `--show-config` to see the resolved settings"),
             Error::Unavailable { .. } => Some("the failure is temporary; the same command can be rerun safely"),
             Error::Storage { .. } => Some(

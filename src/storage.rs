@@ -647,6 +647,15 @@ impl Storage {
         self.read_listed(table, snapshot, &commit)
     }
 
+    /// A lazy scan of a committed table partition, or None when it is not complete: for
+    /// reading a few columns of an earlier night's table.
+    pub fn scan_committed(&self, table: &str, snapshot: NaiveDate) -> Result<Option<LazyFrame>> {
+        let Some(commit) = self.committed(table, snapshot)? else { return Ok(None) };
+        let dir = Self::partition_dir(table, snapshot);
+        let rels: Vec<String> = commit.files.iter().map(|f| format!("{dir}/{}", f.name)).collect();
+        Ok(Some(self.scan_parquet(&rels)?))
+    }
+
     fn read_listed(&self, table: &str, snapshot: NaiveDate, commit: &Commit) -> Result<DataFrame> {
         let dir = Self::partition_dir(table, snapshot);
         let rels: Vec<String> = commit.files.iter().map(|f| format!("{dir}/{}", f.name)).collect();

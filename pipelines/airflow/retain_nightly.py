@@ -218,3 +218,11 @@ with DAG(
     tasks['interventions-2'] >> tasks['commit']
     tasks['grace-3'] >> tasks['commit']
     tasks['interventions-3'] >> tasks['commit']
+    tasks['monitor'] = BashOperator(
+        task_id='monitor',
+        bash_command='retain monitor --as-of {{ ds }} --config /etc/retain/nightly.toml',
+        retries=2,
+        retry_exponential_backoff=True,
+        pool_slots=2,
+    )
+    tasks['commit'] >> tasks['monitor']

@@ -27,6 +27,16 @@ pub(crate) const SQL_MODELS: &[(&str, &str, &str)] = &[
     ("feat_messaging", "stg_messages", include_str!("../../sql/feat_messaging.sql")),
 ];
 
+/// Whether feature `name` is computed from `messages` (an output column of
+/// `sql/feat_messaging.sql`): its distribution follows the campaign calendar, not the users.
+pub(crate) fn follows_campaigns(name: &str) -> bool {
+    SQL_MODELS.iter().filter(|(_, view, _)| *view == "stg_messages").any(|(_, _, sql)| {
+        sql.lines().any(|line| {
+            line.trim_end().trim_end_matches(',').split_whitespace().rev().take(2).collect::<Vec<_>>() == [name, "AS"]
+        })
+    })
+}
+
 /// The staged activity window, the one input too large to aggregate in one pass.
 const ACTIVITY_VIEW: &str = "stg_activity";
 
@@ -466,6 +476,16 @@ fn subscription_state(billing: LazyFrame, s: NaiveDate) -> LazyFrame {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_campaign_features_are_the_messaging_models_columns() {
+        for f in ["messages_30", "opens_90", "days_since_message", "unsubscribes_90"] {
+            assert!(super::follows_campaigns(f), "{f}");
+        }
+        for f in ["streams_7", "price", "failures_30", "user_id"] {
+            assert!(!super::follows_campaigns(f), "{f}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -15,6 +15,7 @@
 mod artifact;
 mod data;
 mod fit;
+mod reference;
 mod report;
 
 use chrono::NaiveDate;
@@ -30,9 +31,11 @@ use crate::version::code_version;
 
 pub(crate) use artifact::{attachment, load, save};
 pub use data::{TrainingData, training_data};
+pub(crate) use reference::FEATURE_REFERENCE;
 
 /// Train for snapshot `s`, or reuse the latest model in `output` when the labelled data is
-/// unchanged (unless `retrain`).
+/// unchanged (unless `retrain`); either way with the labelled snapshots' feature
+/// distributions attached ([`FEATURE_REFERENCE`]), for `monitor`.
 pub(crate) fn train_or_reuse(
     inputs: &Inputs,
     s: NaiveDate,
@@ -41,6 +44,18 @@ pub(crate) fn train_or_reuse(
     retrain: bool,
 ) -> Result<ModelArtifact> {
     let data = training_data(inputs, s, settings)?;
+    let mut artifact = fit_or_reuse(&data, s, settings, output, retrain)?;
+    artifact.attach(FEATURE_REFERENCE, reference::of(&data)?);
+    Ok(artifact)
+}
+
+fn fit_or_reuse(
+    data: &TrainingData,
+    s: NaiveDate,
+    settings: &TrainSettings,
+    output: &Storage,
+    retrain: bool,
+) -> Result<ModelArtifact> {
     if !retrain
         && let Some(latest) = artifact::latest_model(output, s)?
         && latest.fingerprint == data.fingerprint
@@ -60,7 +75,7 @@ pub(crate) fn train_or_reuse(
         }
         return artifact::load_models(output, reused);
     }
-    train(s, settings, &data)
+    train(s, settings, data)
 }
 
 /// Fit every model on `data` and describe them as the artifact of snapshot `s`.

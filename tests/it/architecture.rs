@@ -30,15 +30,40 @@ use std::path::Path;
 /// new low-level module here when it is created; names of modules that do not exist (any
 /// more) are tolerated.
 const LOWER: &[&str] = &[
-    "error", "storage", "contract", "version", "progress", "report", "models", "config", "inputs", "labels",
-    "features", "labelled", "checks", "shard",
+    "error",
+    "storage",
+    "contract",
+    "version",
+    "progress",
+    "report",
+    "models",
+    "config",
+    "inputs",
+    "labels",
+    "features",
+    "labelled",
+    "checks",
+    "shard",
+    "distribution",
 ];
 
 /// The stages and the command layer. Those that are directories are sealed: a file outside
 /// `src/<stage>/` refers only to the stage's root file (`src/<stage>/mod.rs` or
 /// `src/<stage>.rs`), not to its internals. Missing names are tolerated.
-const STAGES: &[&str] =
-    &["train", "score", "interventions", "grace", "readout", "run", "backfill", "app", "table", "validate", "synth"];
+const STAGES: &[&str] = &[
+    "train",
+    "score",
+    "interventions",
+    "grace",
+    "readout",
+    "monitor",
+    "run",
+    "backfill",
+    "app",
+    "table",
+    "validate",
+    "synth",
+];
 
 /// Files that import nothing of the crate: `cli` is the clap definitions only.
 const IMPORT_NOTHING: &[&str] = &["src/cli.rs"];

@@ -10,6 +10,7 @@ mod features;
 mod grace;
 mod interventions;
 mod models;
+mod monitor;
 mod pipeline;
 mod ray;
 mod readout;

@@ -225,7 +225,7 @@ fn a_rerun_writes_identical_tables_and_a_manifest() {
     // What each stage cost, for an operator and the benchmarks.
     let stages = manifest["stages"].as_array().unwrap();
     let names: Vec<&str> = stages.iter().map(|s| s["stage"].as_str().unwrap()).collect();
-    assert_eq!(names, ["read inputs", "features", "train", "score", "interventions", "grace"]);
+    assert_eq!(names, ["read inputs", "features", "train", "score", "interventions", "grace", "monitor"]);
     let peak = manifest["peak_rss_bytes"].as_u64().unwrap();
     assert!(peak > 50 << 20 && peak < 8 << 30, "a plausible peak for the sample: {peak}");
     for s in stages {
@@ -314,7 +314,7 @@ fn a_later_night_reads_the_kept_activity_aggregates_and_writes_the_same_tables()
 fn stages_run_one_at_a_time_give_the_same_tables_as_run() {
     let whole = sample_run();
     let dir = tempfile::tempdir().unwrap();
-    for stage in ["features", "train", "score", "interventions", "grace"] {
+    for stage in ["features", "train", "score", "interventions", "grace", "monitor"] {
         run_ok(
             retain()
                 .arg(stage)
@@ -330,7 +330,7 @@ fn stages_run_one_at_a_time_give_the_same_tables_as_run() {
             "{stage} wrote its manifest"
         );
     }
-    for table in ["features", "scores", "interventions", "grace"] {
+    for table in ["features", "scores", "interventions", "grace", "monitor"] {
         assert_eq!(read_table(whole, table), read_table(dir.path(), table), "{table}");
     }
     // The grace stage's manifest lists the listening it read: from 30 days before the

@@ -133,6 +133,9 @@ fn the_ray_driver_runs_a_night_of_shards_to_the_tables_of_one_process_retrying_o
     let value = |df: &DataFrame| floats(df, "expected_uplift").iter().sum::<f64>();
     assert!(value(&planned) >= 0.99 * value(&exact), "{} < 99% of {}", value(&planned), value(&exact));
     assert!(out.join(format!("runs/snapshot={SAMPLE_AS_OF}/commit.json")).exists());
+    // The night ends with its checks, over the committed tables.
+    assert!(open(&out).committed("monitor", sample_as_of()).unwrap().is_some(), "the night is monitored");
+    assert!(out.join(format!("reports/snapshot={SAMPLE_AS_OF}/index.html")).exists());
 }
 
 #[test]
@@ -148,7 +151,7 @@ fn the_argo_and_airflow_files_run_the_commands_of_the_ray_driver() {
             assert!(airflow.contains(&format!("--shard {k}/4'")), "shard {k}");
         }
     }
-    for night_step in ["retain train", "retain prices", "retain commit"] {
+    for night_step in ["retain train", "retain prices", "retain commit", "retain monitor"] {
         assert!(airflow.contains(night_step), "{night_step}");
     }
 }

@@ -241,32 +241,9 @@ fn an_aa_world_rejects_about_five_percent_and_only_the_damaged_campaign_fails_it
 fn the_readout_page_renders_its_plots_in_headless_chromium() {
     let w = worlds();
     let page = w.aa_out.path().join(format!("reports/snapshot={AS_OF}/readout.html"));
-    let profile = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("chromium runs (make test installs it: scripts/install-chromium.sh)");
+    let out = chromium(&page, &["--dump-dom".to_string()]);
     let dom = String::from_utf8_lossy(&out.stdout);
-    let attr = |name: &str| -> usize {
-        let key = format!("{name}=\"");
-        let at = dom
-            .find(&key)
-            .unwrap_or_else(|| panic!("<body> has {name} once the page has loaded:\n{}", &dom[..dom.len().min(400)]));
-        dom[at + key.len()..].split('"').next().unwrap().parse().unwrap()
-    };
+    let attr = |name: &str| -> usize { dom_attribute(&dom, name).parse().unwrap() };
     let df = readouts(w.aa_out.path());
     let campaigns: BTreeSet<String> = strings(&df, "campaign_id").into_iter().collect();
     assert_eq!(attr("data-forest-plots"), campaigns.len(), "a forest plot per campaign, laid out");

@@ -112,3 +112,38 @@ pub(crate) fn write_csv(df: &mut DataFrame, path: &Path) {
     let mut f = std::fs::File::create(path).unwrap();
     CsvWriter::new(&mut f).finish(df).unwrap();
 }
+
+/// Headless Chromium (Debian's package; `make test` installs it) on a local page, with the
+/// settings that keep it off the network; `args` add the output wanted (`--dump-dom`,
+/// `--screenshot=…`).
+pub(crate) fn chromium(page: &Path, args: &[String]) -> Output {
+    let profile = tempfile::tempdir().unwrap();
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs (make test installs it: scripts/install-chromium.sh)")
+}
+
+/// The value of attribute `name` in a DOM dump (the first one).
+pub(crate) fn dom_attribute(dom: &str, name: &str) -> String {
+    let key = format!("{name}=\"");
+    let at = dom
+        .find(&key)
+        .unwrap_or_else(|| panic!("the DOM has {name} once the page has loaded:\n{}", &dom[..dom.len().min(400)]));
+    dom[at + key.len()..].split('"').next().unwrap().to_string()
+}
