@@ -126,7 +126,9 @@ pub(crate) fn page(
     }
     body.push_str("</ul>");
     let mut flagged: Vec<&Check> = checks.iter().filter(|c| c.status != Status::Ok).collect();
-    flagged.sort_by_key(|c| std::cmp::Reverse(c.status));
+    // The worst first, and within a status the furthest past its limit: a root cause (a platform's
+    // skips doubled) above its echoes (every country's skips up by its share of that platform).
+    flagged.sort_by(|a, b| b.status.cmp(&a.status).then(b.severity().total_cmp(&a.severity())));
     body.push_str("<h2>Alerts and warnings</h2>");
     if flagged.is_empty() {
         body.push_str("<p>None: every check is within its limits.</p>");

@@ -63,6 +63,15 @@ impl Check {
         Check { threshold: Some(limit.alert), status, ..self }
     }
 
+    /// How far past its alert limit the value is (1 = at it); 0 for a figure not judged.
+    pub(crate) fn severity(&self) -> f64 {
+        match self.threshold {
+            Some(t) if self.statistic == "chi_squared_p" => t / self.value.max(f64::MIN_POSITIVE),
+            Some(t) if t > 0.0 => self.value.abs() / t,
+            _ => 0.0,
+        }
+    }
+
     /// A test's p-value: alerts below 0.001, warns below 0.01 (the small-sample form of
     /// a share check, where distances between shares are mostly noise).
     pub(crate) fn p_value(check: &'static str, subject: String, p: f64, baseline: String) -> Self {
