@@ -57,7 +57,8 @@ fn the_artifact_holds_every_model_in_its_native_format_with_a_champion_per_targe
     // What other stages learned that night is saved beside the models, named by content too.
     let mut expected = files.clone();
     expected.push("model.json".into());
-    for stage in ["grace", "interventions"] {
+    // `feature_reference`: the training snapshots' feature distributions, for the monitor.
+    for stage in ["grace", "interventions", "feature_reference"] {
         let file = model["attachments"][stage].as_str().unwrap();
         let bytes = std::fs::read(dir.join(file)).unwrap();
         assert_eq!(file, format!("{stage}-{:016x}.json", xxhash_rust::xxh3::xxh3_64(&bytes)));
