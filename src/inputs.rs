@@ -250,9 +250,25 @@ impl Inputs {
         let (activity, activity_rels, activity_files) = daily(&contract::ACTIVITY, lookback.activity_days)?;
         let (billing, billing_rels, _) = daily(&contract::BILLING, lookback.billing_days)?;
         let (messages, messages_rels, _) = daily(&contract::MESSAGES, lookback.messages_days)?;
+        if !activity_files.iter().any(|f| f.date <= last) {
+            // None read is on or before S: refuse S if the table begins after it. (Earlier
+            // snapshots of a range, the oldest training snapshots, may precede the data:
+            // nobody is premium there yet, and they are left out.)
+            let oldest = storage
+                .list_dirs(contract::ACTIVITY.name)?
+                .iter()
+                .filter_map(|d| NaiveDate::parse_from_str(d.strip_prefix("dt=")?, "%Y-%m-%d").ok())
+                .min();
+            if let Some(oldest) = oldest.filter(|oldest| *oldest > last) {
+                return Err(Error::data(format!(
+                    "snapshot {last} is before the inputs begin: the oldest `activity` partition under {}/activity/ is \
+                     dt={oldest}; a snapshot needs its own day of listening",
+                    storage.uri(),
+                )));
+            }
+        }
         if activity_files.iter().all(|f| f.date < last) {
-            // None read is on or after S: refuse S if the table ends before it (an S before
-            // the data begins is another matter: nobody is premium yet).
+            // None read is on or after S: refuse S if the table ends before it.
             let newest = storage
                 .list_dirs(contract::ACTIVITY.name)?
                 .iter()

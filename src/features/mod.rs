@@ -515,9 +515,10 @@ mod tests {
             assert_eq!(table, whole.filter(&keep).unwrap(), "{users_per_pass} users per pass");
         }
 
-        // Before the sample's first day nobody is premium: an empty table with every column.
+        // Before the sample's first day nobody is premium: an empty table with every column
+        // (an early training snapshot; a command's own snapshot there is refused on read).
         let early = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
-        let none = build(&crate::inputs::sample_inputs(early, early, 30), early).unwrap();
+        let none = build(&crate::inputs::sample_inputs(early, s, 30), early).unwrap();
         assert_eq!((none.height(), none.schema()), (0, whole.schema()));
     }
 

@@ -520,6 +520,26 @@ fn a_snapshot_after_the_inputs_end_is_refused() {
 }
 
 #[test]
+fn a_snapshot_before_the_inputs_begin_is_refused() {
+    for command in ["features", "run"] {
+        let out = tempfile::tempdir().unwrap();
+        let (c, text) = failure(
+            retain()
+                .args([command, "--config"])
+                .arg(repo().join("pipelines/sample.toml"))
+                .args(["--as-of", "2026-01-05", "--input"])
+                .arg(sample_data())
+                .arg("--output")
+                .arg(out.path()),
+            &[(out.path(), "[OUT]")],
+        );
+        assert_eq!(c, 65, "{command}: {text}");
+        assert!(text.contains("before the inputs begin") && text.contains("dt=2026-05-25"), "{command}: {text}");
+        assert!(no_committed_outputs(out.path()), "{command}");
+    }
+}
+
+#[test]
 fn settings_out_of_range_are_configuration_errors_before_any_work() {
     for (setting, names) in [
         ("[training.gbdt]\nlearning_rate = -1.0", "training.gbdt.learning_rate"),
