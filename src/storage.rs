@@ -192,6 +192,14 @@ impl Storage {
                 builder = builder.with_config(key, v);
                 polars_opts.push((key, v.clone()));
             }
+            if !s3_credentials_given(&builder) && metadata_disabled() {
+                return Err(Error::config(format!(
+                    "no S3 credentials for {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or [storage] \
+                     aws_access_key_id and aws_secret_access_key), a web identity or container credentials, or \
+                     aws_skip_signature = true for a public bucket; the instance metadata, the last resort, is off \
+                     (AWS_EC2_METADATA_DISABLED)"
+                )));
+            }
             let store = builder.build().map_err(|e| Error::config(format!("S3 store for {uri}: {e}")))?;
             let cloud = with_retries(CloudOptions::default().with_aws(polars_opts), &retry);
             Ok(Self::remote(uri.clone(), Backend::S3, Arc::new(store), prefix, cloud))
@@ -661,6 +669,27 @@ impl Storage {
         let rels: Vec<String> = commit.files.iter().map(|f| format!("{dir}/{}", f.name)).collect();
         self.scan_parquet(&rels)?.collect().ctx(format!("reading table `{table}` for snapshot {snapshot}"))
     }
+}
+
+/// Whether an S3 builder has credentials of its own: keys, a web identity, container
+/// credentials, or no signing at all. Without any, object_store asks the instance metadata
+/// endpoint (169.254.169.254), which `AWS_EC2_METADATA_DISABLED=true` forbids but object_store
+/// does not read: the store is refused before it contacts anything.
+fn s3_credentials_given(builder: &AmazonS3Builder) -> bool {
+    use object_store::aws::AmazonS3ConfigKey as K;
+    let has = |k: K| builder.get_config_value(&k).is_some_and(|v| !v.is_empty());
+    has(K::AccessKeyId)
+        || has(K::SecretAccessKey)
+        || (has(K::WebIdentityTokenFile) && has(K::RoleArn))
+        || has(K::ContainerCredentialsRelativeUri)
+        || (has(K::ContainerCredentialsFullUri) && has(K::ContainerAuthorizationTokenFile))
+        || builder.get_config_value(&K::SkipSignature).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// `AWS_EC2_METADATA_DISABLED=true`: the AWS SDKs' switch that keeps credentials from
+/// being fetched from the instance metadata.
+fn metadata_disabled() -> bool {
+    std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// The marker of one shard's part of a table partition.

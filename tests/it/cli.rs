@@ -520,6 +520,23 @@ fn a_snapshot_after_the_inputs_end_is_refused() {
 }
 
 #[test]
+fn s3_without_credentials_is_a_configuration_error_that_contacts_nothing() {
+    // No keys, and the instance metadata off: nothing can sign a request, so nothing is sent
+    // (the endpoint is a closed port; object_store alone would ask 169.254.169.254).
+    let (c, text) = failure(
+        retain()
+            .args(["validate", "--input", "s3://bucket/events"])
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", crate::emulators::free_port()))
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ALLOW_HTTP", "true"),
+        &[],
+    );
+    assert_eq!(c, 78, "{text}");
+    assert!(text.contains("no S3 credentials for s3://bucket/events") && !text.contains("169.254"), "{text}");
+}
+
+#[test]
 fn a_snapshot_before_the_inputs_begin_is_refused() {
     for command in ["features", "run"] {
         let out = tempfile::tempdir().unwrap();
