@@ -33,6 +33,7 @@ use crate::error::{Error, PolarsContext, Result};
 use crate::inputs::{Inputs, Lookback};
 use crate::labels;
 use crate::storage::Storage;
+use row::Check;
 pub(crate) use row::Status;
 
 /// The backtest table: one row per closed night, kept and grown night by night.
@@ -217,8 +218,6 @@ pub(crate) fn monitor(
     });
     Ok(Monitored { table, backtest, html, report, worst })
 }
-
-use row::Check;
 
 fn frame(checks: &[Check], s: NaiveDate) -> Result<DataFrame> {
     df!(
