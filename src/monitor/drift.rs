@@ -192,12 +192,7 @@ fn floats(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
 
 /// Tonight's scores against the last nights': the distribution on the earlier scores'
 /// deciles (PSI), the mean, and the risk deciles' shares.
-pub(crate) fn scores(
-    tonight: &DataFrame,
-    before: &DataFrame,
-    baseline: &str,
-    cfg: &Monitor,
-) -> Result<(Vec<Check>, Histogram)> {
+pub(crate) fn scores(tonight: &DataFrame, before: &DataFrame, baseline: &str, cfg: &Monitor) -> Result<Vec<Check>> {
     let (t, b) = (numbers(tonight, "churn_probability")?, numbers(before, "churn_probability")?);
     let reference = Histogram::of_quantiles(&b, None, 10);
     let mut h = reference.empty_like();
@@ -219,7 +214,7 @@ pub(crate) fn scores(
         cfg,
         baseline.to_string(),
     ));
-    Ok((out, h))
+    Ok(out)
 }
 
 /// Tonight's plan against the last nights': the mix of actions, channels and groups, and

@@ -134,9 +134,8 @@ pub(crate) fn monitor(
         format!("the {} night(s) {} to {}", found.len(), found.last().copied().unwrap_or(s), found[0])
     };
     type Compare = fn(&DataFrame, &DataFrame, &str, &config::Monitor) -> Result<Vec<Check>>;
-    let score_drift: Compare = |t, b, text, cfg| Ok(drift::scores(t, b, text, cfg)?.0);
     let plans: [(&str, &[&str], &Option<DataFrame>, Compare); 3] = [
-        ("scores", &["churn_probability", "risk_decile"], &night.scores, score_drift),
+        ("scores", &["churn_probability", "risk_decile"], &night.scores, drift::scores),
         ("interventions", &["action", "channel", "group", "expected_uplift"], &night.interventions, drift::plan),
         ("grace", &["recommended_grace_days", "p_recover"], &night.grace, drift::grace),
     ];

@@ -4,6 +4,9 @@
 //! flags in `cli`) > the TOML file given with `--config` > the defaults below. Every key
 //! is declared once here with its default; unknown keys are an error (exit 78) so a typo
 //! never silently falls back to a default. `--show-config` prints the result.
+//!
+//! The sections of the commands beside the nightly stages have files of their own, each with
+//! its defaults and checks: `[readout]` (`readout.rs`), `[monitor]` (`monitor.rs`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,6 +19,13 @@ use crate::error::{Error, Result};
 use crate::models::gbdt::{GbdtParams, lightgbm_seed};
 use crate::shard::Shard;
 use crate::storage::StorageOptions;
+
+mod monitor;
+mod readout;
+
+pub use monitor::{FailOn, Limit, Monitor, MonitorLimits};
+pub(crate) use readout::READOUT_METRICS;
+pub use readout::Readout;
 
 /// Partitions read after the last snapshot for rows that arrive late, unless configured
 /// (`inputs.late_days`).
@@ -153,236 +163,6 @@ pub struct Grace {
     /// (inverse propensity over the randomised grace arms, models refitted as of each
     /// fortnight's start).
     pub eval_days: u32,
-}
-
-/// When `retain monitor` (and `retain run`, which ends with it) exits non-zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum FailOn {
-    /// Never: the night completes and the manifest lists the alerts.
-    #[default]
-    Never,
-    /// When any check alerts (exit 3, README "Exit codes").
-    Alert,
-    /// When any check warns or alerts (exit 3).
-    Warn,
-}
-
-impl std::str::FromStr for FailOn {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "never" => Ok(FailOn::Never),
-            "alert" => Ok(FailOn::Alert),
-            "warn" => Ok(FailOn::Warn),
-            other => Err(Error::Usage(format!("--fail-on `{other}`: one of never, alert, warn"))),
-        }
-    }
-}
-
-/// A check's two limits on the size of a change: at `warn` it warns, at `alert` it alerts.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limit {
-    pub warn: f64,
-    pub alert: f64,
-}
-
-const fn limit(warn: f64, alert: f64) -> Limit {
-    Limit { warn, alert }
-}
-
-/// `[monitor.limits]`: each check's limits (README, "Monitoring", says what each measures).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MonitorLimits {
-    /// A day's rows against the same weekday's median of the baseline (relative change).
-    pub rows_per_day: Limit,
-    /// A country's or platform's rows per day, recent days against the baseline (relative change).
-    pub segment_rows: Limit,
-    /// A column's mean per row, overall and per country and platform (relative change).
-    pub segment_mean: Limit,
-    /// A column's share of nulls (absolute change).
-    pub null_rate: Limit,
-    /// An enumerated column's value shares (L-infinity distance).
-    pub enum_share: Limit,
-    /// Rows landing in a later partition than their date (absolute change of the share).
-    pub late_share: Limit,
-    /// Rows repeating a key (absolute change of the share).
-    pub duplicate_share: Limit,
-    /// A numeric feature against the training snapshots (population stability index).
-    pub psi: Limit,
-    /// A numeric feature against the training snapshots (Jensen–Shannon distance, base 2).
-    pub jensen_shannon: Limit,
-    /// A categorical feature, the risk deciles, the plan's and the grace lengths' mix
-    /// (L-infinity distance of the shares).
-    pub category_share: Limit,
-    /// The mean churn probability and the plan's mean expected uplift against the last
-    /// nights (relative change).
-    pub mean_change: Limit,
-    /// The mean probability of recovery of the grace recommendations (absolute change).
-    pub p_recover_change: Limit,
-    /// Tonight's expected AUC (CBPE) below the champion's validation AUC.
-    pub expected_auc_drop: Limit,
-    /// A closed night's realised AUC against what was expected of it (absolute gap).
-    pub backtest_auc_gap: Limit,
-    /// A closed night's expected calibration error beyond what chance gives.
-    pub calibration_error: Limit,
-}
-
-impl Default for MonitorLimits {
-    fn default() -> Self {
-        MonitorLimits {
-            rows_per_day: limit(0.25, 0.4),
-            segment_rows: limit(0.25, 0.4),
-            segment_mean: limit(0.2, 0.35),
-            null_rate: limit(0.05, 0.1),
-            enum_share: limit(0.05, 0.1),
-            late_share: limit(0.02, 0.05),
-            duplicate_share: limit(0.005, 0.02),
-            psi: limit(0.1, 0.25),
-            jensen_shannon: limit(0.1, 0.2),
-            category_share: limit(0.1, 0.2),
-            mean_change: limit(0.2, 0.4),
-            p_recover_change: limit(0.1, 0.2),
-            expected_auc_drop: limit(0.03, 0.06),
-            backtest_auc_gap: limit(0.03, 0.05),
-            calibration_error: limit(0.03, 0.05),
-        }
-    }
-}
-
-/// `[monitor]`: what `retain monitor` compares and how sure a change must be to count
-/// (README, "Monitoring").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Monitor {
-    /// `never`, `alert` or `warn`: the level of check that makes the command exit 3.
-    pub fail_on: FailOn,
-    /// The input checks' recent days (ending at S), compared with the baseline before them.
-    pub recent_days: u32,
-    /// The input checks' baseline: the days before the recent ones.
-    pub baseline_days: u32,
-    /// Earlier nights whose scores, plans and grace recommendations are tonight's baseline,
-    /// and closed nights the backtest computes again.
-    pub nights: u32,
-    /// Fewer rows than this in a segment or window, and it is not judged.
-    pub min_rows: u64,
-    /// A change must also be this many standard errors from no change to count: sampling
-    /// noise alone is not an alarm (Evidently's size-aware tests make the same point).
-    pub min_z: f64,
-    pub limits: MonitorLimits,
-}
-
-impl Default for Monitor {
-    fn default() -> Self {
-        Monitor {
-            fail_on: FailOn::Never,
-            recent_days: 7,
-            baseline_days: 28,
-            nights: 7,
-            min_rows: 1000,
-            min_z: 5.0,
-            limits: MonitorLimits::default(),
-        }
-    }
-}
-
-impl Monitor {
-    fn check(&self) -> Result<()> {
-        if !(1..=28).contains(&self.recent_days) || !(7..=120).contains(&self.baseline_days) {
-            return Err(Error::config(format!(
-                "monitor.recent_days must be in 1..=28 and monitor.baseline_days in 7..=120, got {} and {}",
-                self.recent_days, self.baseline_days
-            )));
-        }
-        if !(1..=60).contains(&self.nights) {
-            return Err(Error::config(format!("monitor.nights must be in 1..=60, got {}", self.nights)));
-        }
-        if !(self.min_z.is_finite() && self.min_z >= 0.0) {
-            return Err(Error::config(format!("monitor.min_z must be ≥ 0, got {}", self.min_z)));
-        }
-        let l = &self.limits;
-        for (name, v) in [
-            ("rows_per_day", l.rows_per_day),
-            ("segment_rows", l.segment_rows),
-            ("segment_mean", l.segment_mean),
-            ("null_rate", l.null_rate),
-            ("enum_share", l.enum_share),
-            ("late_share", l.late_share),
-            ("duplicate_share", l.duplicate_share),
-            ("psi", l.psi),
-            ("jensen_shannon", l.jensen_shannon),
-            ("category_share", l.category_share),
-            ("mean_change", l.mean_change),
-            ("p_recover_change", l.p_recover_change),
-            ("expected_auc_drop", l.expected_auc_drop),
-            ("backtest_auc_gap", l.backtest_auc_gap),
-            ("calibration_error", l.calibration_error),
-        ] {
-            if !(v.warn.is_finite() && v.alert.is_finite() && 0.0 <= v.warn && v.warn <= v.alert) {
-                return Err(Error::config(format!(
-                    "monitor.limits.{name} must have 0 ≤ warn ≤ alert, got warn = {}, alert = {}",
-                    v.warn, v.alert
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `[readout]`: what `retain readout` reads out and how it decides (README, "Readouts").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Readout {
-    /// Campaigns whose first decision is in the last N weeks are read out, and pooled per arm.
-    pub weeks: u32,
-    /// Days after the send that engagement (active days, streams) is counted over.
-    pub engagement_days: u32,
-    /// Days after the send that an unsubscribe counts against reachability.
-    pub reachability_days: u32,
-    /// Days before the send of every metric's own pre-period value (CUPED).
-    pub pre_days: u32,
-    /// Error rate of the tests (two-sided for success metrics, Bonferroni over a type's
-    /// success metrics; one-sided for the guardrails' non-inferiority).
-    pub alpha: f64,
-    /// A campaign whose split has a sample-ratio-mismatch p-value below this is invalid.
-    pub srm_alpha: f64,
-    /// The power of the minimum detectable effects and of `--plan`.
-    pub power: f64,
-    /// The always-valid intervals' mixture, in standard deviations of the metric.
-    pub sequential_tau: f64,
-    /// The success metrics of each message type.
-    pub success: BTreeMap<String, Vec<String>>,
-    /// The guardrail metrics, each with its margin: the largest harm accepted, as a share
-    /// of the holdout's mean.
-    pub guardrails: BTreeMap<String, f64>,
-}
-
-impl Default for Readout {
-    fn default() -> Self {
-        let success = [
-            ("premium_education", "retention"),
-            ("content_nudge", "retention"),
-            ("winback_offer", "conversion"),
-            ("payment_update_reminder", "payment_recovery"),
-        ];
-        Readout {
-            weeks: 12,
-            engagement_days: 14,
-            reachability_days: 30,
-            pre_days: 28,
-            alpha: 0.05,
-            srm_alpha: 0.001,
-            power: 0.8,
-            sequential_tau: 0.1,
-            success: success.iter().map(|(t, m)| (t.to_string(), vec![m.to_string()])).collect(),
-            guardrails: [("active_days", 0.05), ("streams", 0.05), ("unsubscribed", 0.5)]
-                .iter()
-                .map(|(m, v)| (m.to_string(), *v))
-                .collect(),
-        }
-    }
 }
 
 impl Default for Settings {
@@ -573,59 +353,6 @@ impl Settings {
     }
 }
 
-impl Readout {
-    fn check(&self) -> Result<()> {
-        let r = self;
-        if !(1..=52).contains(&r.weeks) {
-            return Err(Error::config(format!("readout.weeks must be in 1..=52, got {}", r.weeks)));
-        }
-        for (key, v) in [
-            ("engagement_days", r.engagement_days),
-            ("reachability_days", r.reachability_days),
-            ("pre_days", r.pre_days),
-        ] {
-            if !(1..=90).contains(&v) {
-                return Err(Error::config(format!("readout.{key} must be in 1..=90, got {v}")));
-            }
-        }
-        for (key, v) in [("alpha", r.alpha), ("srm_alpha", r.srm_alpha), ("power", r.power)] {
-            if !(v > 0.0 && v < 1.0) {
-                return Err(Error::config(format!("readout.{key} must be in (0, 1), got {v}")));
-            }
-        }
-        if !(r.sequential_tau > 0.0 && r.sequential_tau.is_finite()) {
-            return Err(Error::config(format!("readout.sequential_tau must be > 0, got {}", r.sequential_tau)));
-        }
-        let metric = |m: &str| READOUT_METRICS.contains(&m);
-        for (ty, metrics) in &r.success {
-            if !crate::contract::MESSAGE_TYPES.contains(&ty.as_str()) {
-                return Err(Error::config(format!(
-                    "readout.success: `{ty}` is not a message type ({})",
-                    crate::contract::MESSAGE_TYPES.join(", ")
-                )));
-            }
-            if let Some(m) = metrics.iter().find(|m| !metric(m)) {
-                return Err(Error::config(format!(
-                    "readout.success.{ty}: `{m}` is not a metric ({})",
-                    READOUT_METRICS.join(", ")
-                )));
-            }
-        }
-        for (m, margin) in &r.guardrails {
-            if !metric(m) {
-                return Err(Error::config(format!(
-                    "readout.guardrails: `{m}` is not a metric ({})",
-                    READOUT_METRICS.join(", ")
-                )));
-            }
-            if !(*margin >= 0.0 && margin.is_finite()) {
-                return Err(Error::config(format!("readout.guardrails.{m} must be a margin ≥ 0, got {margin}")));
-            }
-        }
-        Ok(())
-    }
-}
-
 impl Settings {
     /// The settings as TOML, with secret-looking storage values redacted.
     pub(crate) fn to_redacted_toml(&self) -> String {
@@ -639,10 +366,6 @@ impl Settings {
         toml::to_string_pretty(&shown).unwrap_or_default()
     }
 }
-
-/// The metrics `[readout]` may name (defined in `readout/metrics.rs`).
-pub(crate) const READOUT_METRICS: &[&str] =
-    &["retention", "conversion", "payment_recovery", "active_days", "streams", "unsubscribed"];
 
 /// The layer of flags and environment variables (clap reads both) over the file: what
 /// `cli` parsed, in the shape the configuration needs, so this module never sees clap.
