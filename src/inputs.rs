@@ -188,6 +188,11 @@ pub(crate) fn epoch_days(d: NaiveDate) -> i32 {
     (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
 }
 
+/// The date of a polars Date's physical value (days since the Unix epoch).
+pub(crate) fn date_of_epoch_days(days: i32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + Duration::days(days as i64)
+}
+
 pub(crate) fn date_lit(d: NaiveDate) -> Expr {
     lit(epoch_days(d)).cast(DataType::Date)
 }

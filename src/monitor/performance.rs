@@ -15,6 +15,7 @@ use polars::prelude::*;
 use super::row::Check;
 use crate::config::Monitor;
 use crate::error::{PolarsContext, Result};
+use crate::inputs::date_of_epoch_days;
 use crate::models::metrics::evaluate;
 
 /// What calibrated probabilities expect of their own labels.
@@ -236,7 +237,6 @@ pub(crate) fn rows_of(df: &DataFrame) -> Result<Vec<Backtested>> {
             .collect())
     };
     let nights = df.column("night").ctx("night")?.date().ctx("night")?.physical().clone();
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
     let models = df.column("model").ctx("model")?.str().ctx("model")?.clone();
     let (users, churned) = (f("users")?, f("churned")?);
     let (ea, ra, el, rl, eb, rb, re, ec) = (
@@ -251,7 +251,7 @@ pub(crate) fn rows_of(df: &DataFrame) -> Result<Vec<Backtested>> {
     );
     Ok((0..df.height())
         .map(|i| Backtested {
-            night: epoch + chrono::Duration::days(nights.get(i).unwrap_or(0) as i64),
+            night: date_of_epoch_days(nights.get(i).unwrap_or(0)),
             model: models.get(i).unwrap_or("").to_string(),
             users: users[i] as usize,
             churned: churned[i] as usize,

@@ -18,7 +18,7 @@ use crate::config::Monitor;
 use crate::contract::{self, Table};
 use crate::distribution::Categories;
 use crate::error::{PolarsContext, Result};
-use crate::inputs::{date_lit, scan_table};
+use crate::inputs::{date_lit, date_of_epoch_days, scan_table};
 use crate::storage::Storage;
 
 /// The recent days (ending at S) and the baseline days before them.
@@ -98,9 +98,8 @@ fn rows_per_day(lf: LazyFrame, table: &str, w: &Windows, cfg: &Monitor) -> Resul
     let days = df.column("dt").ctx("dt")?.date().ctx("dt")?.physical().clone();
     let rows = df.column("rows").ctx("rows")?.cast(&DataType::Float64).ctx("rows")?;
     let rows = rows.f64().ctx("rows")?;
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
     let by_day: BTreeMap<NaiveDate, f64> =
-        days.iter().zip(rows.iter()).filter_map(|(d, r)| Some((epoch + Duration::days(d? as i64), r?))).collect();
+        days.iter().zip(rows.iter()).filter_map(|(d, r)| Some((date_of_epoch_days(d?), r?))).collect();
     let mut out = Vec::new();
     let mut d = w.recent_from;
     while d <= w.s {

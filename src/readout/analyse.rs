@@ -10,6 +10,7 @@ use polars::prelude::*;
 use super::metrics::{Metric, SEGMENTS, Windows};
 use super::stats::{self, Estimate, Look, Unit};
 use crate::error::{PolarsContext, Result};
+use crate::inputs::date_of_epoch_days;
 
 /// What the analysis needs of the settings.
 #[derive(Debug, Clone)]
@@ -86,13 +87,7 @@ impl Measures {
             Ok(strings(df, c)?.into_iter().map(Option::unwrap_or_default).collect())
         };
         let dates = df.column("send_date").ctx("send_date")?.cast(&DataType::Int32).ctx("send_date")?;
-        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
-        let send_date = dates
-            .i32()
-            .ctx("send_date")?
-            .iter()
-            .map(|d| epoch + chrono::Duration::days(d.unwrap_or(0) as i64))
-            .collect();
+        let send_date = dates.i32().ctx("send_date")?.iter().map(|d| date_of_epoch_days(d.unwrap_or(0))).collect();
         let mut values = Vec::new();
         for m in Metric::ALL {
             values.push((floats(df, m.name())?, floats(df, &m.pre_column())?));

@@ -11,7 +11,7 @@ use polars::prelude::*;
 
 use crate::contract::STATUS_EVENTS;
 use crate::error::{PolarsContext, Result};
-use crate::inputs::{Inputs, date_lit, end_of_day_us, epoch_days, in_set, ts_lit_us};
+use crate::inputs::{Inputs, date_lit, date_of_epoch_days, end_of_day_us, epoch_days, in_set, ts_lit_us};
 
 /// A metric of the readout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -157,7 +157,7 @@ pub(crate) fn measure(
     let mut parts = Vec::new();
     let days = dates.cast(&DataType::Int32).ctx("send dates")?;
     for d in days.i32().ctx("send dates")?.iter().flatten() {
-        let d = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + Duration::days(d as i64);
+        let d = date_of_epoch_days(d);
         let of_day = decisions.clone().lazy().filter(col("send_date").eq(date_lit(d)));
         let part = of_day_measures(inputs, of_day, &billing, &unsubscribes, &users, d, s, w, scores_of)?;
         parts.push(part.lazy());
