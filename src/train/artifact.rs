@@ -5,7 +5,7 @@
 //! Committed like a table: a save never overwrites a file an earlier `model.json` lists
 //! (same name, same content), so a kill at any point leaves either the earlier artifact or
 //! the new one, never a mix; files no manifest lists (a killed save's) are deleted after
-//! the manifest lands.
+//! the manifest lands. The save holds the folder's write lease, as a table commit does.
 
 use chrono::NaiveDate;
 
@@ -27,34 +27,32 @@ pub(super) fn model_dir(s: NaiveDate) -> String {
 /// are set here, as the files are written.
 pub(crate) fn save(output: &Storage, s: NaiveDate, artifact: &mut ModelArtifact) -> Result<()> {
     let fresh = artifact.reused_from.is_none();
-    if fresh {
-        for t in &mut artifact.targets {
-            for c in &mut t.candidates {
-                let bytes = c.fitted()?.to_file()?;
-                c.file = content_named(&c.family.file_name(t.target), &bytes);
-                output.write_bytes(&format!("{}/{}", artifact.dir, c.file), bytes.into())?;
+    let dir = model_dir(s);
+    output.under_lease(&dir, |lease| {
+        if fresh {
+            for t in &mut artifact.targets {
+                for c in &mut t.candidates {
+                    let bytes = c.fitted()?.to_file()?;
+                    c.file = content_named(&c.family.file_name(t.target), &bytes);
+                    output.write_bytes(&format!("{}/{}", artifact.dir, c.file), bytes.into())?;
+                }
             }
         }
-    }
-    let dir = model_dir(s);
-    for (name, bytes) in std::mem::take(&mut artifact.pending) {
-        let file = content_named(&format!("{name}.json"), &bytes);
-        output.write_bytes(&format!("{dir}/{file}"), bytes.into())?;
-        artifact.attachments.insert(name, file);
-    }
-    let body = serde_json::to_vec_pretty(artifact).map_err(Error::internal)?;
-    output.write_bytes(&format!("{dir}/{MANIFEST}"), body.into())?;
-    // What the manifest does not list: the files of an earlier fit, or of a killed save.
-    let listed = |name: &str| {
-        (fresh && artifact.targets.iter().flat_map(|t| &t.candidates).any(|c| c.file == name))
-            || artifact.attachments.values().any(|f| f == name)
-    };
-    for f in output.list_files(&dir)? {
-        let name = f.rel.rsplit('/').next().unwrap_or("");
-        if name != MANIFEST && !listed(name) {
-            output.delete(&f.rel)?;
+        for (name, bytes) in std::mem::take(&mut artifact.pending) {
+            let file = content_named(&format!("{name}.json"), &bytes);
+            output.write_bytes(&format!("{dir}/{file}"), bytes.into())?;
+            artifact.attachments.insert(name, file);
         }
-    }
+        let body = serde_json::to_vec_pretty(artifact).map_err(Error::internal)?;
+        output.write_bytes(&format!("{dir}/{MANIFEST}"), body.into())?;
+        // What the manifest does not list: the files of an earlier fit, or of a killed save.
+        let listed = |name: &str| {
+            name == MANIFEST
+                || (fresh && artifact.targets.iter().flat_map(|t| &t.candidates).any(|c| c.file == name))
+                || artifact.attachments.values().any(|f| f == name)
+        };
+        output.remove_unlisted(&dir, lease, listed)
+    })?;
     let report = super::report::models_html(artifact, s);
     output.write_bytes(&format!("reports/snapshot={s}/models.html"), report.into_bytes().into())
 }

@@ -330,6 +330,39 @@ mod checks {
         assert_eq!((back.height(), back.schema()), (0, empty.schema()));
     }
 
+    /// Runs committing the same table partition at once take turns under its write lease:
+    /// every commit succeeds, and the committed marker lists parts that exist and read back
+    /// as one writer's whole frame (issue #17: two runs' clean-ups used to delete each
+    /// other's parts).
+    pub(super) fn concurrent_publishes_leave_a_consistent_table(f: &Fixture) {
+        let snap = date("2024-03-01");
+        let frames: Vec<DataFrame> =
+            (0..4).map(|w| frame(&[w, w + 10, w + 20], &["a", "b", &format!("writer {w}")])).collect();
+        std::thread::scope(|scope| {
+            for df in &frames {
+                scope.spawn(|| {
+                    for round in 0..10 {
+                        f.storage
+                            .publish("scores", snap, df, serde_json::json!({ "round": round }))
+                            .unwrap_or_else(|e| panic!("a concurrent publish failed: {e}"));
+                    }
+                });
+            }
+        });
+        let commit = f.storage.committed("scores", snap).unwrap().expect("committed");
+        let back = f.storage.read_committed("scores", snap).expect("every part the marker lists exists");
+        assert!(frames.contains(&back), "the table is one writer's frame, not a mix: {back}");
+        let dir = "scores/snapshot=2024-03-01";
+        let mut want: Vec<String> = commit.files.iter().map(|p| format!("{dir}/{}", p.name)).collect();
+        want.push(format!("{dir}/{SUCCESS}"));
+        want.sort();
+        assert_eq!(
+            rels(&f.storage.list_files(dir).unwrap()),
+            want,
+            "only the last commit's parts, and no lease, remain"
+        );
+    }
+
     pub(super) fn write_bytes_replaces_an_object(f: &Fixture) {
         f.storage.write_bytes("t/a.txt", Bytes::from_static(b"first")).unwrap();
         f.storage.write_bytes("t/a.txt", Bytes::from_static(b"second")).unwrap();
@@ -461,6 +494,7 @@ suite!(local:
     publish_round_trips,
     publish_overwrites_and_removes_stray_parts,
     publish_of_an_empty_frame_is_complete,
+    concurrent_publishes_leave_a_consistent_table,
     write_bytes_replaces_an_object,
 );
 
@@ -480,6 +514,7 @@ suite!(s3:
     publish_round_trips,
     publish_overwrites_and_removes_stray_parts,
     publish_of_an_empty_frame_is_complete,
+    concurrent_publishes_leave_a_consistent_table,
     write_bytes_replaces_an_object,
     env_for_a_child_process_reaches_the_same_server,
     an_unreachable_server_is_a_temporary_failure,

@@ -16,7 +16,9 @@
 //! `_SUCCESS` does not list removed. Readers in `retain` read the listed parts only and
 //! treat a folder without `_SUCCESS` as absent, so a run killed at any point never leaves
 //! something that looks complete, and an earlier complete output stays readable until the
-//! replacement is committed.
+//! replacement is committed. A commit holds the folder's write lease (`lease`) from the
+//! first part to the clean-up, so two runs writing the same folder at once take turns
+//! instead of deleting each other's parts.
 
 use std::sync::{Arc, OnceLock};
 
@@ -34,6 +36,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, PolarsContext, Result};
 use crate::shard::Shard;
+
+mod lease;
+
+use lease::{LEASE, Lease};
 
 /// The marker that makes a table partition complete. Written last.
 pub const SUCCESS: &str = "_SUCCESS";
@@ -80,6 +86,8 @@ pub struct Storage {
     /// Local root folder (absolute), for polars scans of local files.
     local_root: Option<std::path::PathBuf>,
     cloud: Option<CloudOptions>,
+    /// How long another run's write lease is honoured (`lease_timeout`).
+    lease_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Storage {
@@ -135,29 +143,44 @@ pub struct StorageOptions {
     pub entries: Vec<(String, String)>,
 }
 
-/// Retry settings of our own (not object_store keys): `max_retries` (count) and
-/// `retry_timeout` (seconds, e.g. `30` or `30s`). Defaults: object_store's (10 retries
-/// within 3 minutes), which rides out a short outage before the run fails with exit 75.
-fn retry_config(options: &StorageOptions) -> Result<(object_store::RetryConfig, Vec<(String, String)>)> {
-    let mut retry = object_store::RetryConfig::default();
-    let mut rest = Vec::new();
+/// Settings of our own (not object_store keys), read out of [`StorageOptions`].
+struct OwnSettings {
+    retry: object_store::RetryConfig,
+    lease_timeout: std::time::Duration,
+    /// Everything else: object_store's keys.
+    rest: Vec<(String, String)>,
+}
+
+/// `max_retries` (count) and `retry_timeout` (seconds, e.g. `30` or `30s`); defaults:
+/// object_store's (10 retries within 3 minutes), which rides out a short outage before the
+/// run fails with exit 75. `lease_timeout` (seconds, default 600): how long a commit waits
+/// for another run's write lease on the same folder before taking its holder for dead.
+fn own_settings(options: &StorageOptions) -> Result<OwnSettings> {
+    let seconds = |k: &str, v: &str| {
+        v.trim_end_matches('s')
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(std::time::Duration::from_secs_f64)
+            .ok_or_else(|| Error::config(format!("storage.{k}: `{v}` is not a number of seconds")))
+    };
+    let mut own = OwnSettings {
+        retry: object_store::RetryConfig::default(),
+        lease_timeout: lease::DEFAULT_TIMEOUT,
+        rest: Vec::new(),
+    };
     for (k, v) in &options.entries {
         match k.as_str() {
             "max_retries" => {
-                retry.max_retries =
+                own.retry.max_retries =
                     v.parse().map_err(|_| Error::config(format!("storage.max_retries: `{v}` is not a count")))?
             }
-            "retry_timeout" => {
-                let secs: f64 = v
-                    .trim_end_matches('s')
-                    .parse()
-                    .map_err(|_| Error::config(format!("storage.retry_timeout: `{v}` is not a number of seconds")))?;
-                retry.retry_timeout = std::time::Duration::from_secs_f64(secs);
-            }
-            _ => rest.push((k.clone(), v.clone())),
+            "retry_timeout" => own.retry.retry_timeout = seconds(k, v)?,
+            "lease_timeout" => own.lease_timeout = seconds(k, v)?,
+            _ => own.rest.push((k.clone(), v.clone())),
         }
     }
-    Ok((retry, rest))
+    Ok(own)
 }
 
 /// Polars' scans of a remote root retry as our own requests do: the same `max_retries`
@@ -183,7 +206,7 @@ impl Storage {
         let uri = uri.trim_end_matches('/').to_string();
         if let Some(rest) = uri.strip_prefix("s3://") {
             let (bucket, prefix) = split_bucket(rest, &uri)?;
-            let (retry, entries) = retry_config(options)?;
+            let OwnSettings { retry, lease_timeout, rest: entries } = own_settings(options)?;
             let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry.clone());
             let mut polars_opts = Vec::new();
             for (k, v) in &entries {
@@ -202,10 +225,10 @@ impl Storage {
             }
             let store = builder.build().map_err(|e| Error::config(format!("S3 store for {uri}: {e}")))?;
             let cloud = with_retries(CloudOptions::default().with_aws(polars_opts), &retry);
-            Ok(Self::remote(uri.clone(), Backend::S3, Arc::new(store), prefix, cloud))
+            Ok(Self::remote(uri.clone(), Backend::S3, Arc::new(store), prefix, cloud, lease_timeout))
         } else if let Some(rest) = uri.strip_prefix("gs://") {
             let (bucket, prefix) = split_bucket(rest, &uri)?;
-            let (retry, entries) = retry_config(options)?;
+            let OwnSettings { retry, lease_timeout, rest: entries } = own_settings(options)?;
             let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).with_retry(retry.clone());
             let mut polars_opts = Vec::new();
             for (k, v) in &entries {
@@ -216,12 +239,12 @@ impl Storage {
             }
             let store = builder.build().map_err(|e| Error::config(format!("GCS store for {uri}: {e}")))?;
             let cloud = with_retries(CloudOptions::default().with_gcp(polars_opts), &retry);
-            Ok(Self::remote(uri.clone(), Backend::Gcs, Arc::new(store), prefix, cloud))
+            Ok(Self::remote(uri.clone(), Backend::Gcs, Arc::new(store), prefix, cloud, lease_timeout))
         } else if uri.contains("://") && !uri.starts_with("file://") {
             Err(Error::config(format!("unsupported storage URI `{uri}`: use a folder, file://, s3:// or gs://")))
         } else {
             // A local root uses none of them, but a key no store knows is a typo all the same.
-            let (_, entries) = retry_config(options)?;
+            let OwnSettings { lease_timeout, rest: entries, .. } = own_settings(options)?;
             for (k, _) in &entries {
                 if k.parse::<object_store::aws::AmazonS3ConfigKey>().is_err()
                     && k.parse::<object_store::gcp::GoogleConfigKey>().is_err()
@@ -257,6 +280,7 @@ impl Storage {
                 prefix: StorePath::default(),
                 local_root: Some(dir),
                 cloud: None,
+                lease_timeout,
             })
         }
     }
@@ -267,8 +291,9 @@ impl Storage {
         store: Arc<dyn ObjectStore>,
         prefix: StorePath,
         cloud: CloudOptions,
+        lease_timeout: std::time::Duration,
     ) -> Self {
-        Storage { uri, backend, store, prefix, local_root: None, cloud: Some(cloud) }
+        Storage { uri, backend, store, prefix, local_root: None, cloud: Some(cloud), lease_timeout }
     }
 
     pub fn uri(&self) -> &str {
@@ -432,12 +457,14 @@ impl Storage {
     /// Write `df` as the complete content of `<table>/snapshot=S/` (see the module docs).
     pub fn publish(&self, table: &str, snapshot: NaiveDate, df: &DataFrame, meta: serde_json::Value) -> Result<Commit> {
         let dir = Self::partition_dir(table, snapshot);
-        let files = self.write_parts(&dir, "", table, snapshot, df)?;
-        let commit = Commit::of(table, snapshot, df, files, meta);
-        self.write_marker(&dir, SUCCESS, &commit)?;
-        // Garbage-collect parts of earlier or crashed runs.
-        self.remove_unlisted(&dir, |name| name == SUCCESS || commit.lists(name))?;
-        Ok(commit)
+        self.under_lease(&dir, |lease| {
+            let files = self.write_parts(&dir, "", table, snapshot, df)?;
+            let commit = Commit::of(table, snapshot, df, files, meta);
+            self.write_marker(&dir, SUCCESS, &commit)?;
+            // Garbage-collect parts of earlier or crashed runs.
+            self.remove_unlisted(&dir, lease, |name| name == SUCCESS || commit.lists(name))?;
+            Ok(commit)
+        })
     }
 
     /// Write `df` as shard `shard`'s part of `<table>/snapshot=S/`: parts named
@@ -455,14 +482,16 @@ impl Storage {
     ) -> Result<Commit> {
         let dir = Self::partition_dir(table, snapshot);
         let prefix = format!("shard-{}-", shard.label());
-        let files = self.write_parts(&dir, &prefix, table, snapshot, df)?;
-        let commit = Commit::of(table, snapshot, df, files, meta);
-        self.write_marker(&dir, &shard_marker(shard), &commit)?;
-        let published = self.committed(table, snapshot)?;
-        self.remove_unlisted(&dir, |name| {
-            !name.starts_with(&prefix) || commit.lists(name) || published.as_ref().is_some_and(|c| c.lists(name))
-        })?;
-        Ok(commit)
+        self.under_lease(&dir, |lease| {
+            let files = self.write_parts(&dir, &prefix, table, snapshot, df)?;
+            let commit = Commit::of(table, snapshot, df, files, meta);
+            self.write_marker(&dir, &shard_marker(shard), &commit)?;
+            let published = self.committed(table, snapshot)?;
+            self.remove_unlisted(&dir, lease, |name| {
+                !name.starts_with(&prefix) || commit.lists(name) || published.as_ref().is_some_and(|c| c.lists(name))
+            })?;
+            Ok(commit)
+        })
     }
 
     /// The marker of shard `shard`'s part of a table partition, if that shard finished it.
@@ -494,43 +523,45 @@ impl Storage {
         meta: serde_json::Value,
     ) -> Result<Commit> {
         let dir = Self::partition_dir(table, snapshot);
-        let mut parts = Vec::new();
-        let mut missing = Vec::new();
-        for index in 0..count {
-            let shard = Shard { index, count };
-            match self.shard_committed(table, snapshot, shard)? {
-                Some(c) => parts.push(c),
-                None => missing.push(index.to_string()),
+        self.under_lease(&dir, |lease| {
+            let mut parts = Vec::new();
+            let mut missing = Vec::new();
+            for index in 0..count {
+                let shard = Shard { index, count };
+                match self.shard_committed(table, snapshot, shard)? {
+                    Some(c) => parts.push(c),
+                    None => missing.push(index.to_string()),
+                }
             }
-        }
-        if !missing.is_empty() {
-            return Err(Error::data(format!(
-                "table `{table}` for snapshot {snapshot} under {}: shard(s) {} of {count} have not finished (no \
-                 _SHARD-K-of-{count} marker); rerun them, then commit again",
-                self.uri,
-                missing.join(", ")
-            )));
-        }
-        let columns = parts[0].columns.clone();
-        if let Some((k, c)) = parts.iter().enumerate().find(|(_, c)| c.columns != columns) {
-            return Err(Error::data(format!(
-                "table `{table}` for snapshot {snapshot}: shard {k} of {count} wrote columns {:?}, shard 0 {:?} (written \
-                 by different versions?); rerun the shards with one version",
-                c.columns, columns
-            )));
-        }
-        let commit = Commit {
-            table: table.to_string(),
-            snapshot,
-            rows: parts.iter().map(|c| c.rows).sum(),
-            files: parts.into_iter().flat_map(|c| c.files).collect(),
-            columns,
-            meta,
-        };
-        self.write_marker(&dir, SUCCESS, &commit)?;
-        let own_marker = |name: &str| marker_of_count(name, count);
-        self.remove_unlisted(&dir, |name| name == SUCCESS || own_marker(name) || commit.lists(name))?;
-        Ok(commit)
+            if !missing.is_empty() {
+                return Err(Error::data(format!(
+                    "table `{table}` for snapshot {snapshot} under {}: shard(s) {} of {count} have not finished (no \
+                     _SHARD-K-of-{count} marker); rerun them, then commit again",
+                    self.uri,
+                    missing.join(", ")
+                )));
+            }
+            let columns = parts[0].columns.clone();
+            if let Some((k, c)) = parts.iter().enumerate().find(|(_, c)| c.columns != columns) {
+                return Err(Error::data(format!(
+                    "table `{table}` for snapshot {snapshot}: shard {k} of {count} wrote columns {:?}, shard 0 {:?} (written \
+                     by different versions?); rerun the shards with one version",
+                    c.columns, columns
+                )));
+            }
+            let commit = Commit {
+                table: table.to_string(),
+                snapshot,
+                rows: parts.iter().map(|c| c.rows).sum(),
+                files: parts.into_iter().flat_map(|c| c.files).collect(),
+                columns,
+                meta,
+            };
+            self.write_marker(&dir, SUCCESS, &commit)?;
+            let own_marker = |name: &str| marker_of_count(name, count);
+            self.remove_unlisted(&dir, lease, |name| name == SUCCESS || own_marker(name) || commit.lists(name))?;
+            Ok(commit)
+        })
     }
 
     /// Publish `df`, made from the parts of all `count` shards (read with
@@ -546,20 +577,22 @@ impl Storage {
         meta: serde_json::Value,
     ) -> Result<Commit> {
         let dir = Self::partition_dir(table, snapshot);
-        let mut shard_parts = Vec::new();
-        for index in 0..count {
-            if let Some(c) = self.shard_committed(table, snapshot, Shard { index, count })? {
-                shard_parts.extend(c.files.into_iter().map(|f| f.name));
+        self.under_lease(&dir, |lease| {
+            let mut shard_parts = Vec::new();
+            for index in 0..count {
+                if let Some(c) = self.shard_committed(table, snapshot, Shard { index, count })? {
+                    shard_parts.extend(c.files.into_iter().map(|f| f.name));
+                }
             }
-        }
-        let files = self.write_parts(&dir, "", table, snapshot, df)?;
-        let commit = Commit::of(table, snapshot, df, files, meta);
-        self.write_marker(&dir, SUCCESS, &commit)?;
-        let own_marker = |name: &str| marker_of_count(name, count);
-        self.remove_unlisted(&dir, |name| {
-            name == SUCCESS || own_marker(name) || commit.lists(name) || shard_parts.iter().any(|p| p == name)
-        })?;
-        Ok(commit)
+            let files = self.write_parts(&dir, "", table, snapshot, df)?;
+            let commit = Commit::of(table, snapshot, df, files, meta);
+            self.write_marker(&dir, SUCCESS, &commit)?;
+            let own_marker = |name: &str| marker_of_count(name, count);
+            self.remove_unlisted(&dir, lease, |name| {
+                name == SUCCESS || own_marker(name) || commit.lists(name) || shard_parts.iter().any(|p| p == name)
+            })?;
+            Ok(commit)
+        })
     }
 
     /// Write `df` as Parquet parts `<prefix>part-NNNNN-<hash>.parquet` under `dir`.
@@ -603,11 +636,33 @@ impl Storage {
         }
     }
 
-    /// Delete the files of `dir` that `keep` does not keep, then abandoned local uploads.
-    fn remove_unlisted(&self, dir: &str, keep: impl Fn(&str) -> bool) -> Result<()> {
+    /// Run `commit` (which writes `dir`'s files and marker) holding `dir`'s write lease,
+    /// then release the lease, whether `commit` succeeded or not (see [`lease`]).
+    pub(crate) fn under_lease<T>(&self, dir: &str, commit: impl FnOnce(&Lease) -> Result<T>) -> Result<T> {
+        let what = format!("{}/{dir}", self.uri);
+        let lease = block_on(Lease::acquire(
+            self.store.clone(),
+            self.path(&format!("{dir}/{LEASE}")),
+            self.lease_timeout,
+            &what,
+        ))?;
+        let out = commit(&lease);
+        block_on(lease.release(&what));
+        out
+    }
+
+    /// Delete the files of `dir` that `keep` does not keep, then abandoned local uploads;
+    /// only while `lease` is still held, for a writer that lost it may be deleting the
+    /// parts of the one that took it over.
+    pub(crate) fn remove_unlisted(&self, dir: &str, lease: &Lease, keep: impl Fn(&str) -> bool) -> Result<()> {
+        let what = format!("{}/{dir}", self.uri);
+        if !block_on(lease.held(&what))? {
+            tracing::warn!(folder = what, "the write lease was taken over: files of earlier commits are left in place");
+            return Ok(());
+        }
         for entry in self.list_files(dir)? {
             let name = entry.rel.rsplit('/').next().unwrap_or("");
-            if !keep(name) {
+            if name != LEASE && !keep(name) {
                 self.delete(&entry.rel)?;
             }
         }
