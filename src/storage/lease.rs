@@ -24,6 +24,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use super::retry::again;
 use crate::error::{Error, Result};
 
 /// The lease object's name inside the partition folder.
@@ -76,6 +77,7 @@ impl Holder {
 pub(crate) struct Lease {
     store: Arc<dyn ObjectStore>,
     path: StorePath,
+    retry: object_store::RetryConfig,
     /// None when the backend has no conditional put: nothing is held.
     holder: Option<Holder>,
 }
@@ -87,31 +89,39 @@ impl Lease {
         store: Arc<dyn ObjectStore>,
         path: StorePath,
         timeout: Duration,
+        retry: &object_store::RetryConfig,
         what: &str,
     ) -> Result<Lease> {
+        let retry = retry.clone();
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(50);
         let mut waited_for: Option<String> = None;
         loop {
             let holder = Holder::new(timeout);
             let body = serde_json::to_vec(&holder).map_err(Error::internal)?;
-            let create = PutOptions { mode: PutMode::Create, ..Default::default() };
-            match store.put_opts(&path, PutPayload::from(body), create).await {
-                Ok(_) => return Ok(Lease { store, path, holder: Some(holder) }),
+            let body = PutPayload::from(body);
+            let create =
+                || store.put_opts(&path, body.clone(), PutOptions { mode: PutMode::Create, ..Default::default() });
+            match again(&retry, "conditional put", create).await {
+                Ok(_) => return Ok(Lease { store, path, retry, holder: Some(holder) }),
                 Err(object_store::Error::NotImplemented { .. }) => {
                     tracing::warn!(folder = what, "storage has no conditional writes: committing without a lease");
-                    return Ok(Lease { store, path, holder: None });
+                    return Ok(Lease { store, path, retry, holder: None });
                 }
                 Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {}
                 Err(e) => return Err(Error::from_store(format!("taking the write lease of {what}"), e)),
             }
-            let Some(other) = read(&store, &path, what).await? else { continue };
+            let Some(other) = read(&store, &path, &retry, what).await? else { continue };
+            if other.token == holder.token {
+                // The create landed, but its answer was lost and the retry found it.
+                return Ok(Lease { store, path, retry, holder: Some(holder) });
+            }
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
             if other.is_dead(now) {
                 tracing::warn!(folder = what, holder = other.describe(), "breaking a dead writer's lease");
                 // Only a lease that is still the dead one is deleted: another writer may
                 // have broken it and taken its own in between.
-                if read(&store, &path, what).await?.is_some_and(|h| h.token == other.token) {
+                if read(&store, &path, &retry, what).await?.is_some_and(|h| h.token == other.token) {
                     match store.delete(&path).await {
                         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                         Err(e) => return Err(Error::from_store(format!("breaking the write lease of {what}"), e)),
@@ -147,14 +157,15 @@ impl Lease {
     /// commit runs only then. True when the backend has no conditional put.
     pub(crate) async fn held(&self, what: &str) -> Result<bool> {
         let Some(own) = &self.holder else { return Ok(true) };
-        Ok(read(&self.store, &self.path, what).await?.is_some_and(|h| h.token == own.token))
+        Ok(read(&self.store, &self.path, &self.retry, what).await?.is_some_and(|h| h.token == own.token))
     }
 
     /// Delete the lease if it is still this writer's. A failure is logged: the lease then
     /// ends by its timeout, or at once for a rerun on this machine.
     pub(crate) async fn release(mut self, what: &str) {
         let Some(own) = self.holder.take() else { return };
-        let mine = matches!(read(&self.store, &self.path, what).await, Ok(Some(h)) if h.token == own.token);
+        let mine =
+            matches!(read(&self.store, &self.path, &self.retry, what).await, Ok(Some(h)) if h.token == own.token);
         if mine && let Err(e) = self.store.delete(&self.path).await {
             tracing::warn!(folder = what, error = %e, "could not release the write lease");
         }
@@ -162,11 +173,14 @@ impl Lease {
 }
 
 /// The current holder of a lease, or None when there is none.
-async fn read(store: &Arc<dyn ObjectStore>, path: &StorePath, what: &str) -> Result<Option<Holder>> {
-    match store.get(path).await {
-        Ok(got) => {
-            let bytes =
-                got.bytes().await.map_err(|e| Error::from_store(format!("reading the write lease of {what}"), e))?;
+async fn read(
+    store: &Arc<dyn ObjectStore>,
+    path: &StorePath,
+    retry: &object_store::RetryConfig,
+    what: &str,
+) -> Result<Option<Holder>> {
+    match again(retry, "get", || async { store.get(path).await?.bytes().await }).await {
+        Ok(bytes) => {
             // An unreadable lease (a foreign or truncated file) counts as a dead holder's.
             Ok(Some(serde_json::from_slice(&bytes).unwrap_or(Holder {
                 token: String::new(),
@@ -222,34 +236,35 @@ mod tests {
         let path = StorePath::from("scores/snapshot=2024-03-01/_LEASE");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let second = Duration::from_secs(1);
+        let retry = object_store::RetryConfig::default();
 
         let killed = Holder { pid: i32::MAX as u32, ..Holder::new(Duration::from_secs(3600)) };
         leave_lease(&store, &path, &killed);
         let started = std::time::Instant::now();
-        let lease = rt.block_on(Lease::acquire(store.clone(), path.clone(), second, "scores")).unwrap();
+        let lease = rt.block_on(Lease::acquire(store.clone(), path.clone(), second, &retry, "scores")).unwrap();
         assert!(started.elapsed() < second, "a dead holder is not waited for");
         assert!(rt.block_on(lease.held("scores")).unwrap());
         rt.block_on(lease.release("scores"));
-        assert!(rt.block_on(read(&store, &path, "scores")).unwrap().is_none(), "released");
+        assert!(rt.block_on(read(&store, &path, &retry, "scores")).unwrap().is_none(), "released");
 
         let elsewhere = Holder { machine: "another-host pid:[1]".into(), ..Holder::new(Duration::from_secs(3600)) };
         leave_lease(&store, &path, &elsewhere);
-        let err = rt.block_on(Lease::acquire(store.clone(), path.clone(), second, "scores")).err().unwrap();
+        let err = rt.block_on(Lease::acquire(store.clone(), path.clone(), second, &retry, "scores")).err().unwrap();
         assert_eq!(err.exit_code(), crate::error::ExitCode::TempFail, "{err}");
         assert!(err.to_string().contains("another-host"), "{err}");
         assert_eq!(
-            rt.block_on(read(&store, &path, "scores")).unwrap(),
+            rt.block_on(read(&store, &path, &retry, "scores")).unwrap(),
             Some(elsewhere.clone()),
             "a live lease is kept"
         );
 
         // A writer whose lease was taken over knows it, and does not release the new one.
         futures::executor::block_on(store.delete(&path)).unwrap();
-        let lease = rt.block_on(Lease::acquire(store.clone(), path.clone(), second, "scores")).unwrap();
+        let lease = rt.block_on(Lease::acquire(store.clone(), path.clone(), second, &retry, "scores")).unwrap();
         leave_lease(&store, &path, &elsewhere);
         assert!(!rt.block_on(lease.held("scores")).unwrap());
         rt.block_on(lease.release("scores"));
-        assert_eq!(rt.block_on(read(&store, &path, "scores")).unwrap(), Some(elsewhere));
+        assert_eq!(rt.block_on(read(&store, &path, &retry, "scores")).unwrap(), Some(elsewhere));
     }
 
     #[test]

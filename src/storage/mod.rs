@@ -38,8 +38,10 @@ use crate::error::{Error, PolarsContext, Result};
 use crate::shard::Shard;
 
 mod lease;
+mod retry;
 
 use lease::{LEASE, Lease};
+use retry::again;
 
 /// The marker that makes a table partition complete. Written last.
 pub const SUCCESS: &str = "_SUCCESS";
@@ -88,6 +90,8 @@ pub struct Storage {
     cloud: Option<CloudOptions>,
     /// How long another run's write lease is honoured (`lease_timeout`).
     lease_timeout: std::time::Duration,
+    /// The `[storage]` retry budget, for the requests object_store does not retry.
+    retry: object_store::RetryConfig,
 }
 
 impl std::fmt::Debug for Storage {
@@ -225,7 +229,7 @@ impl Storage {
             }
             let store = builder.build().map_err(|e| Error::config(format!("S3 store for {uri}: {e}")))?;
             let cloud = with_retries(CloudOptions::default().with_aws(polars_opts), &retry);
-            Ok(Self::remote(uri.clone(), Backend::S3, Arc::new(store), prefix, cloud, lease_timeout))
+            Ok(Self::remote(uri.clone(), Backend::S3, Arc::new(store), prefix, cloud, lease_timeout, retry))
         } else if let Some(rest) = uri.strip_prefix("gs://") {
             let (bucket, prefix) = split_bucket(rest, &uri)?;
             let OwnSettings { retry, lease_timeout, rest: entries } = own_settings(options)?;
@@ -239,12 +243,12 @@ impl Storage {
             }
             let store = builder.build().map_err(|e| Error::config(format!("GCS store for {uri}: {e}")))?;
             let cloud = with_retries(CloudOptions::default().with_gcp(polars_opts), &retry);
-            Ok(Self::remote(uri.clone(), Backend::Gcs, Arc::new(store), prefix, cloud, lease_timeout))
+            Ok(Self::remote(uri.clone(), Backend::Gcs, Arc::new(store), prefix, cloud, lease_timeout, retry))
         } else if uri.contains("://") && !uri.starts_with("file://") {
             Err(Error::config(format!("unsupported storage URI `{uri}`: use a folder, file://, s3:// or gs://")))
         } else {
             // A local root uses none of them, but a key no store knows is a typo all the same.
-            let OwnSettings { lease_timeout, rest: entries, .. } = own_settings(options)?;
+            let OwnSettings { lease_timeout, retry, rest: entries } = own_settings(options)?;
             for (k, _) in &entries {
                 if k.parse::<object_store::aws::AmazonS3ConfigKey>().is_err()
                     && k.parse::<object_store::gcp::GoogleConfigKey>().is_err()
@@ -281,6 +285,7 @@ impl Storage {
                 local_root: Some(dir),
                 cloud: None,
                 lease_timeout,
+                retry,
             })
         }
     }
@@ -292,8 +297,9 @@ impl Storage {
         prefix: StorePath,
         cloud: CloudOptions,
         lease_timeout: std::time::Duration,
+        retry: object_store::RetryConfig,
     ) -> Self {
-        Storage { uri, backend, store, prefix, local_root: None, cloud: Some(cloud), lease_timeout }
+        Storage { uri, backend, store, prefix, local_root: None, cloud: Some(cloud), lease_timeout, retry }
     }
 
     pub fn uri(&self) -> &str {
@@ -331,13 +337,13 @@ impl Storage {
     /// Every file below `rel_dir`, recursively, sorted by path.
     pub fn list_files(&self, rel_dir: &str) -> Result<Vec<FileEntry>> {
         let prefix = self.path(rel_dir);
-        let mut out: Vec<FileEntry> = block_on(async {
+        let mut out: Vec<FileEntry> = block_on(again(&self.retry, "list", || async {
             self.store
                 .list(Some(&prefix))
                 .map_ok(|m| FileEntry { rel: self.rel_of(&m.location), size: m.size })
                 .try_collect()
                 .await
-        })
+        }))
         .map_err(|e| Error::from_store(format!("listing {}/{}", self.uri, rel_dir), e))?;
         out.sort_by(|a, b| a.rel.cmp(&b.rel));
         Ok(out)
@@ -346,7 +352,7 @@ impl Storage {
     /// Names of the immediate sub-folders of `rel_dir`.
     pub fn list_dirs(&self, rel_dir: &str) -> Result<Vec<String>> {
         let prefix = self.path(rel_dir);
-        let res = block_on(self.store.list_with_delimiter(Some(&prefix)))
+        let res = block_on(again(&self.retry, "list", || self.store.list_with_delimiter(Some(&prefix))))
             .map_err(|e| Error::from_store(format!("listing {}/{}", self.uri, rel_dir), e))?;
         let mut dirs: Vec<String> =
             res.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
@@ -371,7 +377,8 @@ impl Storage {
             futures::stream::iter(dates.into_iter().map(|date| {
                 let prefix = self.path(&format!("{table}/dt={date}"));
                 async move {
-                    let metas: Vec<object_store::ObjectMeta> = self.store.list(Some(&prefix)).try_collect().await?;
+                    let metas: Vec<object_store::ObjectMeta> =
+                        again(&self.retry, "list", || self.store.list(Some(&prefix)).try_collect()).await?;
                     Ok::<_, object_store::Error>(
                         metas
                             .into_iter()
@@ -397,7 +404,8 @@ impl Storage {
     }
 
     pub fn exists(&self, rel: &str) -> Result<bool> {
-        match block_on(self.store.head(&self.path(rel))) {
+        let path = self.path(rel);
+        match block_on(again(&self.retry, "head", || self.store.head(&path))) {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(Error::from_store(format!("checking {}/{rel}", self.uri), e)),
@@ -405,7 +413,7 @@ impl Storage {
     }
 
     pub fn read_bytes(&self, rel: &str) -> Result<Bytes> {
-        block_on(async { self.store.get(&self.path(rel)).await?.bytes().await })
+        block_on(again(&self.retry, "get", || async { self.store.get(&self.path(rel)).await?.bytes().await }))
             .map_err(|e| Error::from_store(format!("reading {}/{rel}", self.uri), e))
     }
 
@@ -627,7 +635,7 @@ impl Storage {
     }
 
     fn read_marker(&self, rel: &str) -> Result<Option<Commit>> {
-        match block_on(async { self.store.get(&self.path(rel)).await?.bytes().await }) {
+        match block_on(again(&self.retry, "get", || async { self.store.get(&self.path(rel)).await?.bytes().await })) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| Error::data(format!("{}/{rel} is not a valid commit marker: {e}", self.uri))),
@@ -644,6 +652,7 @@ impl Storage {
             self.store.clone(),
             self.path(&format!("{dir}/{LEASE}")),
             self.lease_timeout,
+            &self.retry,
             &what,
         ))?;
         let out = commit(&lease);

@@ -6,6 +6,7 @@ mod util;
 mod architecture;
 mod cli;
 mod emulators;
+mod faults;
 mod features;
 mod grace;
 mod interventions;
