@@ -202,6 +202,53 @@ fn grace_recommends_for_open_dunning_episodes() {
     }
 }
 
+/// Two runs into one output root at once (another seed, so their tables differ) take turns
+/// folder by folder: both succeed, every committed `_SUCCESS` lists parts that exist, no
+/// lease is left behind, and a later command reads the root (issue #17: one run's clean-up
+/// used to delete the parts the other's `_SUCCESS` listed, and a later `score` failed).
+#[test]
+fn two_runs_into_one_root_at_once_both_commit_whole_tables() {
+    let out = tempfile::tempdir().unwrap();
+    let start = |seed: &str| {
+        retain()
+            .args(["run", "--config"])
+            .arg(repo().join("pipelines/sample.toml"))
+            .args(["--as-of", SAMPLE_AS_OF, "--seed", seed, "--input"])
+            .arg(sample_data())
+            .arg("--output")
+            .arg(out.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let runs = [start("20261120"), start("7")];
+    for run in runs {
+        let done = run.wait_with_output().unwrap();
+        assert!(done.status.success(), "a concurrent run failed: {}", String::from_utf8_lossy(&done.stderr));
+    }
+    let root = open(out.path());
+    let mut tables = 0;
+    for file in root.list_files("").unwrap() {
+        assert!(!file.rel.ends_with("/_LEASE"), "a lease was left behind: {}", file.rel);
+        let Some(dir) = file.rel.strip_suffix(&format!("/{}", retain::storage::SUCCESS)) else { continue };
+        let commit: retain::storage::Commit = serde_json::from_slice(&root.read_bytes(&file.rel).unwrap()).unwrap();
+        for part in &commit.files {
+            assert!(
+                root.exists(&format!("{dir}/{}", part.name)).unwrap(),
+                "{dir}/_SUCCESS lists a missing {}",
+                part.name
+            );
+        }
+        root.read_committed(&commit.table, commit.snapshot).unwrap_or_else(|e| panic!("{dir}: {e}"));
+        tables += 1;
+    }
+    assert!(tables >= 5, "the night's tables were committed ({tables})");
+    run_ok(
+        retain().args(["score", "--as-of", SAMPLE_AS_OF, "--input"]).arg(sample_data()).arg("--output").arg(out.path()),
+    );
+}
+
 #[test]
 fn a_rerun_writes_identical_tables_and_a_manifest() {
     let first = sample_run();
