@@ -200,27 +200,12 @@ pub(crate) fn files_named(table: &Table, rels: &[String]) -> String {
     if rels.len() <= 3 { rels.join(", ") } else { format!("{}/ ({} files)", table.name, rels.len()) }
 }
 
-/// The key rule of `table` over all its rows (`df`, in the contract's types, read from
-/// `files`): `users` and `messages` have one row per key, `users` at least one row, and a
-/// `billing` event delivered more than once has the same content each time. A repeated key
-/// is named with the files that hold it (`holding`, given the key column and value).
-pub(crate) fn key_breach(
-    table: &Table,
-    df: &DataFrame,
-    files: &[String],
-    holding: impl Fn(&str, &str) -> Result<Vec<String>>,
-) -> Result<Option<Breach>> {
+/// The key values of `table` that break its key rule over all its rows (`df`, in the
+/// contract's types), with how many rows repeat a key and what the rule says: `users` and
+/// `messages` have one row per key, and a `billing` event delivered more than once has the
+/// same content each time. None when the key rule holds (or the table has no key).
+pub(crate) fn repeated_keys(table: &Table, df: &DataFrame) -> Result<Option<(DataFrame, usize, String)>> {
     let Some(key) = table.key else { return Ok(None) };
-    let breach = |file: String, message: String, example: Option<String>| Breach {
-        table: table.name.into(),
-        file,
-        column: key.into(),
-        message,
-        example,
-    };
-    if table.name == USERS.name && df.height() == 0 {
-        return Ok(Some(breach(files_named(table, files), "the table has no rows".into(), None)));
-    }
     let repeated_ids = |rows: &DataFrame| -> Result<Option<(usize, DataFrame)>> {
         let ids = rows.column(key).ctx(key)?.as_materialized_series().clone();
         let count = ids.len() - ids.n_unique().ctx(key)?;
@@ -245,13 +230,97 @@ pub(crate) fn key_breach(
         let Some(found) = repeated_ids(&differing)? else { return Ok(None) };
         (count, repeated) = found;
     }
+    let what = if table.name == BILLING.name {
+        "repeated event id(s) with a different content (a redelivered event must be the same event)".to_string()
+    } else {
+        "repeated value(s) in a column that must be unique".to_string()
+    };
+    Ok(Some((repeated, count, what)))
+}
+
+/// The key rule of `table` over all its rows (`df`, in the contract's types, read from
+/// `files`), and that `users` has at least one row ([`repeated_keys`]). A repeated key is
+/// named with the files that hold it (`holding`, given the key column and value).
+pub(crate) fn key_breach(
+    table: &Table,
+    df: &DataFrame,
+    files: &[String],
+    holding: impl Fn(&str, &str) -> Result<Vec<String>>,
+) -> Result<Option<Breach>> {
+    let Some(key) = table.key else { return Ok(None) };
+    let breach = |file: String, message: String, example: Option<String>| Breach {
+        table: table.name.into(),
+        file,
+        column: key.into(),
+        message,
+        example,
+    };
+    if table.name == USERS.name && df.height() == 0 {
+        return Ok(Some(breach(files_named(table, files), "the table has no rows".into(), None)));
+    }
+    let Some((repeated, count, what)) = repeated_keys(table, df)? else { return Ok(None) };
     let id = repeated.column(key).ctx(key)?.str().ctx(key)?.get(0).unwrap_or_default().to_string();
     let found = holding(key, &id)?;
     let file = if found.is_empty() { files_named(table, files) } else { found.join(" and ") };
-    let what = if table.name == BILLING.name {
-        format!("{count} repeated event id(s) with a different content (a redelivered event must be the same event)")
-    } else {
-        format!("{count} repeated value(s) in a column that must be unique")
-    };
-    Ok(Some(breach(file, what, Some(format!("{key} = {id}")))))
+    Ok(Some(breach(file, format!("{count} {what}"), Some(format!("{key} = {id}")))))
+}
+
+/// True on a row that breaks any rule of `table` on rows (None when it has none).
+pub(crate) fn any_broken(table: &Table) -> Option<Expr> {
+    rules(table).into_iter().map(|r| r.broken.fill_null(lit(false))).reduce(|a, b| a.or(b))
+}
+
+/// The rows of `lf` (a scan of `table`) that break a rule on rows, in the quarantine
+/// table's columns but `snapshot_date` ([`crate::contract::QUARANTINE`]): one row per
+/// rule a row breaks.
+pub(crate) fn broken_rows(table: &Table, lf: LazyFrame) -> Result<LazyFrame> {
+    let parts: Vec<LazyFrame> = rules(table)
+        .iter()
+        .map(|r| {
+            lf.clone().filter(r.broken.clone().fill_null(lit(false))).select(set_aside_columns(
+                table,
+                r.column,
+                &r.what,
+                col(r.column),
+            ))
+        })
+        .collect();
+    if parts.is_empty() {
+        return Ok(DataFrame::empty_with_schema(&set_aside_schema()).lazy());
+    }
+    concat(parts, UnionArgs::default()).ctx(format!("setting aside rows of `{}`", table.name))
+}
+
+/// The rows of `df` whose key is one of `repeated` ([`repeated_keys`]), in the quarantine
+/// table's columns but `snapshot_date`.
+pub(crate) fn repeated_rows(table: &Table, df: &DataFrame, repeated: &DataFrame, what: &str) -> LazyFrame {
+    let key = table.key.unwrap_or("user_id");
+    df.clone()
+        .lazy()
+        .join(repeated.clone().lazy(), [col(key)], [col(key)], JoinArgs::new(JoinType::Semi))
+        .select(set_aside_columns(table, key, what, col(key)))
+}
+
+fn set_aside_columns(table: &Table, column: &str, what: &str, value: Expr) -> Vec<Expr> {
+    // The whole row as text: `column=value, …` (nulls as `null`).
+    let mut parts = Vec::new();
+    for (i, c) in table.columns.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        parts.push(lit(format!("{sep}{}=", c.name)));
+        parts.push(col(c.name).cast(DataType::String).fill_null(lit("null")));
+    }
+    vec![
+        lit(table.name).alias("table"),
+        col("user_id").cast(DataType::String).alias("user_id"),
+        lit(column.to_string()).alias("column"),
+        lit(what.to_string()).alias("rule"),
+        value.cast(DataType::String).alias("value"),
+        concat_str(parts, "", false).alias("row"),
+    ]
+}
+
+fn set_aside_schema() -> Schema {
+    Schema::from_iter(
+        ["table", "user_id", "column", "rule", "value", "row"].map(|n| Field::new(n.into(), DataType::String)),
+    )
 }

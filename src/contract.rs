@@ -335,3 +335,21 @@ pub const MONITOR: Table = Table {
         col("snapshot_date", Kind::Date),
     ],
 };
+
+/// Input rows set aside under `inputs.quarantine_share` (README, "What every command
+/// checks"): one row per rule a row breaks. `row` is the whole input row as text
+/// (`column=value, …`); `user_id` and `value` are null where the row has none.
+pub const QUARANTINE: Table = Table {
+    name: "quarantine",
+    layout: Layout::Whole,
+    key: None,
+    columns: &[
+        col("table", Kind::Str),
+        nullable("user_id", Kind::Str),
+        col("column", Kind::Str),
+        col("rule", Kind::Str),
+        nullable("value", Kind::Str),
+        col("row", Kind::Str),
+        col("snapshot_date", Kind::Date),
+    ],
+};

@@ -29,7 +29,7 @@ use chrono::{Duration, NaiveDate};
 use polars::prelude::*;
 
 use crate::checks;
-use crate::config::DEFAULT_LATE_DAYS;
+use crate::config::{DEFAULT_LATE_DAYS, InputSettings};
 use crate::contract::{self, Kind, Table};
 use crate::error::{Error, PolarsContext, Result};
 use crate::shard::Shard;
@@ -42,14 +42,16 @@ use crate::storage::{PartitionFile, Storage};
 /// are the same whichever command builds them.
 pub(crate) const EFFECT_WINDOW_DAYS: i64 = 120;
 
-/// How far back each table is read, in days before the earliest snapshot of a run, and
-/// how many partitions after the last snapshot are read for late rows.
+/// How far back each table is read, in days before the earliest snapshot of a run, how
+/// many partitions after the last snapshot are read for late rows, and what share of a
+/// table's rows may be set aside for breaking the contract (`inputs.quarantine_share`).
 #[derive(Debug, Clone, Copy)]
 pub struct Lookback {
     pub activity_days: u32,
     pub messages_days: u32,
     pub billing_days: u32,
     pub late_days: u32,
+    pub quarantine_share: f64,
 }
 
 impl Lookback {
@@ -60,12 +62,18 @@ impl Lookback {
         // look back a year, and premium status needs the latest status event, which for a
         // monthly subscriber is never more than a period plus a grace period old.
         let messages_days = (horizon_days as i64 + EFFECT_WINDOW_DAYS).max(90) as u32;
-        Lookback { activity_days: 90, messages_days, billing_days: 400, late_days: DEFAULT_LATE_DAYS }
+        Lookback {
+            activity_days: 90,
+            messages_days,
+            billing_days: 400,
+            late_days: DEFAULT_LATE_DAYS,
+            quarantine_share: 0.0,
+        }
     }
 
-    /// The same lookback, reading `days` partitions after the last snapshot for late rows.
-    pub fn with_late_days(self, days: u32) -> Self {
-        Lookback { late_days: days, ..self }
+    /// The same lookback, read as `[inputs]` says: its late partitions and quarantine.
+    pub fn reading(self, inputs: &InputSettings) -> Self {
+        Lookback { late_days: inputs.late_days, quarantine_share: inputs.quarantine_share, ..self }
     }
 }
 
@@ -90,6 +98,20 @@ pub struct Inputs {
     /// Where activity aggregates are kept between runs, when that is on
     /// (`features.store`); `features` reads and writes it.
     pub(crate) store: Option<Arc<FeatureStore>>,
+    /// The rows set aside for breaking the contract, per table (`inputs.quarantine_share`
+    /// above 0; None when it is 0).
+    pub(crate) set_aside: Option<Arc<Vec<SetAside>>>,
+}
+
+/// The rows of one input table set aside for breaking the contract.
+pub(crate) struct SetAside {
+    pub(crate) table: &'static str,
+    /// Rows read (in the command's window, of its users).
+    pub(crate) rows_read: u64,
+    /// Rows set aside (each once, whatever rules it breaks).
+    pub(crate) rows_set_aside: u64,
+    /// One row per (row, rule) in `contract::QUARANTINE`'s columns but `snapshot_date`.
+    pub(crate) rows: DataFrame,
 }
 
 /// The feature store's table under the output root.
@@ -290,8 +312,11 @@ impl Inputs {
         }
         // Users, billing and messages are small next to activity and every stage queries
         // them several times (status on many days, labels, episodes): read them once. Each
-        // table read is checked against the contract first (`checks`).
-        let mut users = read_checked(storage, &contract::USERS, &users_files, users)?;
+        // table read is checked against the contract first (`checks`); rows that break it
+        // stop the command, or are set aside under `inputs.quarantine_share`.
+        let share = lookback.quarantine_share;
+        let mut aside = Vec::new();
+        let mut users = read_checked(storage, &contract::USERS, &users_files, users, share, &mut aside)?;
         let (activity, billing, messages) = match subset {
             Some(subset) => {
                 let ids = subset.users_of(storage, &mut users)?;
@@ -305,15 +330,32 @@ impl Inputs {
             }
             None => (activity, billing, messages),
         };
-        let billing = read_checked(storage, &contract::BILLING, &billing_rels, billing)?
+        // A user set aside is not half read: none of their rows in the other tables is.
+        let (activity, billing, messages) = match aside.iter().find(|a| a.table == contract::USERS.name) {
+            Some(users_aside) => {
+                let gone = users_aside
+                    .rows
+                    .clone()
+                    .lazy()
+                    .select([col("user_id")])
+                    .drop_nulls(None)
+                    .unique(None, UniqueKeepStrategy::Any);
+                let mut anti = JoinArgs::new(JoinType::Anti);
+                anti.maintain_order = MaintainOrderJoin::Left;
+                let without = |lf: LazyFrame| lf.join(gone.clone(), [col("user_id")], [col("user_id")], anti.clone());
+                (without(activity), without(billing), without(messages))
+            }
+            None => (activity, billing, messages),
+        };
+        let billing = read_checked(storage, &contract::BILLING, &billing_rels, billing, share, &mut aside)?
             .lazy()
             .sort(["event_id"], SortMultipleOptions::default().with_maintain_order(true))
             .unique_stable(Some(cols(["event_id"])), UniqueKeepStrategy::First)
             .collect()
             .ctx("reading table `billing`")?
             .lazy();
-        let messages = read_checked(storage, &contract::MESSAGES, &messages_rels, messages)?.lazy();
-        enforce(storage, &contract::ACTIVITY, &activity_rels, activity.clone(), None)?;
+        let messages = read_checked(storage, &contract::MESSAGES, &messages_rels, messages, share, &mut aside)?.lazy();
+        let activity = scan_checked(storage, &contract::ACTIVITY, &activity_rels, activity, share, &mut aside)?;
         let users = users.lazy();
         Ok(Inputs {
             users,
@@ -326,6 +368,7 @@ impl Inputs {
             activity_files,
             source: Some(storage.clone()),
             store: None,
+            set_aside: (share > 0.0).then(|| Arc::new(aside)),
         })
     }
 
@@ -363,6 +406,7 @@ impl Inputs {
             activity_files: self.activity_files.clone(),
             source: self.source.clone(),
             store: self.store.clone(),
+            set_aside: self.set_aside.clone(),
         }
     }
 
@@ -389,10 +433,25 @@ fn time_within(table: &Table, from: NaiveDate, last: NaiveDate) -> Expr {
 const BREACHES_NAMED: usize = 8;
 
 /// Read a table's rows (`lf`, the scan of `rels`) into memory, checked against the
-/// contract: its rules and its key (`checks`).
-fn read_checked(storage: &Storage, table: &Table, rels: &[String], lf: LazyFrame) -> Result<DataFrame> {
+/// contract: its rules and its key (`checks`). With `share` above 0, rows that break them
+/// are set aside (into `aside`) while they are at most that share of the rows.
+fn read_checked(
+    storage: &Storage,
+    table: &Table,
+    rels: &[String],
+    lf: LazyFrame,
+    share: f64,
+    aside: &mut Vec<SetAside>,
+) -> Result<DataFrame> {
     match lf.clone().collect() {
         Ok(df) => {
+            if share > 0.0
+                && df.height() > 0
+                && let Some((kept, set)) = set_aside_rows(storage, table, rels, &df, share)?
+            {
+                aside.push(set);
+                return Ok(kept);
+            }
             enforce(storage, table, rels, df.clone().lazy(), Some(&df))?;
             Ok(df)
         }
@@ -402,6 +461,112 @@ fn read_checked(storage: &Storage, table: &Table, rels: &[String], lf: LazyFrame
             Error::data(format!("table `{}`: its rows do not fit the contract's types", table.name))
         })),
     }
+}
+
+/// The rows of `df` (all of `table`'s rows read) that break a rule or the key rule, set
+/// aside: the rows kept and what was set aside, or None when every row follows the
+/// contract. More than `share` of the rows is the error [`enforce`] gives, with the share.
+fn set_aside_rows(
+    storage: &Storage,
+    table: &Table,
+    rels: &[String],
+    df: &DataFrame,
+    share: f64,
+) -> Result<Option<(DataFrame, SetAside)>> {
+    let context = || format!("setting aside rows of `{}`", table.name);
+    let keys = checks::repeated_keys(table, df)?;
+    let mut marked = df.clone().lazy();
+    let mut broken = checks::any_broken(table).unwrap_or(lit(false));
+    if let (Some((ids, _, _)), Some(key)) = (&keys, table.key) {
+        let mut left = JoinArgs::new(JoinType::Left);
+        left.maintain_order = MaintainOrderJoin::Left;
+        let repeated = ids.clone().lazy().select([col(key), lit(true).alias("__repeated")]);
+        marked = marked.join(repeated, [col(key)], [col(key)], left);
+        broken = broken.or(col("__repeated").is_not_null());
+    }
+    let mask = marked.select([broken.alias("broken")]).collect().ctx(context())?;
+    let mask = mask.column("broken").ctx(context())?.bool().ctx(context())?.clone();
+    let removed = mask.sum().unwrap_or(0) as u64;
+    if removed == 0 {
+        return Ok(None);
+    }
+    let total = df.height() as u64;
+    if removed as f64 > share * total as f64 {
+        let found = enforce(storage, table, rels, df.clone().lazy(), Some(df)).err();
+        return Err(over_share(found, table, removed, total, share));
+    }
+    let kept = df.filter(&!&mask).ctx(context())?;
+    let mut rows = checks::broken_rows(table, df.clone().lazy())?;
+    if let Some((ids, _, what)) = &keys {
+        rows = concat([rows, checks::repeated_rows(table, df, ids, what)], UnionArgs::default()).ctx(context())?;
+    }
+    let rows = rows.collect().ctx(context())?;
+    Ok(Some((kept, noted(table, total, removed, rows))))
+}
+
+/// [`read_checked`] for a table read as a scan (`activity`): the scan, without the rows
+/// set aside when `share` allows.
+fn scan_checked(
+    storage: &Storage,
+    table: &Table,
+    rels: &[String],
+    lf: LazyFrame,
+    share: f64,
+    aside: &mut Vec<SetAside>,
+) -> Result<LazyFrame> {
+    if share > 0.0
+        && !checks::follows_rules(table, lf.clone()).unwrap_or(false)
+        && let Some(broken) = checks::any_broken(table)
+    {
+        let context = || format!("setting aside rows of `{}`", table.name);
+        let streaming = |lf: LazyFrame| lf.collect_with_engine(Engine::Streaming).map(|r| r.unwrap_single());
+        // A scan that fails (a value its type cannot hold) stops below, naming the file.
+        if let Ok(counts) = streaming(lf.clone().select([
+            len().cast(DataType::UInt64).alias("rows"),
+            broken.clone().sum().cast(DataType::UInt64).alias("broken"),
+        ])) {
+            let count = |c: &str| -> Result<u64> {
+                Ok(counts.column(c).ctx(context())?.u64().ctx(context())?.get(0).unwrap_or(0))
+            };
+            let (total, removed) = (count("rows")?, count("broken")?);
+            if removed as f64 > share * total as f64 {
+                let found = enforce(storage, table, rels, lf, None).err();
+                return Err(over_share(found, table, removed, total, share));
+            }
+            if removed > 0 {
+                let rows = streaming(checks::broken_rows(table, lf.clone().filter(broken.clone()))?).ctx(context())?;
+                aside.push(noted(table, total, removed, rows));
+                return Ok(lf.filter(broken.not()));
+            }
+        }
+    }
+    enforce(storage, table, rels, lf.clone(), None)?;
+    Ok(lf)
+}
+
+fn noted(table: &Table, total: u64, removed: u64, rows: DataFrame) -> SetAside {
+    tracing::warn!(
+        table = table.name,
+        rows = removed,
+        of = total,
+        "rows that break the contract were set aside (inputs.quarantine_share): see quarantine/ and the manifest"
+    );
+    SetAside { table: table.name, rows_read: total, rows_set_aside: removed, rows }
+}
+
+/// The error of a table with more rows breaking the contract than may be set aside.
+fn over_share(found: Option<Error>, table: &Table, removed: u64, total: u64, share: f64) -> Error {
+    let named = match found {
+        Some(Error::Data(m)) => m,
+        Some(other) => other.to_string(),
+        None => format!("table `{}` breaks the contract", table.name),
+    };
+    Error::data(format!(
+        "{named}\n  {removed} of {total} rows of `{}` ({:.3}%) break the contract: more than inputs.quarantine_share \
+         ({share}) may be set aside",
+        table.name,
+        100.0 * removed as f64 / total.max(1) as f64
+    ))
 }
 
 /// Exit 65 when the rows of a table (`rows`, the scan of `rels`; `whole`, all of them

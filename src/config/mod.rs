@@ -84,6 +84,10 @@ pub struct InputSettings {
     /// How many `dt=` partitions after a snapshot are read for rows that arrived late
     /// (a row dated on or before S in a partition up to S + late_days is used for S).
     pub late_days: u32,
+    /// The largest share of a table's rows that may be set aside when they break the
+    /// contract (written to `quarantine/snapshot=S/`); above it, or at 0 (the default),
+    /// a breach stops the command with exit 65.
+    pub quarantine_share: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,7 +190,7 @@ impl Default for Settings {
 
 impl Default for InputSettings {
     fn default() -> Self {
-        InputSettings { late_days: DEFAULT_LATE_DAYS }
+        InputSettings { late_days: DEFAULT_LATE_DAYS, quarantine_share: 0.0 }
     }
 }
 
@@ -304,6 +308,12 @@ impl Settings {
         }
         if self.inputs.late_days > 30 {
             return Err(Error::config(format!("inputs.late_days must be in 0..=30, got {}", self.inputs.late_days)));
+        }
+        if !(0.0..0.5).contains(&self.inputs.quarantine_share) {
+            return Err(Error::config(format!(
+                "inputs.quarantine_share must be in [0, 0.5) (a share of a table's rows), got {}",
+                self.inputs.quarantine_share
+            )));
         }
         if !(2..=MAX_TRAINING_SNAPSHOTS).contains(&self.training.snapshots) {
             return Err(Error::config(format!(

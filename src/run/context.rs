@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use crate::config::StageSettings;
-use crate::error::Result;
-use crate::inputs::{EFFECT_WINDOW_DAYS, Inputs, Lookback, UserSubset};
+use crate::contract;
+use crate::error::{PolarsContext, Result};
+use crate::inputs::{EFFECT_WINDOW_DAYS, Inputs, Lookback, SetAside, UserSubset, date_lit};
 use crate::resources::{self, RssSampler};
 use crate::storage::{Commit, Storage};
 use crate::version::code_version;
@@ -116,7 +117,7 @@ impl Context {
         let last = self.stage.as_of;
         let input = self.input.clone();
         let settings = &self.stage.settings;
-        let mut lookback = Lookback::new(settings.horizon_days).with_late_days(settings.inputs.late_days);
+        let mut lookback = Lookback::new(settings.horizon_days).reading(&settings.inputs);
         if reads.grace {
             lookback = grace::lookback(lookback, &self.stage.grace, first, last);
         }
@@ -211,8 +212,66 @@ impl Context {
         Ok(true)
     }
 
-    /// Write the run manifest: `runs/snapshot=S/<command>.json`, last.
+    /// Commit the rows the inputs set aside for breaking the contract (`quarantine/`,
+    /// empty when none was), and say per table how many, for which rules.
+    fn publish_quarantine(&self, aside: &[SetAside]) -> Result<(Commit, Value)> {
+        let context = "the rows set aside";
+        let s = self.stage.as_of;
+        let mut parts = vec![DataFrame::empty_with_schema(&contract::QUARANTINE.schema()).lazy()];
+        let mut tables = serde_json::Map::new();
+        for a in aside {
+            parts.push(a.rows.clone().lazy().with_column(date_lit(s).alias("snapshot_date")));
+            let by_rule = a
+                .rows
+                .clone()
+                .lazy()
+                .group_by([col("column"), col("rule")])
+                .agg([len().cast(DataType::UInt64).alias("n")])
+                .sort(["column", "rule"], SortMultipleOptions::default())
+                .collect()
+                .ctx(context)?;
+            let mut rules = serde_json::Map::new();
+            for i in 0..by_rule.height() {
+                let text = |c: &str| by_rule.column(c).ok().and_then(|v| v.str().ok()?.get(i).map(str::to_string));
+                let n = by_rule.column("n").ctx(context)?.u64().ctx(context)?.get(i).unwrap_or(0);
+                rules.insert(
+                    format!("{}: {}", text("column").unwrap_or_default(), text("rule").unwrap_or_default()),
+                    json!(n),
+                );
+            }
+            tables.insert(
+                a.table.to_string(),
+                json!({
+                    "rows_read": a.rows_read,
+                    "rows_set_aside": a.rows_set_aside,
+                    "share": a.rows_set_aside as f64 / a.rows_read.max(1) as f64,
+                    "rules": rules,
+                }),
+            );
+        }
+        let columns: Vec<Expr> = contract::QUARANTINE.columns.iter().map(|c| col(c.name)).collect();
+        let rows = concat(parts, UnionArgs::default()).and_then(|lf| lf.select(columns).collect()).ctx(context)?;
+        let commit = self.publish(contract::QUARANTINE.name, &rows)?;
+        Ok((commit, json!({ "max_share": self.stage.settings.inputs.quarantine_share, "tables": tables })))
+    }
+
+    /// Write the run manifest: `runs/snapshot=S/<command>.json`, last (after the rows the
+    /// inputs set aside, when `inputs.quarantine_share` allows that).
     pub fn write_manifest(&self, command: &str, inputs: Option<&Inputs>, outputs: Value, extra: Value) -> Result<()> {
+        let mut outputs = outputs;
+        let quarantine = match inputs.and_then(|i| i.set_aside.as_deref()) {
+            Some(aside) => {
+                let (commit, summary) = self.publish_quarantine(aside)?;
+                if let Value::Object(tables) = &mut outputs {
+                    tables.insert(
+                        contract::QUARANTINE.name.into(),
+                        json!({ "rows": commit.rows, "files": commit.files.iter().map(|f| &f.name).collect::<Vec<_>>() }),
+                    );
+                }
+                Some(summary)
+            }
+            None => None,
+        };
         let manifest = json!({
             "command": command,
             "as_of": self.stage.as_of,
@@ -239,6 +298,8 @@ impl Context {
             },
             // Per snapshot whose features were built: what the feature store gave.
             "feature_store": inputs.map(|i| i.feature_store_log()),
+            // Input rows set aside for breaking the contract (`inputs.quarantine_share`).
+            "quarantine": quarantine,
             "output": { "root": self.output.uri(), "tables": outputs },
             "config": toml::from_str::<toml::Value>(&self.stage.settings.to_redacted_toml()).ok(),
             "details": extra,

@@ -229,7 +229,7 @@ pub(crate) fn monitor_only(stage: StageSettings) -> Result<()> {
     let s = ctx.stage.as_of;
     let settings = ctx.stage.settings.clone();
     let (first, lookback) = monitor::reads(s, settings.horizon_days, &settings.monitor);
-    let lookback = lookback.with_late_days(settings.inputs.late_days);
+    let lookback = lookback.reading(&settings.inputs);
     let inputs = ctx.timed("read inputs", |c| Inputs::load(&c.input, first, s, lookback))?;
     let committed = |table: &str| -> Result<Option<DataFrame>> {
         match ctx.output.committed(table, s)? {
@@ -599,7 +599,7 @@ pub(crate) fn readout_only(stage: StageSettings, plan: Option<PlanAsk>) -> Resul
     let s = ctx.stage.as_of;
     let settings = ctx.stage.settings.clone();
     let (first, lookback) = readout::reads(s, settings.horizon_days, &settings.readout);
-    let lookback = lookback.with_late_days(settings.inputs.late_days);
+    let lookback = lookback.reading(&settings.inputs);
     let inputs = ctx.timed("read inputs", |c| Inputs::load(&c.input, first, s, lookback))?;
     let out = ctx.timed("readout", |c| {
         let scores_of = |d: NaiveDate| -> Result<Option<DataFrame>> {
@@ -723,4 +723,4 @@ pub(crate) fn commit_shards(settings: &Settings, s: NaiveDate, count: u32) -> Re
 
 /// The tables a shard writes, in the order `retain commit` publishes them.
 const SHARDED_TABLES: &[&str] =
-    &["features", contract::SCORES.name, contract::INTERVENTIONS.name, contract::GRACE.name];
+    &["features", contract::SCORES.name, contract::INTERVENTIONS.name, contract::GRACE.name, contract::QUARANTINE.name];

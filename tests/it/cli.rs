@@ -585,3 +585,106 @@ fn settings_out_of_range_are_configuration_errors_before_any_work() {
         assert!(!out.exists(), "{setting}: nothing was started");
     }
 }
+
+/// `inputs.quarantine_share`: rows that break the contract are set aside instead of
+/// stopping the run while they are at most that share of their table's rows: written to
+/// `quarantine/snapshot=S/` with the rule and the whole row, counted in the manifest, and
+/// a user set aside is read nowhere (not scored, not planned). Above the share, 65 and
+/// nothing written.
+#[test]
+fn rows_that_break_the_contract_are_set_aside_up_to_the_quarantine_share() {
+    use polars::prelude::*;
+    let input = tempfile::tempdir().unwrap();
+    let users = open(&sample_data()).read_parquet("users/users.parquet").unwrap();
+    let id = |row: usize| users.column("user_id").unwrap().str().unwrap().get(row).unwrap().to_string();
+    let (twice, on_mars) = (id(0), id(7));
+    sample_with_file_changed(input.path(), "users", "users", |df| {
+        let df = with_value(df, "timezone", 7, Column::new("timezone".into(), ["Mars/Olympus_Mons"]));
+        let again = df.head(Some(1));
+        df.vstack(&again).unwrap()
+    });
+    // Each change on a row of a user who is not set aside already (whose rows are not read).
+    let change = |table: &str, column: &str, value: Column| {
+        let store = open(input.path());
+        let victim =
+            store.list_files(table).unwrap().into_iter().map(|f| f.rel).find(|r| r.contains("dt=2026-11-1")).unwrap();
+        let df = store.read_parquet(&victim).unwrap();
+        let ids = df.column("user_id").unwrap().str().unwrap().clone();
+        let row = (0..df.height()).find(|&i| ids.get(i).is_some_and(|u| u != twice && u != on_mars)).unwrap();
+        let mut df = with_value(df, column, row, value);
+        store.write_bytes(&victim, retain::storage::parquet_bytes(&mut df).unwrap().into()).unwrap();
+    };
+    change("billing", "user_id", Column::new("user_id".into(), [None::<&str>]));
+    change("activity", "peak_hour", Column::new("peak_hour".into(), [25i8]));
+    change("messages", "propensity", Column::new("propensity".into(), [1.5f64]));
+
+    let config = input.path().join("quarantine.toml");
+    let sample = std::fs::read_to_string(repo().join("pipelines/sample.toml")).unwrap();
+    let with_share =
+        |share: &str| sample.replace("late_days = 3", &format!("late_days = 3\nquarantine_share = {share}"));
+    std::fs::write(&config, with_share("0.01")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = |out: &Path| {
+        code(
+            retain()
+                .args(["run", "--as-of", SAMPLE_AS_OF, "--config"])
+                .arg(&config)
+                .arg("--input")
+                .arg(input.path())
+                .arg("--output")
+                .arg(out),
+        )
+    };
+    let (c, _, err) = run(out.path());
+    assert_eq!(c, 0, "{err}");
+    assert!(err.contains("set aside"), "a warning is logged: {err}");
+
+    let quarantined = open(out.path()).read_committed("quarantine", sample_as_of()).unwrap();
+    let rows: Vec<(String, String, String)> = (0..quarantined.height())
+        .map(|i| {
+            let text = |c: &str| quarantined.column(c).unwrap().str().unwrap().get(i).unwrap_or("").to_string();
+            (text("table"), text("column"), text("value"))
+        })
+        .collect();
+    for (table, column, value) in [
+        ("users", "timezone", "Mars/Olympus_Mons"),
+        ("users", "user_id", twice.as_str()),
+        ("billing", "user_id", ""),
+        ("activity", "peak_hour", "25"),
+        ("messages", "propensity", "1.5"),
+    ] {
+        assert!(
+            rows.iter().any(|r| (r.0.as_str(), r.1.as_str(), r.2.as_str()) == (table, column, value)),
+            "{table}.{column} = {value:?} is set aside: {rows:?}"
+        );
+    }
+    assert_eq!(rows.iter().filter(|r| r.1 == "user_id" && r.2 == twice).count(), 2, "both rows of a repeated user");
+    let whole = quarantined.column("row").unwrap().str().unwrap().get(0).unwrap().to_string();
+    assert!(whole.starts_with("user_id=") && whole.contains("timezone="), "the whole row is kept: {whole}");
+
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join(format!("runs/snapshot={SAMPLE_AS_OF}/run.json"))).unwrap(),
+    )
+    .unwrap();
+    let tables = &manifest["quarantine"]["tables"];
+    assert_eq!(tables["users"]["rows_set_aside"], 3, "{tables}");
+    for table in ["users", "billing", "activity", "messages"] {
+        let share = tables[table]["share"].as_f64().unwrap_or(1.0);
+        assert!(share > 0.0 && share <= 0.01, "{table}: {tables}");
+    }
+    let scores = read_table(out.path(), "scores");
+    let scored: Vec<String> =
+        scores.column("user_id").unwrap().str().unwrap().iter().flatten().map(String::from).collect();
+    assert!(!scored.contains(&twice) && !scored.contains(&on_mars), "users set aside are not scored");
+    let planned = read_table(out.path(), "interventions");
+    let planned: Vec<&str> = planned.column("user_id").unwrap().str().unwrap().iter().flatten().collect();
+    assert!(!planned.contains(&twice.as_str()) && !planned.contains(&on_mars.as_str()), "nor planned");
+
+    // Three of 1,801 users break the contract: more than a share of 0.001.
+    std::fs::write(&config, with_share("0.001")).unwrap();
+    let refused = tempfile::tempdir().unwrap();
+    let (c, _, err) = run(refused.path());
+    assert_eq!(c, 65, "{err}");
+    assert!(err.contains("quarantine_share") && err.contains("Mars/Olympus_Mons"), "{err}");
+    assert!(no_committed_outputs(refused.path()), "nothing written");
+}

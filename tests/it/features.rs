@@ -68,7 +68,7 @@ fn features_at(root: &Path, s: NaiveDate, last: NaiveDate) -> DataFrame {
 /// Features at `s` from inputs loaded for `[first, last]`, reading `late_days` partitions
 /// after `last` for late rows.
 fn features_late(root: &Path, first: NaiveDate, last: NaiveDate, late_days: u32, s: NaiveDate) -> DataFrame {
-    let inputs = Inputs::load(&open(root), first, last, Lookback::new(30).with_late_days(late_days)).unwrap();
+    let inputs = Inputs::load(&open(root), first, last, Lookback { late_days, ..Lookback::new(30) }).unwrap();
     features::build(&inputs, s).unwrap()
 }
 
