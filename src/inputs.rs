@@ -514,8 +514,10 @@ fn scan_checked(
     share: f64,
     aside: &mut Vec<SetAside>,
 ) -> Result<LazyFrame> {
+    if share > 0.0 && table.key.is_none() && checks::follows_rules(table, lf.clone()).unwrap_or(false) {
+        return Ok(lf);
+    }
     if share > 0.0
-        && !checks::follows_rules(table, lf.clone()).unwrap_or(false)
         && let Some(broken) = checks::any_broken(table)
     {
         let context = || format!("setting aside rows of `{}`", table.name);
