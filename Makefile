@@ -7,6 +7,8 @@
 CARGO ?= cargo
 AS_OF ?= 2026-11-20
 CONFIG ?= pipelines/sample.toml
+# Where cargo builds: CARGO_TARGET_DIR when set, as cargo itself does.
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 export RETAIN_GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null)
 
 # LightGBM's OpenMP threads wait passively (spinning quadrupled CPU time on 2 cores).
@@ -23,7 +25,7 @@ build: tools
 
 ## Run the nightly pipeline on the shipped sample world; outputs land in out/.
 run: build
-	./target/debug/retain run --config $(CONFIG) --as-of $(AS_OF)
+	$(TARGET_DIR)/debug/retain run --config $(CONFIG) --as-of $(AS_OF)
 	@echo "outputs: out/{features,scores,interventions,grace,monitor}/snapshot=$(AS_OF)/, out/reports/snapshot=$(AS_OF)/index.html and out/runs/snapshot=$(AS_OF)/run.json"
 
 ## Install the pinned S3 and GCS emulators into .emulators/ (idempotent).
@@ -47,7 +49,7 @@ test: tools emulators ray chromium
 ## Regenerate the shipped sample world (deterministic: same bytes every time).
 sample: build
 	rm -rf data-samples
-	./target/debug/retain synth --users 1800 --days 180 --seed 7 --start 2026-05-25 --output data-samples
+	$(TARGET_DIR)/debug/retain synth --users 1800 --days 180 --seed 7 --start 2026-05-25 --output data-samples
 
 lint: tools
 	$(CARGO) clippy --all-targets -- -D warnings

@@ -191,8 +191,18 @@ pub(crate) fn follows_rules(table: &Table, lf: LazyFrame) -> Result<bool> {
         }
     }
     let Some(any) = others.iter().map(|r| r.broken.clone()).reduce(|a, b| a.or(b)) else { return Ok(true) };
-    let breaking = collect(lf.filter(any).select([len()]))?;
-    Ok(breaking.column("len").ctx(context())?.u32().ctx(context())?.get(0).unwrap_or(0) == 0)
+    let breaking = collect(lf.filter(any).select([rows().alias("len")]))?;
+    Ok(breaking.column("len").ctx(context())?.u64().ctx(context())?.get(0).unwrap_or(0) == 0)
+}
+
+/// The number of rows, as a UInt64, for a streaming query over an input table's scan.
+///
+/// Why not `len()`: Polars 0.55's streaming engine panics ("sum not implemented for dtype
+/// UInt128") on `len()` over a scan that `inputs::scan_table` made of files with different
+/// physical types (an int64 `peak_hour` next to int8 ones, which the contract allows). Every
+/// input table has `user_id`; whether it is null is never null.
+pub(crate) fn rows() -> Expr {
+    col("user_id").is_null().count().cast(DataType::UInt64)
 }
 
 /// The files of a table, for a message: each of a few, or how many.

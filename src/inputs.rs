@@ -456,11 +456,36 @@ fn read_checked(
             Ok(df)
         }
         // Values that do not fit the contract's types (e.g. an hour of 300 in an int64
-        // column): the files are read one by one to name the one that fails.
-        Err(_) => Err(enforce(storage, table, rels, lf, None).err().unwrap_or_else(|| {
-            Error::data(format!("table `{}`: its rows do not fit the contract's types", table.name))
-        })),
+        // column), or a file damaged where the checks' columns do not reach: the files
+        // are read one by one to name the one that fails.
+        Err(read) => Err(match enforce(storage, table, rels, lf, None) {
+            Err(found) => found,
+            Ok(()) => unreadable_file(storage, table, rels).unwrap_or_else(|| {
+                Error::data(format!("table `{}`: its rows cannot be read ({})", table.name, first_line(&read)))
+            }),
+        }),
     }
+}
+
+/// The first of `rels` whose rows cannot be read whole, named.
+fn unreadable_file(storage: &Storage, table: &Table, rels: &[String]) -> Option<Error> {
+    rels.iter().find_map(|rel| {
+        let read = scan_table(storage, table, std::slice::from_ref(rel)).and_then(|lf| lf.collect().ctx(rel.as_str()));
+        read.err().map(|e| {
+            if matches!(e, Error::Unavailable { .. }) {
+                return e;
+            }
+            Error::data(format!(
+                "table `{}`, file {rel}: the file cannot be read, it is damaged ({})",
+                table.name,
+                crate::error::first_paragraph(&e.to_string())
+            ))
+        })
+    })
+}
+
+fn first_line(e: &PolarsError) -> String {
+    crate::error::first_paragraph(&e.to_string())
 }
 
 /// The rows of `df` (all of `table`'s rows read) that break a rule or the key rule, set
@@ -523,10 +548,10 @@ fn scan_checked(
         let context = || format!("setting aside rows of `{}`", table.name);
         let streaming = |lf: LazyFrame| lf.collect_with_engine(Engine::Streaming).map(|r| r.unwrap_single());
         // A scan that fails (a value its type cannot hold) stops below, naming the file.
-        if let Ok(counts) = streaming(lf.clone().select([
-            len().cast(DataType::UInt64).alias("rows"),
-            broken.clone().sum().cast(DataType::UInt64).alias("broken"),
-        ])) {
+        if let Ok(counts) = streaming(
+            lf.clone()
+                .select([checks::rows().alias("rows"), broken.clone().sum().cast(DataType::UInt64).alias("broken")]),
+        ) {
             let count = |c: &str| -> Result<u64> {
                 Ok(counts.column(c).ctx(context())?.u64().ctx(context())?.get(0).unwrap_or(0))
             };

@@ -456,6 +456,38 @@ fn inputs_that_break_the_contract_stop_validate_and_every_command_with_65_and_wr
         ),
         ("an empty file", Box::new(|p| sample_with_file_overwritten(p, "activity", b"")), vec!["table `activity`"]),
         (
+            "a Parquet file cut in half",
+            Box::new(|p| {
+                let victim = sample_with_file_changed(p, "activity", "dt=2026-11-1", |df| df);
+                let bytes = std::fs::read(p.join(&victim)).unwrap();
+                std::fs::write(p.join(&victim), &bytes[..bytes.len() / 2]).unwrap();
+                victim
+            }),
+            vec!["table `activity`"],
+        ),
+        (
+            "a Parquet file corrupted in the middle (its footer intact)",
+            Box::new(|p| {
+                let victim = sample_with_file_changed(p, "billing", "dt=2026-11-1", |df| df);
+                let mut bytes = std::fs::read(p.join(&victim)).unwrap();
+                let middle = bytes.len() / 3;
+                bytes[middle..middle + 64].fill(0xA5);
+                std::fs::write(p.join(&victim), &bytes).unwrap();
+                victim
+            }),
+            vec!["table `billing`"],
+        ),
+        (
+            "an hour of 300 in an int64 column",
+            Box::new(|p| {
+                sample_with_file_changed(p, "activity", "dt=2026-11-1", |df| {
+                    let df = df.lazy().with_column(col("peak_hour").cast(DataType::Int64)).collect().unwrap();
+                    with_value(df, "peak_hour", 3, Column::new("peak_hour".into(), [300i64]))
+                })
+            }),
+            vec!["table `activity`", "peak_hour"],
+        ),
+        (
             "a file that is not Parquet",
             Box::new(|p| sample_with_file_overwritten(p, "billing", b"user_id,ts\nu1,2026-11-10\n")),
             vec!["table `billing`"],
@@ -687,4 +719,28 @@ fn rows_that_break_the_contract_are_set_aside_up_to_the_quarantine_share() {
     assert_eq!(c, 65, "{err}");
     assert!(err.contains("quarantine_share") && err.contains("Mars/Olympus_Mons"), "{err}");
     assert!(no_committed_outputs(refused.path()), "nothing written");
+}
+
+/// Files in physical types the contract allows but the sample does not use (an int64 hour
+/// and int64 counts next to the int8 and int32 ones, large strings) are read as the
+/// contract's types: the features equal the sample's (Polars' streaming `len()` over such
+/// a mixed scan used to panic, exit 101).
+#[test]
+fn files_in_other_allowed_physical_types_give_the_same_features() {
+    use polars::prelude::*;
+    let input = tempfile::tempdir().unwrap();
+    sample_with_file_changed(input.path(), "activity", "dt=2026-11-1", |df| {
+        df.lazy()
+            .with_columns([col("peak_hour").cast(DataType::Int64), col("streams").cast(DataType::Int64)])
+            .collect()
+            .unwrap()
+    });
+    let features = |input: &Path| {
+        let out = tempfile::tempdir().unwrap();
+        run_ok(
+            retain().args(["features", "--as-of", SAMPLE_AS_OF, "--input"]).arg(input).arg("--output").arg(out.path()),
+        );
+        read_table(out.path(), "features")
+    };
+    assert_eq!(features(input.path()), features(&sample_data()));
 }
