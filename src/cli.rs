@@ -156,9 +156,10 @@ pub struct TableUpliftArgs {
     /// The column holding each row's arm.
     #[arg(long)]
     pub treatment: String,
-    /// The treatment column's value for treated rows.
-    #[arg(long)]
-    pub treated: String,
+    /// The treatment column's value for treated rows; several arms, comma-separated
+    /// (`A,B,C`), each get their uplift column and the best arm per row.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub treated: Vec<String>,
     /// The treatment column's value for control rows (rows with any other value are not used).
     #[arg(long)]
     pub control: String,
@@ -171,7 +172,8 @@ pub struct TableUpliftArgs {
     /// Columns that are not features.
     #[arg(long, value_delimiter = ',')]
     pub ignore: Vec<String>,
-    /// Output Parquet file: one `uplift` per row of B, in B's order.
+    /// Output Parquet file, a row per row of B in B's order: `uplift` (one arm), or
+    /// `uplift_<arm>` per arm and `best_arm` (several).
     #[arg(long)]
     pub output: PathBuf,
 }

@@ -14,8 +14,9 @@ use crate::util::*;
 /// Hillstrom MineThatData data set (64,000 customers; "Mens E-Mail", "Womens E-Mail",
 /// "No E-Mail" at random), which cannot be downloaded on this machine. Its known truth:
 /// the men's e-mail raises the visit probability by 0.12 for customers who bought men's
-/// merchandise (`mens` = 1) and by nothing for the others; `history` holds whole dollars
-/// for the first 2,000 rows and cents afterwards.
+/// merchandise (`mens` = 1) and by nothing for the others, the women's e-mail by 0.08 for
+/// those who bought women's (`womens` = 1); `history` holds whole dollars for the first
+/// 2,000 rows and cents afterwards.
 fn hillstrom_like(n: usize, seed: u64) -> DataFrame {
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let segments = ["Mens E-Mail", "Womens E-Mail", "No E-Mail"];
@@ -30,7 +31,11 @@ fn hillstrom_like(n: usize, seed: u64) -> DataFrame {
         let w = if m == 0 { 1 } else { i64::from(r.random::<f64>() < 0.5) };
         let seg = segments[r.random_range(0..3)];
         let base = 0.08 + 0.1 * (1.0 - rec as f64 / 12.0) + 0.05 * f64::from(hist > 400.0);
-        let lift = if seg == "Mens E-Mail" && m == 1 { 0.12 } else { 0.0 };
+        let lift = match seg {
+            "Mens E-Mail" if m == 1 => 0.12,
+            "Womens E-Mail" if w == 1 => 0.08,
+            _ => 0.0,
+        };
         let v = r.random::<f64>() < base + lift;
         recency.push(rec);
         history_segment.push(match hist as i64 {
@@ -86,6 +91,71 @@ fn table_uplift_finds_who_an_email_moves_in_a_hillstrom_shaped_experiment() {
     eprintln!("mean uplift: mens {men:.4}, others {others:.4}");
     assert!((men - 0.12).abs() < 0.04, "the men's e-mail lifts visits by about 0.12 for men's buyers: {men}");
     assert!(others.abs() < 0.04, "and by nothing for the others: {others}");
+}
+
+/// Several treated arms: a column per arm, each the one-arm command's `uplift` for that
+/// arm, and per row the arm of largest uplift (or the control where none helps), which
+/// for these customers is the e-mail of what they bought.
+#[test]
+fn table_uplift_of_several_arms_writes_each_arm_and_the_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+    write_csv(&mut hillstrom_like(30_000, 1), &a);
+    let mut test = hillstrom_like(6_000, 2);
+    write_csv(&mut test, &b);
+    let uplift = |treated: &str, out: &str| {
+        let out = dir.path().join(out);
+        run_ok(
+            retain()
+                .args(["table", "uplift", "--treatment", "segment", "--treated", treated, "--control", "No E-Mail"])
+                .args(["--outcome", "visit", "--ignore", "conversion", "--train"])
+                .arg(&a)
+                .arg("--test")
+                .arg(&b)
+                .arg("--output")
+                .arg(&out),
+        );
+        ParquetReader::new(std::fs::File::open(&out).unwrap()).finish().unwrap()
+    };
+    let both = uplift("Mens E-Mail,Womens E-Mail", "both.parquet");
+    let names: Vec<&str> = both.get_column_names().into_iter().map(|c| c.as_str()).collect();
+    assert_eq!(names, ["uplift_Mens E-Mail", "uplift_Womens E-Mail", "best_arm"]);
+    assert_eq!(both.height(), 6_000);
+    let womens_alone = uplift("Womens E-Mail", "womens.parquet");
+    assert_eq!(floats(&both, "uplift_Womens E-Mail"), floats(&womens_alone, "uplift"), "each arm as if alone");
+
+    let flag = |c: &str| -> Vec<i64> { test.column(c).unwrap().i64().unwrap().iter().map(|v| v.unwrap()).collect() };
+    let (mens, womens) = (flag("mens"), flag("womens"));
+    let best = strings(&both, "best_arm");
+    let share = |m: i64, w: i64, arm: &str| {
+        let rows: Vec<&String> =
+            best.iter().enumerate().filter(|(i, _)| mens[*i] == m && womens[*i] == w).map(|(_, b)| b).collect();
+        rows.iter().filter(|b| b.as_str() == arm).count() as f64 / rows.len() as f64
+    };
+    let (to_men, to_women) = (share(1, 0, "Mens E-Mail"), share(0, 1, "Womens E-Mail"));
+    eprintln!("best arm: men's e-mail for men's buyers {to_men:.2}, women's for women's {to_women:.2}");
+    assert!(to_men > 0.8, "men's buyers are best sent the men's e-mail: {to_men}");
+    assert!(to_women > 0.7, "women's buyers the women's: {to_women}");
+    let womens_lift = floats(&both, "uplift_Womens E-Mail");
+    let mean = |w: i64| {
+        let v: Vec<f64> = womens_lift.iter().zip(&womens).filter(|(_, x)| **x == w).map(|(u, _)| *u).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    assert!((mean(1) - 0.08).abs() < 0.04, "the women's e-mail lifts women's buyers by about 0.08: {}", mean(1));
+    assert!(mean(0).abs() < 0.04, "and nobody else: {}", mean(0));
+
+    let o = retain()
+        .args(["table", "uplift", "--treatment", "segment", "--treated", "Mens E-Mail,No E-Mail"])
+        .args(["--control", "No E-Mail", "--outcome", "visit", "--train"])
+        .arg(&a)
+        .arg("--test")
+        .arg(&b)
+        .arg("--output")
+        .arg(dir.path().join("bad.parquet"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "the control among the treated arms is a usage error");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("both a treated arm and the control"));
 }
 
 /// An outcome written as text is read with `--positive`, as `table train` reads a label:
