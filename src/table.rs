@@ -362,7 +362,13 @@ fn arm_uplift(
         let m = up::fit(learner, &fit_part, &cats, fitting)?;
         let benefit = m.effect(&xc);
         let q = up::qini(&benefit, &check_part, 20);
-        info!(arm, learner = learner.as_str(), qini = q.qini, auuc = q.auuc, "uplift learner on the held-out fifth of A");
+        info!(
+            arm,
+            learner = learner.as_str(),
+            qini = q.qini,
+            auuc = q.auuc,
+            "uplift learner on the held-out fifth of A"
+        );
         benefits.push(benefit);
     }
     let choice = up::select_learner(&[(check_part, [benefits[0].as_slice(), benefits[1].as_slice()])], BOOTSTRAP_SEED);

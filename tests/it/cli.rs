@@ -722,7 +722,7 @@ fn rows_that_break_the_contract_are_set_aside_up_to_the_quarantine_share() {
 }
 
 /// Files in physical types the contract allows but the sample does not use (an int64 hour
-/// and int64 counts next to the int8 and int32 ones, large strings) are read as the
+/// and uint32 counts next to the int8 and int32 ones, nanosecond timestamps) are read as the
 /// contract's types: the features equal the sample's (Polars' streaming `len()` over such
 /// a mixed scan used to panic, exit 101).
 #[test]
@@ -731,10 +731,21 @@ fn files_in_other_allowed_physical_types_give_the_same_features() {
     let input = tempfile::tempdir().unwrap();
     sample_with_file_changed(input.path(), "activity", "dt=2026-11-1", |df| {
         df.lazy()
-            .with_columns([col("peak_hour").cast(DataType::Int64), col("streams").cast(DataType::Int64)])
+            .with_columns([col("peak_hour").cast(DataType::Int64), col("streams").cast(DataType::UInt32)])
             .collect()
             .unwrap()
     });
+    let store = open(input.path());
+    let billing = store.list_files("billing").unwrap().into_iter().map(|f| f.rel).find(|r| r.contains("dt=2026-11-1"));
+    let billing = billing.unwrap();
+    let mut df = store
+        .read_parquet(&billing)
+        .unwrap()
+        .lazy()
+        .with_column(col("ts").cast(DataType::Datetime(TimeUnit::Nanoseconds, Some(TimeZone::UTC))))
+        .collect()
+        .unwrap();
+    store.write_bytes(&billing, retain::storage::parquet_bytes(&mut df).unwrap().into()).unwrap();
     let features = |input: &Path| {
         let out = tempfile::tempdir().unwrap();
         run_ok(
@@ -743,4 +754,40 @@ fn files_in_other_allowed_physical_types_give_the_same_features() {
         read_table(out.path(), "features")
     };
     assert_eq!(features(input.path()), features(&sample_data()));
+}
+
+/// Every contract column of every input table, missing from one file: `run` and `validate`
+/// both stop with 65 naming the table, the file and the column, and `run` writes nothing.
+/// (The columns are the sample's, which holds exactly the contract's.)
+#[test]
+fn every_input_column_missing_from_a_file_stops_validate_and_run_with_65() {
+    let input = tempfile::tempdir().unwrap();
+    copy_dir(&sample_data(), input.path());
+    let store = open(input.path());
+    let mut cases = 0;
+    for (table, within) in
+        [("users", "users"), ("activity", "dt=2026-11-1"), ("billing", "dt=2026-11-1"), ("messages", "dt=2026-11-1")]
+    {
+        let victim = store.list_files(table).unwrap().into_iter().map(|f| f.rel).find(|r| r.contains(within)).unwrap();
+        let original = std::fs::read(input.path().join(&victim)).unwrap();
+        let df = store.read_parquet(&victim).unwrap();
+        for column in df.get_column_names_owned() {
+            let mut without = df.drop(&column).unwrap();
+            store.write_bytes(&victim, retain::storage::parquet_bytes(&mut without).unwrap().into()).unwrap();
+            let out = tempfile::tempdir().unwrap();
+            let (c, text) = run_on(input.path(), out.path());
+            let named = |text: &str| {
+                text.contains(&format!("`{table}`")) && text.contains(&format!("`{column}`")) && text.contains(&victim)
+            };
+            assert_eq!(c, 65, "{table}.{column} missing: run\n{text}");
+            assert!(named(&text), "{table}.{column} missing: run names table, file and column:\n{text}");
+            assert!(no_committed_outputs(out.path()), "{table}.{column} missing: nothing written");
+            let (c, report, _) = code(retain().arg("validate").arg("--input").arg(input.path()));
+            assert_eq!(c, 65, "{table}.{column} missing: validate\n{report}");
+            assert!(named(&report), "{table}.{column} missing: validate names table, file and column:\n{report}");
+            cases += 1;
+        }
+        std::fs::write(input.path().join(&victim), &original).unwrap();
+    }
+    assert!(cases >= 40, "every column of the four input tables: {cases}");
 }
