@@ -215,51 +215,26 @@ impl Context {
     /// Commit the rows the inputs set aside for breaking the contract (`quarantine/`,
     /// empty when none was), and say per table how many, for which rules.
     fn publish_quarantine(&self, aside: &[SetAside]) -> Result<(Commit, Value)> {
-        let context = "the rows set aside";
         let s = self.stage.as_of;
         let mut parts = vec![DataFrame::empty_with_schema(&contract::QUARANTINE.schema()).lazy()];
-        let mut tables = serde_json::Map::new();
-        for a in aside {
-            parts.push(a.rows.clone().lazy().with_column(date_lit(s).alias("snapshot_date")));
-            let by_rule = a
-                .rows
-                .clone()
-                .lazy()
-                .group_by([col("column"), col("rule")])
-                .agg([len().cast(DataType::UInt64).alias("n")])
-                .sort(["column", "rule"], SortMultipleOptions::default())
-                .collect()
-                .ctx(context)?;
-            let mut rules = serde_json::Map::new();
-            for i in 0..by_rule.height() {
-                let text = |c: &str| by_rule.column(c).ok().and_then(|v| v.str().ok()?.get(i).map(str::to_string));
-                let n = by_rule.column("n").ctx(context)?.u64().ctx(context)?.get(i).unwrap_or(0);
-                rules.insert(
-                    format!("{}: {}", text("column").unwrap_or_default(), text("rule").unwrap_or_default()),
-                    json!(n),
-                );
-            }
-            tables.insert(
-                a.table.to_string(),
-                json!({
-                    "rows_read": a.rows_read,
-                    "rows_set_aside": a.rows_set_aside,
-                    "share": a.rows_set_aside as f64 / a.rows_read.max(1) as f64,
-                    "rules": rules,
-                }),
-            );
-        }
+        parts.extend(aside.iter().map(|a| a.rows.clone().lazy().with_column(date_lit(s).alias("snapshot_date"))));
         let columns: Vec<Expr> = contract::QUARANTINE.columns.iter().map(|c| col(c.name)).collect();
-        let rows = concat(parts, UnionArgs::default()).and_then(|lf| lf.select(columns).collect()).ctx(context)?;
+        let rows = concat(parts, UnionArgs::default())
+            .and_then(|lf| lf.select(columns).collect())
+            .ctx("the rows set aside")?;
         let commit = self.publish(contract::QUARANTINE.name, &rows)?;
-        Ok((commit, json!({ "max_share": self.stage.settings.inputs.quarantine_share, "tables": tables })))
+        Ok((commit, quarantine_summary(aside, &self.stage)?))
     }
 
     /// Write the run manifest: `runs/snapshot=S/<command>.json`, last (after the rows the
-    /// inputs set aside, when `inputs.quarantine_share` allows that).
+    /// inputs set aside, when `inputs.quarantine_share` allows that: committed by the
+    /// commands that make the night's tables; `monitor` and `readout`, which read a night
+    /// others made, only count theirs).
     pub fn write_manifest(&self, command: &str, inputs: Option<&Inputs>, outputs: Value, extra: Value) -> Result<()> {
         let mut outputs = outputs;
-        let quarantine = match inputs.and_then(|i| i.set_aside.as_deref()) {
+        let aside = inputs.and_then(|i| i.set_aside.as_deref());
+        let quarantine = match aside {
+            Some(aside) if QUARANTINE_READERS.contains(&command) => Some(quarantine_summary(aside, &self.stage)?),
             Some(aside) => {
                 let (commit, summary) = self.publish_quarantine(aside)?;
                 if let Value::Object(tables) = &mut outputs {
@@ -313,4 +288,44 @@ impl Context {
         crate::progress::finish(&self.bar);
         Ok(())
     }
+}
+
+/// The commands that read a night other commands made: they count the rows they set aside
+/// but do not commit `quarantine/`, which is the night's.
+const QUARANTINE_READERS: &[&str] = &["monitor", "readout"];
+
+/// Per table: rows read, rows set aside, their share, and how many rows broke each rule.
+fn quarantine_summary(aside: &[SetAside], stage: &StageSettings) -> Result<Value> {
+    let context = "the rows set aside";
+    let mut tables = serde_json::Map::new();
+    for a in aside {
+        let by_rule = a
+            .rows
+            .clone()
+            .lazy()
+            .group_by([col("column"), col("rule")])
+            .agg([len().cast(DataType::UInt64).alias("n")])
+            .sort(["column", "rule"], SortMultipleOptions::default())
+            .collect()
+            .ctx(context)?;
+        let mut rules = serde_json::Map::new();
+        for i in 0..by_rule.height() {
+            let text = |c: &str| by_rule.column(c).ok().and_then(|v| v.str().ok()?.get(i).map(str::to_string));
+            let n = by_rule.column("n").ctx(context)?.u64().ctx(context)?.get(i).unwrap_or(0);
+            rules.insert(
+                format!("{}: {}", text("column").unwrap_or_default(), text("rule").unwrap_or_default()),
+                json!(n),
+            );
+        }
+        tables.insert(
+            a.table.to_string(),
+            json!({
+                "rows_read": a.rows_read,
+                "rows_set_aside": a.rows_set_aside,
+                "share": a.rows_set_aside as f64 / a.rows_read.max(1) as f64,
+                "rules": rules,
+            }),
+        );
+    }
+    Ok(json!({ "max_share": stage.settings.inputs.quarantine_share, "tables": tables }))
 }

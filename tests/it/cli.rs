@@ -712,6 +712,26 @@ fn rows_that_break_the_contract_are_set_aside_up_to_the_quarantine_share() {
     let planned: Vec<&str> = planned.column("user_id").unwrap().str().unwrap().iter().flatten().collect();
     assert!(!planned.contains(&twice.as_str()) && !planned.contains(&on_mars.as_str()), "nor planned");
 
+    // `retain monitor` reads the night others made: it counts what it set aside, and leaves
+    // the night's quarantine table as it was.
+    let before = open(out.path()).committed("quarantine", sample_as_of()).unwrap();
+    let (c, _, err) = code(
+        retain()
+            .args(["monitor", "--as-of", SAMPLE_AS_OF, "--config"])
+            .arg(&config)
+            .arg("--input")
+            .arg(input.path())
+            .arg("--output")
+            .arg(out.path()),
+    );
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(open(out.path()).committed("quarantine", sample_as_of()).unwrap(), before);
+    let monitor: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join(format!("runs/snapshot={SAMPLE_AS_OF}/monitor.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(monitor["quarantine"]["tables"]["users"]["rows_set_aside"], 3, "{}", monitor["quarantine"]);
+
     // Three of 1,801 users break the contract: more than a share of 0.001.
     std::fs::write(&config, with_share("0.001")).unwrap();
     let refused = tempfile::tempdir().unwrap();
