@@ -461,7 +461,11 @@ fn read_checked(
         Err(read) => Err(match enforce(storage, table, rels, lf, None) {
             Err(found) => found,
             Ok(()) => unreadable_file(storage, table, rels).unwrap_or_else(|| {
-                Error::data(format!("table `{}`: its rows cannot be read ({})", table.name, first_line(&read)))
+                Error::data(format!(
+                    "table `{}`: its rows cannot be read ({})",
+                    table.name,
+                    crate::error::first_paragraph(&read.to_string())
+                ))
             }),
         }),
     }
@@ -482,10 +486,6 @@ fn unreadable_file(storage: &Storage, table: &Table, rels: &[String]) -> Option<
             ))
         })
     })
-}
-
-fn first_line(e: &PolarsError) -> String {
-    crate::error::first_paragraph(&e.to_string())
 }
 
 /// The rows of `df` (all of `table`'s rows read) that break a rule or the key rule, set
