@@ -141,6 +141,49 @@ pub struct Interventions {
     pub budget: Budget,
     /// No message to a user who got one (treatment arm) in the last N days.
     pub frequency_cap_days: u32,
+    /// What an action is worth. All zero (the default): the plan maximises churn prevented.
+    pub value: Value,
+    /// Most expected unsubscribes per channel per run (unset: no cap).
+    pub unsubscribe_cap: UnsubscribeCap,
+}
+
+/// The weights of an action's value (`[interventions.value]`): churn prevented ×
+/// monthly price × `value_months` + active days gained × `active_day` − `send_cost` −
+/// expected unsubscribes × `reach`, per channel where a key is per channel.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Value {
+    /// Months of the user's monthly price a retained subscriber is worth. 0: churn
+    /// prevented is counted as a probability (no money), and every other weight is in
+    /// that unit.
+    pub value_months: f64,
+    /// Worth of one more active listening day in the 14 days after the message.
+    pub active_day: f64,
+    /// Cost of one send, per channel.
+    pub send_cost: ChannelAmounts,
+    /// Worth of the channel's reach to one opted-in user (what an unsubscribe loses).
+    pub reach: ChannelAmounts,
+}
+
+/// One amount per channel; unset keys are 0.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelAmounts {
+    pub push: f64,
+    pub email: f64,
+    pub in_app: f64,
+}
+
+/// At most this many expected unsubscribes per channel; unset keys: no cap.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnsubscribeCap {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_app: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -221,7 +264,13 @@ impl Default for Training {
 
 impl Default for Interventions {
     fn default() -> Self {
-        Interventions { holdout_fraction: 0.1, budget: Budget::default(), frequency_cap_days: 7 }
+        Interventions {
+            holdout_fraction: 0.1,
+            budget: Budget::default(),
+            frequency_cap_days: 7,
+            value: Value::default(),
+            unsubscribe_cap: UnsubscribeCap::default(),
+        }
     }
 }
 
@@ -240,12 +289,49 @@ impl Default for Grace {
 impl Budget {
     /// The budgets in the order of [`CHANNELS`].
     pub(crate) fn by_channel(&self) -> [u64; 3] {
-        CHANNELS.map(|c| match c {
-            "push" => self.push,
-            "email" => self.email,
-            "in_app" => self.in_app,
-            _ => unreachable!("a channel of the contract without a budget key: {c}"),
-        })
+        by_channel(self.push, self.email, self.in_app)
+    }
+}
+
+/// A per-channel setting in the order of [`CHANNELS`].
+fn by_channel<T: Copy>(push: T, email: T, in_app: T) -> [T; 3] {
+    CHANNELS.map(|c| match c {
+        "push" => push,
+        "email" => email,
+        "in_app" => in_app,
+        _ => unreachable!("a channel of the contract without a key: {c}"),
+    })
+}
+
+impl ChannelAmounts {
+    /// The amounts in the order of [`CHANNELS`].
+    pub(crate) fn by_channel(&self) -> [f64; 3] {
+        by_channel(self.push, self.email, self.in_app)
+    }
+}
+
+impl UnsubscribeCap {
+    /// The caps in the order of [`CHANNELS`].
+    pub(crate) fn by_channel(&self) -> [Option<f64>; 3] {
+        by_channel(self.push, self.email, self.in_app)
+    }
+}
+
+impl Value {
+    fn check(&self) -> Result<()> {
+        let mut named = vec![("value_months".to_string(), self.value_months), ("active_day".into(), self.active_day)];
+        for (c, (cost, reach)) in
+            CHANNELS.iter().zip(self.send_cost.by_channel().into_iter().zip(self.reach.by_channel()))
+        {
+            named.push((format!("send_cost.{c}"), cost));
+            named.push((format!("reach.{c}"), reach));
+        }
+        for (name, x) in named {
+            if !(x.is_finite() && x >= 0.0) {
+                return Err(Error::config(format!("interventions.value.{name} must be a finite number ≥ 0, got {x}")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -334,6 +420,16 @@ impl Settings {
                 "interventions.frequency_cap_days must be at most 365, got {}",
                 self.interventions.frequency_cap_days
             )));
+        }
+        self.interventions.value.check()?;
+        for (c, cap) in CHANNELS.iter().zip(self.interventions.unsubscribe_cap.by_channel()) {
+            if let Some(cap) = cap
+                && !(cap.is_finite() && cap >= 0.0)
+            {
+                return Err(Error::config(format!(
+                    "interventions.unsubscribe_cap.{c} must be a finite number ≥ 0, got {cap}"
+                )));
+            }
         }
         if self.training.l2.is_nan() || self.training.l2 < 0.0 {
             return Err(Error::config("training.l2 must be ≥ 0"));
@@ -437,6 +533,10 @@ pub struct InterventionSettings {
     /// Most sends per channel, in the order of [`CHANNELS`].
     pub budgets: [u64; 3],
     pub frequency_cap_days: u32,
+    /// What an action is worth.
+    pub value: Value,
+    /// Most expected unsubscribes per channel, in the order of [`CHANNELS`].
+    pub unsubscribe_caps: [Option<f64>; 3],
 }
 
 /// What a command line says beyond the settings.
@@ -487,6 +587,16 @@ impl StageSettings {
             }
             None => input,
         };
+        if shard.is_some()
+            && let Some(c) =
+                CHANNELS.iter().zip(settings.interventions.unsubscribe_cap.by_channel()).find(|(_, cap)| cap.is_some())
+        {
+            return Err(Error::config(format!(
+                "interventions.unsubscribe_cap.{} is set, but a night of shards prices only the budgets: plan in one \
+                 process (`retain run`, or `retain interventions` without --shard), or drop the cap",
+                c.0
+            )));
+        }
         let s = &settings;
         let mut training = s.training.clone();
         training.gbdt.seed = Some(training.gbdt.seed.unwrap_or(lightgbm_seed(s.seed)));
@@ -505,6 +615,8 @@ impl StageSettings {
                 holdout_fraction: s.interventions.holdout_fraction,
                 budgets: s.interventions.budget.by_channel(),
                 frequency_cap_days: s.interventions.frequency_cap_days,
+                value: s.interventions.value.clone(),
+                unsubscribe_caps: s.interventions.unsubscribe_cap.by_channel(),
             },
             grace: s.grace.clone(),
             settings,

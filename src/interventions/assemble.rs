@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 
 use super::frame::{floats, strings};
-use super::policy::Arm;
+use super::policy::{Arm, Choice};
 use super::send_time;
 use crate::config::InterventionSettings;
 use crate::error::{PolarsContext, Result};
@@ -28,13 +28,20 @@ struct PlanColumns {
     channel: Vec<String>,
     send_at: Vec<i64>,
     expected_uplift: Vec<f64>,
+    expected_value: Vec<f64>,
+    expected_unsubscribe: Vec<f64>,
+    expected_active_days: Vec<f64>,
     churn_probability: Vec<f64>,
     priority: Vec<i32>,
     group: Vec<&'static str>,
     reason: Vec<String>,
 }
 
-/// The contract's table for the chosen actions, by priority.
+/// The contract's table for the chosen actions, by priority (by value, then user id),
+/// with three columns beyond the contract's: `expected_value` (what the plan weighed,
+/// `[interventions.value]`), `expected_unsubscribe` (the probability that the send makes
+/// the user leave its channel) and `expected_active_days` (listening days it adds in the
+/// 14 days after; 0 when engagement is not weighed).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn assemble(
     inputs: &Inputs,
@@ -42,18 +49,17 @@ pub(super) fn assemble(
     scores: &DataFrame,
     ids: &[String],
     arms: &[Arm],
-    actions: &[Option<(usize, f64)>],
+    actions: &[Option<Choice>],
     settings: &InterventionSettings,
     learner: &str,
     population: &send_time::Hours,
 ) -> Result<DataFrame> {
     let pit = inputs.as_of(s);
-    let mut chosen: Vec<(usize, usize, f64)> =
-        actions.iter().enumerate().filter_map(|(u, a)| a.map(|(a, v)| (u, a, v))).collect();
-    chosen.sort_by(|x, y| y.2.total_cmp(&x.2).then(ids[x.0].cmp(&ids[y.0])));
+    let mut chosen: Vec<(usize, Choice)> = actions.iter().enumerate().filter_map(|(u, a)| a.map(|a| (u, a))).collect();
+    chosen.sort_by(|x, y| y.1.value.total_cmp(&x.1.value).then(ids[x.0].cmp(&ids[y.0])));
     let planned = DataFrame::new(
         chosen.len(),
-        vec![Column::new("user_id".into(), chosen.iter().map(|&(u, _, _)| ids[u].as_str()).collect::<Vec<_>>())],
+        vec![Column::new("user_id".into(), chosen.iter().map(|&(u, _)| ids[u].as_str()).collect::<Vec<_>>())],
     )
     .ctx("listing the planned users")?;
     let evidence = send_time::hour_evidence(&pit, s, &planned)?;
@@ -66,9 +72,10 @@ pub(super) fn assemble(
         strings(scores, "user_id")?.into_iter().zip(floats(scores, "churn_probability")?).collect();
     let n = chosen.len();
     let mut out = PlanColumns::default();
-    for (rank, (u, a, v)) in chosen.into_iter().enumerate() {
+    for (rank, (u, x)) in chosen.into_iter().enumerate() {
         let id = &ids[u];
-        let arm = &arms[a];
+        let arm = &arms[x.arm];
+        let v = x.churn;
         let p = risk.get(id).copied().unwrap_or(f64::NAN);
         let hour = send_time::best_hour(evidence.get(id).unwrap_or(&[0.0; 24]), population);
         let zone = tz.get(id).cloned().flatten();
@@ -77,6 +84,9 @@ pub(super) fn assemble(
         out.channel.push(arm.channel.clone());
         out.send_at.push(send_time::utc(s, zone.as_deref(), hour));
         out.expected_uplift.push(v);
+        out.expected_value.push(x.value);
+        out.expected_unsubscribe.push(x.unsubscribe);
+        out.expected_active_days.push(x.engagement);
         out.churn_probability.push(p);
         out.priority.push(rank as i32 + 1);
         let held = holdout_draw(settings.seed, s, id) < settings.holdout_fraction;
@@ -107,6 +117,9 @@ pub(super) fn assemble(
             Column::new("priority".into(), out.priority),
             Column::new("group".into(), out.group),
             Column::new("reason".into(), out.reason),
+            Column::new("expected_value".into(), out.expected_value),
+            Column::new("expected_unsubscribe".into(), out.expected_unsubscribe),
+            Column::new("expected_active_days".into(), out.expected_active_days),
         ],
     )
     .ctx("assembling interventions")

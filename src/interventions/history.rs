@@ -21,6 +21,9 @@ use crate::error::{PolarsContext, Result};
 use crate::inputs::{EFFECT_WINDOW_DAYS, Inputs, date_lit, epoch_days};
 use crate::{labelled, labels, progress};
 
+/// Days from a decision (its day included) whose listening measures its engagement
+/// effect: active days in them (the readout's `engagement_days` default).
+pub(crate) const ENGAGEMENT_DAYS: i64 = 14;
 /// How many days of the newest decisions form the evaluation slice.
 pub(super) const EVALUATION_DAYS: i64 = 28;
 /// The most feature snapshots a run builds for the history.
@@ -29,7 +32,9 @@ pub(super) const MAX_DECISION_SNAPSHOTS: usize = 24;
 /// Labelled decisions and the populations of the evaluation slice.
 pub(super) struct History {
     /// One row per past decision: `snapshot`, `message_type`, `channel`, `treated` (bool),
-    /// `propensity`, then the labelled snapshot's columns (user_id, features, `churned`).
+    /// `propensity`, `unsubscribed` (bool: the send made the user leave the channel),
+    /// `decision_day`, `active_days` (in the [`ENGAGEMENT_DAYS`] from the decision; null
+    /// where not measured, or where they end after S), then the labelled snapshot's columns (user_id, features, `churned`).
     pub rows: DataFrame,
     /// Every premium user (features and label) of each evaluation-slice snapshot.
     pub populations: Vec<(NaiveDate, DataFrame)>,
@@ -43,8 +48,17 @@ pub(super) struct History {
 
 /// The columns of [`History::rows`] read after the learners have encoded the features:
 /// who got what, when, with which probability, and what happened.
-const DECISION_COLUMNS: [&str; 7] =
-    ["snapshot", "user_id", "message_type", "channel", "treated", "propensity", "churned"];
+const DECISION_COLUMNS: [&str; 9] = [
+    "snapshot",
+    "user_id",
+    "message_type",
+    "channel",
+    "treated",
+    "propensity",
+    "churned",
+    "unsubscribed",
+    "active_days",
+];
 
 impl History {
     /// Keep only [`DECISION_COLUMNS`] of the decisions: the replay reads nothing else, and
@@ -73,8 +87,10 @@ pub(super) fn decision_snapshots(days: &BTreeSet<NaiveDate>, last: NaiveDate) ->
         .collect()
 }
 
-pub(super) fn load(inputs: &Inputs, s: NaiveDate, horizon_days: u32) -> Result<History> {
-    load_with(inputs, s, horizon_days, BACKGROUND_PER_SNAPSHOT)
+/// The history at `s`; with `engagement`, each decision's active days after it are
+/// measured (the engagement objective's outcome).
+pub(super) fn load(inputs: &Inputs, s: NaiveDate, horizon_days: u32, engagement: bool) -> Result<History> {
+    load_with(inputs, s, horizon_days, BACKGROUND_PER_SNAPSHOT, engagement)
 }
 
 /// [`load`] with `background_size` users per snapshot in [`History::background`].
@@ -82,7 +98,13 @@ pub(super) fn load(inputs: &Inputs, s: NaiveDate, horizon_days: u32) -> Result<H
 /// Before the evaluation slice only the decided users and the background are labelled:
 /// features and labels are per user, so their rows are those of the whole snapshot, and
 /// at 1M users the decided are about a quarter of it.
-fn load_with(inputs: &Inputs, s: NaiveDate, horizon_days: u32, background_size: usize) -> Result<History> {
+fn load_with(
+    inputs: &Inputs,
+    s: NaiveDate,
+    horizon_days: u32,
+    background_size: usize,
+    engagement: bool,
+) -> Result<History> {
     let last = s - Duration::days(horizon_days as i64);
     let first = last - Duration::days(EFFECT_WINDOW_DAYS - 1);
     let evaluation_from = last - Duration::days(EVALUATION_DAYS - 1);
@@ -104,6 +126,7 @@ fn load_with(inputs: &Inputs, s: NaiveDate, horizon_days: u32, background_size: 
             col("channel"),
             col("arm").eq(lit("treatment")).alias("treated"),
             col("propensity"),
+            col("unsubscribed").fill_null(lit(false)),
         ])
         .sort(["day", "user_id", "message_type", "channel"], SortMultipleOptions::default())
         .collect()
@@ -125,9 +148,31 @@ fn load_with(inputs: &Inputs, s: NaiveDate, horizon_days: u32, background_size: 
     let msgs = msgs
         .lazy()
         .with_column(lit(Series::new("snapshot".into(), snap)).cast(DataType::Date).alias("snapshot"))
-        .drop(cols(["day"]))
+        .rename(["day"], ["decision_day"], true)
         .collect()
         .ctx("attributing decisions to snapshots")?;
+    // The decided users' active days from the first decision to 14 days after the last
+    // (each kept as its epoch day), read once; each snapshot counts its decisions' own.
+    let activity = if engagement && msgs.height() > 0 {
+        let decided = msgs.clone().lazy().select([col("user_id")]).unique(None, UniqueKeepStrategy::Any);
+        let day = col("date").cast(DataType::Int32);
+        Some(
+            inputs
+                .activity
+                .clone()
+                .filter(
+                    day.clone()
+                        .gt(lit(epoch_days(first)))
+                        .and(day.clone().lt_eq(lit(epoch_days(last + Duration::days(ENGAGEMENT_DAYS))))),
+                )
+                .select([col("user_id"), day.alias("active_day")])
+                .join(decided, [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Semi))
+                .collect()
+                .ctx("reading the listening after past decisions")?,
+        )
+    } else {
+        None
+    };
 
     let snapshots: BTreeSet<NaiveDate> = mapping.values().copied().collect();
     let mut rows = Vec::new();
@@ -159,7 +204,8 @@ fn load_with(inputs: &Inputs, s: NaiveDate, horizon_days: u32, background_size: 
         };
         let decided = decisions
             .join(population.clone().lazy(), [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Inner))
-            .sort(["user_id", "message_type", "channel"], SortMultipleOptions::default().with_maintain_order(true))
+            .sort(["user_id", "message_type", "channel"], SortMultipleOptions::default().with_maintain_order(true));
+        let decided = with_active_days(decided, activity.as_ref(), sn, s)
             .collect()
             .ctx(format!("labelling the decisions of {sn}"))?;
         rows.push(decided.lazy());
@@ -181,6 +227,41 @@ fn load_with(inputs: &Inputs, s: NaiveDate, horizon_days: u32, background_size: 
         concat(background, UnionArgs::default()).and_then(|l| l.collect()).ctx("combining the background")?
     };
     Ok(History { rows, populations, evaluation_from, background })
+}
+
+/// `decided` (the decisions of snapshot `sn`, made in the week after it) with
+/// `active_days`: each decision's active days in the [`ENGAGEMENT_DAYS`] from its day
+/// (null without `activity`, and where those days end after `s`).
+fn with_active_days(decided: LazyFrame, activity: Option<&DataFrame>, sn: NaiveDate, s: NaiveDate) -> LazyFrame {
+    let Some(activity) = activity else {
+        return decided.with_column(lit(NULL).cast(DataType::Float64).alias("active_days"));
+    };
+    let day = || col("decision_day").cast(DataType::Int32);
+    let window = ENGAGEMENT_DAYS as i32;
+    let days = decided.clone().select([col("user_id"), col("decision_day")]).unique(None, UniqueKeepStrategy::Any);
+    // Only the weeks after `sn` (the frame spans months): a decision of sn is made by sn + 7.
+    let near = activity.clone().lazy().filter(
+        col("active_day").gt(lit(epoch_days(sn))).and(col("active_day").lt_eq(lit(epoch_days(sn) + 7 + window))),
+    );
+    let counted = days
+        .join(near, [col("user_id")], [col("user_id")], JoinArgs::new(JoinType::Inner))
+        .filter(col("active_day").gt_eq(day()).and(col("active_day").lt(day() + lit(window))))
+        .group_by([col("user_id"), col("decision_day")])
+        .agg([len().cast(DataType::Float64).alias("active_days")]);
+    let closed = day().lt_eq(lit(epoch_days(s) - window + 1));
+    decided
+        .join(
+            counted,
+            [col("user_id"), col("decision_day")],
+            [col("user_id"), col("decision_day")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .with_column(
+            when(closed)
+                .then(col("active_days").fill_null(lit(0.0)))
+                .otherwise(lit(NULL).cast(DataType::Float64))
+                .alias("active_days"),
+        )
 }
 
 fn user_hashes(users: &DataFrame) -> Result<Vec<u64>> {
@@ -222,7 +303,7 @@ mod tests {
         let inputs = crate::inputs::sample_inputs(first, s, h);
         // A background smaller than the sample's population, so that users are left out.
         let size = 40;
-        let hist = load_with(&inputs, s, h, size).unwrap();
+        let hist = load_with(&inputs, s, h, size, true).unwrap();
         let snapshots: BTreeSet<i32> =
             hist.rows.column("snapshot").unwrap().date().unwrap().physical().into_no_null_iter().collect();
         assert!(snapshots.len() > 4, "decisions of several snapshots: {snapshots:?}");
@@ -258,6 +339,28 @@ mod tests {
         assert_eq!(hist.background, background);
         assert!(hist.background.height() <= size * snapshots.len());
         assert!(!hist.populations.is_empty(), "an evaluation slice");
+        // Active days in the 14 days from each decision: counted from the activity table.
+        let active = hist.rows.column("active_days").unwrap().f64().unwrap().clone();
+        assert!(active.null_count() < active.len(), "measured where the 14 days have passed");
+        assert!(active.iter().flatten().all(|d| (0.0..=ENGAGEMENT_DAYS as f64).contains(&d)));
+        let users = hist.rows.column("user_id").unwrap().str().unwrap().clone();
+        let days = hist.rows.column("decision_day").unwrap().date().unwrap().physical().clone();
+        let activity =
+            inputs.activity.clone().select([col("user_id"), col("date").cast(DataType::Int32)]).collect().unwrap();
+        let mut active_on: std::collections::HashMap<&str, Vec<i32>> = Default::default();
+        let (au, ad) =
+            (activity.column("user_id").unwrap().str().unwrap(), activity.column("date").unwrap().i32().unwrap());
+        for (u, d) in au.iter().zip(ad.iter()) {
+            active_on.entry(u.unwrap()).or_default().push(d.unwrap());
+        }
+        for i in (0..hist.rows.height()).step_by(7) {
+            let Some(measured) = hist.rows.column("active_days").unwrap().f64().unwrap().get(i) else { continue };
+            let (u, d) = (users.get(i).unwrap(), days.get(i).unwrap());
+            let by_hand = active_on
+                .get(u)
+                .map_or(0, |days| days.iter().filter(|&&a| a >= d && a < d + ENGAGEMENT_DAYS as i32).count());
+            assert_eq!(measured, by_hand as f64, "decision {i}: {u} on day {d}");
+        }
     }
 
     #[test]

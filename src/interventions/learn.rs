@@ -11,18 +11,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ndarray::{Array2, Axis, s};
+use polars::prelude::DataType;
 use rayon::prelude::*;
 
 use super::frame::{floats, strings};
-use super::history::History;
+use super::history::{ENGAGEMENT_DAYS, History};
 use super::policy::Arm;
 use super::predict::{ArmPredictor, with_channel};
 use super::report::{ArmReport, LearnerCurves};
 use crate::contract::CHANNELS;
-use crate::error::Result;
+use crate::error::{PolarsContext, Result};
 use crate::models::encoder::{Encoder, Mode};
 use crate::models::gbdt::lightgbm_seed;
-use crate::models::uplift::{self, Experiment, Fitting, Learner, LearnerChoice, Support, UpliftModel};
+use crate::models::uplift::{self, Experiment, Fitting, Learner, LearnerChoice, SentRate, Support, UpliftModel};
 use crate::{features, progress};
 
 /// What the history taught: per arm its report and curves, per message type its support
@@ -65,6 +66,20 @@ pub(super) fn learn(hist: &mut History, seed: u64) -> Result<Option<Learned>> {
     let channels = strings(rows, "channel")?;
     let treated: Vec<bool> = floats(rows, "treated")?.into_iter().map(|t| t == 1.0).collect();
     let churned = floats(rows, "churned")?;
+    let unsubscribed = floats(rows, "unsubscribed")?;
+    // Active days after the decision as a share of the window (NaN where not measured).
+    let active_share: Vec<f64> = rows
+        .column("active_days")
+        .ctx("active_days")?
+        .cast(&DataType::Float64)
+        .ctx("active_days")?
+        .f64()
+        .ctx("active_days")?
+        .iter()
+        .map(|d| d.map_or(f64::NAN, |d| d / ENGAGEMENT_DAYS as f64))
+        .collect();
+    let outcomes =
+        Outcomes { treated: &treated, churned: &churned, unsubscribed: &unsubscribed, active_share: &active_share };
     let eval_from = crate::inputs::epoch_days(hist.evaluation_from) as f64;
     let in_eval: Vec<bool> = floats(rows, "snapshot")?.into_iter().map(|d| d >= eval_from).collect();
     let n = rows.height();
@@ -112,8 +127,8 @@ pub(super) fn learn(hist: &mut History, seed: u64) -> Result<Option<Learned>> {
             let (train, later) = (rows_of(&|i| mine(i) && !in_eval[i]), rows_of(&|i| mine(i) && in_eval[i]));
             let later_x = with_channel_of(&later);
             (
-                ArmRows::new(Array2::zeros((train.len(), 0)), &train, &treated, &churned, &propensity),
-                ArmRows::new(later_x, &later, &treated, &churned, &propensity),
+                ArmRows::new(Array2::zeros((train.len(), 0)), &train, &outcomes, &propensity),
+                ArmRows::new(later_x, &later, &outcomes, &propensity),
             )
         })
         .collect();
@@ -126,7 +141,7 @@ pub(super) fn learn(hist: &mut History, seed: u64) -> Result<Option<Learned>> {
         .zip(type_x)
         .map(|(idx, x)| {
             let train = (0..idx.len()).filter(|&j| !in_eval[idx[j]]).collect();
-            (train, ArmRows::new(x, idx, &treated, &churned, &propensity))
+            (train, ArmRows::new(x, idx, &outcomes, &propensity))
         })
         .collect();
     let type_of: Vec<usize> =
@@ -234,6 +249,65 @@ impl Learned {
             .collect()
     }
 
+    /// Per arm, the probability that its send makes the user unsubscribe from its channel,
+    /// learned from all the arm's sent decisions (None: never sent). Per arm, not per
+    /// message type: leaving a channel is the channel's, and an arm whose sends never
+    /// lost anyone (in-app messages, typically) is then exactly 0, where a model pooled
+    /// over the channels would smear the others' rate onto it.
+    pub(super) fn fit_unsubscribe(&self) -> Result<Vec<Option<SentRate>>> {
+        let last = self.categorical.last().copied();
+        (0..self.arms.len())
+            .into_par_iter()
+            .map(|a| {
+                let all = &self.type_rows[self.type_of[a]];
+                let code = self.arms[a].channel_index().unwrap_or(0) as f64;
+                let mine: Vec<usize> = match last {
+                    Some(col) => (0..all.treated.len()).filter(|&i| all.x[[i, col]] == code).collect(),
+                    None => Vec::new(),
+                };
+                let rows = all.subset(&mine);
+                if rows.arm_sizes().0 == 0 {
+                    return Ok(None);
+                }
+                let e = Experiment {
+                    x: &rows.x,
+                    treated: &rows.treated,
+                    outcome: &rows.unsubscribed,
+                    propensity: &rows.propensity,
+                };
+                SentRate::fit(&e, &self.categorical, self.fitting).map(Some)
+            })
+            .collect()
+    }
+
+    /// Per message type, its effect on active days in the [`ENGAGEMENT_DAYS`] after a send
+    /// (as a share of them), by the chosen learner on every decision whose days were
+    /// measured; empty when none were (engagement is not weighed).
+    pub(super) fn fit_engagement(&self) -> Result<Vec<Option<UpliftModel>>> {
+        if self.type_rows.iter().all(|t| t.active_share.iter().all(|a| a.is_nan())) {
+            return Ok(Vec::new());
+        }
+        let chosen = self.choice.chosen;
+        self.type_rows
+            .par_iter()
+            .map(|all| {
+                let measured: Vec<usize> =
+                    (0..all.treated.len()).filter(|&i| all.active_share[i].is_finite()).collect();
+                let rows = all.subset(&measured);
+                if !rows.fittable() {
+                    return Ok(None);
+                }
+                let e = Experiment {
+                    x: &rows.x,
+                    treated: &rows.treated,
+                    outcome: &rows.active_share,
+                    propensity: &rows.propensity,
+                };
+                uplift::fit(chosen, &e, &self.categorical, self.fitting).map(Some)
+            })
+            .collect()
+    }
+
     /// The message type of arm `a` (an index into the production models).
     pub(super) fn type_index(&self, a: usize) -> usize {
         self.type_of[a]
@@ -263,11 +337,23 @@ impl Learned {
     }
 }
 
-/// One arm's decisions as an experiment over rows `idx` of the encoded history.
+/// Every decision's arm and outcomes, in the history's row order.
+struct Outcomes<'a> {
+    treated: &'a [bool],
+    churned: &'a [f64],
+    unsubscribed: &'a [f64],
+    /// Active days in the [`ENGAGEMENT_DAYS`] from the decision, as a share (NaN: not measured).
+    active_share: &'a [f64],
+}
+
+/// One arm's decisions as an experiment over rows `idx` of the encoded history: its
+/// outcome is churn; `unsubscribed` is the other outcome a send has.
 struct ArmRows {
     x: Array2<f64>,
     treated: Vec<bool>,
     outcome: Vec<f64>,
+    unsubscribed: Vec<f64>,
+    active_share: Vec<f64>,
     propensity: Vec<f64>,
 }
 
@@ -275,12 +361,14 @@ impl ArmRows {
     /// The decisions `idx` of the history with their features `x` (one row per decision
     /// of `idx`). An arm's training rows keep no feature columns: they are counted and
     /// averaged, never fitted on or predicted (its message type's rows are).
-    fn new(x: Array2<f64>, idx: &[usize], treated: &[bool], outcome: &[f64], propensity: &[f64]) -> Self {
+    fn new(x: Array2<f64>, idx: &[usize], outcomes: &Outcomes, propensity: &[f64]) -> Self {
         debug_assert_eq!(x.nrows(), idx.len());
         ArmRows {
             x,
-            treated: idx.iter().map(|&i| treated[i]).collect(),
-            outcome: idx.iter().map(|&i| outcome[i]).collect(),
+            treated: idx.iter().map(|&i| outcomes.treated[i]).collect(),
+            outcome: idx.iter().map(|&i| outcomes.churned[i]).collect(),
+            unsubscribed: idx.iter().map(|&i| outcomes.unsubscribed[i]).collect(),
+            active_share: idx.iter().map(|&i| outcomes.active_share[i]).collect(),
             propensity: idx.iter().map(|&i| propensity[i]).collect(),
         }
     }
@@ -292,6 +380,8 @@ impl ArmRows {
             x: self.x.select(Axis(0), positions),
             treated: positions.iter().map(|&j| self.treated[j]).collect(),
             outcome: pick(&self.outcome),
+            unsubscribed: pick(&self.unsubscribed),
+            active_share: pick(&self.active_share),
             propensity: pick(&self.propensity),
         }
     }
@@ -315,6 +405,24 @@ impl ArmRows {
             wy[self.treated[i] as usize] += w[i] * self.outcome[i];
         }
         if ws[0] > 0.0 && ws[1] > 0.0 { wy[0] / ws[0] - wy[1] / ws[1] } else { 0.0 }
+    }
+
+    /// Inverse-propensity-weighted active days sent minus held out, over the decisions
+    /// whose days were measured (None: none were).
+    fn active_days_gained(&self) -> Option<f64> {
+        let w = self.experiment().weights();
+        let (mut ws, mut wy) = ([0.0; 2], [0.0; 2]);
+        for i in (0..self.treated.len()).filter(|&i| self.active_share[i].is_finite()) {
+            ws[self.treated[i] as usize] += w[i];
+            wy[self.treated[i] as usize] += w[i] * self.active_share[i] * ENGAGEMENT_DAYS as f64;
+        }
+        (ws[0] > 0.0 && ws[1] > 0.0).then(|| wy[1] / ws[1] - wy[0] / ws[0])
+    }
+
+    /// Unsubscribes per send.
+    fn unsubscribes_sent(&self) -> (f64, usize) {
+        let (sent, _) = self.arm_sizes();
+        (self.treated.iter().zip(&self.unsubscribed).filter(|(t, _)| **t).map(|(_, u)| u).sum(), sent)
     }
 
     fn fittable(&self) -> bool {
@@ -355,6 +463,11 @@ fn fit_type(
                 sent: sent + eval_sent,
                 held_out: held_out + eval_held,
                 average_churn_reduction: tr.average_reduction(),
+                active_days_gained: tr.active_days_gained(),
+                unsubscribe_rate: {
+                    let ((a, n), (b, m)) = (tr.unsubscribes_sent(), ev.unsubscribes_sent());
+                    (a + b) / (n + m).max(1) as f64
+                },
                 qini: BTreeMap::new(),
                 auuc: BTreeMap::new(),
                 used: false,

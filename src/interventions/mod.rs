@@ -12,9 +12,11 @@
 //! 3. [`replay`]: the chosen policy replayed on the newest decisions' populations with
 //!    models that never saw them, valued off-policy ([`evaluate`]: IPS and doubly robust,
 //!    95% CIs) against sending nothing and against risk-ranked targeting;
-//! 4. [`policy`] and [`allocate`]: tonight's plan of largest total expected churn
-//!    reduction under the budgets (exact, by min-cost flow), only positive effects,
-//!    opt-ins and the frequency cap;
+//! 4. [`value`], [`prices`], [`policy`] and [`allocate`]: tonight's plan of largest total
+//!    value (churn prevented, weighed by price, send costs and the reach unsubscribes
+//!    lose when `[interventions.value]` says so) under the budgets (exact, by min-cost
+//!    flow) and the unsubscribe caps (by their dual prices), only positive values,
+//!    opt-ins and the frequency cap; and the frontier of value against unsubscribes;
 //! 5. [`assemble`]: the contract's table, with [`send_time`] (the local hour from
 //!    listening and open history, shrunk to the population's, in UTC on the day after S)
 //!    and the holdout (a hash of seed, S and user, independent of every score);
@@ -37,10 +39,12 @@ mod history;
 mod learn;
 mod policy;
 mod predict;
+mod prices;
 mod replay;
 mod report;
 mod send_time;
 mod targeting;
+mod value;
 
 use std::collections::BTreeMap;
 
@@ -56,9 +60,11 @@ use crate::models::ModelArtifact;
 use crate::models::uplift::Learner;
 
 pub(crate) use budget::{Summary, merge as merge_budgets};
+use policy::Choice;
 pub use policy::{Arm, Candidates, risk_policy, uplift_policy};
 pub(crate) use report::{Report, path as report_path};
 pub(crate) use targeting::Targeting;
+use value::{Effects, Worth};
 
 /// The stage's outputs: the contract's table, the report, and its HTML page.
 pub(crate) struct Outcome {
@@ -89,7 +95,9 @@ pub(crate) fn learn_targeting(
     artifact: &ModelArtifact,
     settings: &InterventionSettings,
 ) -> Result<Learning> {
-    let mut hist = history::load(inputs, s, settings.horizon_days)?;
+    // Engagement is learned only when it is worth something: it reads months of listening.
+    let engagement = settings.value.active_day > 0.0;
+    let mut hist = history::load(inputs, s, settings.horizon_days, engagement)?;
     let mut report = Report {
         decisions: hist.rows.height(),
         evaluation_from: hist.evaluation_from,
@@ -101,6 +109,8 @@ pub(crate) fn learn_targeting(
         planned: 0,
         planned_by_channel: BTreeMap::new(),
         expected_churn_reduction: 0.0,
+        plan: prices::Account::default(),
+        frontier: Vec::new(),
         qini_curves: Vec::new(),
     };
     let population_hours = send_time::population_hours(&inputs.as_of(s), s)?;
@@ -113,6 +123,8 @@ pub(crate) fn learn_targeting(
         encoder: None,
         type_of: Vec::new(),
         types: Vec::new(),
+        unsubscribe: Vec::new(),
+        engagement: Vec::new(),
         learner: String::new(),
         population_hours,
         report: serde_json::Value::Null,
@@ -147,6 +159,8 @@ pub(crate) fn learn_targeting(
         targeting.type_of = l.types_of_arms();
         targeting.encoder = Some(l.encoder.clone());
         // Tonight's model per message type, cut where tonight's population is.
+        targeting.unsubscribe = l.fit_unsubscribe()?;
+        targeting.engagement = l.fit_engagement()?;
         let types = l.take_types(production);
         targeting.types = types
             .into_iter()
@@ -178,46 +192,50 @@ pub(crate) fn plan(
     let Learning { targeting, mut report, x, support_scores } =
         learn_targeting(inputs, s, features, artifact, settings)?;
     let c = Candidates::from_features(features, settings.frequency_cap_days)?;
-    let best = match &x {
-        Some(x) => targeting.best(&c, x, &support_scores),
-        None => vec![[None; 3]; c.len()],
+    let effects = match &x {
+        Some(x) => targeting.effects(&c, x, &support_scores),
+        None => Effects::none(targeting.arms.len(), c.len()),
     };
     drop((x, support_scores));
-    let actions = policy::plan_best(&best, &settings.budgets);
+    let worth = Worth::of(&settings.value, features)?;
+    let priced = prices::plan(&effects, &worth, &targeting.arms, &settings.budgets, &settings.unsubscribe_caps);
+    report.frontier = prices::frontier(&effects, &worth, &targeting.arms, &settings.budgets);
+    drop(effects);
     let table = assemble::assemble(
         inputs,
         s,
         scores,
         &c.ids,
         &targeting.arms,
-        &actions,
+        &priced.actions,
         settings,
         report.chosen_learner,
         &targeting.population_hours,
     )?;
     count_plan(
-        &actions,
+        &priced.actions,
         &targeting.arms,
         &mut report.planned,
         &mut report.planned_by_channel,
         &mut report.expected_churn_reduction,
     );
+    report.plan = priced.account;
     let html = report::html(&report, s);
     Ok(Outcome { table, report, html, targeting })
 }
 
 fn count_plan(
-    actions: &[Option<(usize, f64)>],
+    actions: &[Option<Choice>],
     arms: &[Arm],
     planned: &mut usize,
     by_channel: &mut BTreeMap<String, usize>,
     reduction: &mut f64,
 ) {
     *planned = actions.iter().flatten().count();
-    for (a, _) in actions.iter().flatten() {
-        *by_channel.entry(arms[*a].channel.clone()).or_default() += 1;
+    for x in actions.iter().flatten() {
+        *by_channel.entry(arms[x.arm].channel.clone()).or_default() += 1;
     }
-    *reduction = actions.iter().flatten().map(|(_, v)| v).sum();
+    *reduction = actions.iter().flatten().map(|x| x.churn).sum();
 }
 
 /// A shard's first phase: its users' best arms per channel (the candidates table, kept
@@ -227,11 +245,13 @@ pub(crate) fn candidates(
     targeting: &Targeting,
     settings: &InterventionSettings,
 ) -> Result<(DataFrame, Summary)> {
+    debug_assert!(settings.unsubscribe_caps.iter().all(Option::is_none), "refused with a shard (StageSettings::new)");
     let c = Candidates::from_features(features, settings.frequency_cap_days)?;
-    let best = match targeting.encode(features)? {
-        Some(x) => targeting.best(&c, &x, &targeting.support_scores(&x)),
-        None => vec![[None; 3]; c.len()],
+    let effects = match targeting.encode(features)? {
+        Some(x) => targeting.effects(&c, &x, &targeting.support_scores(&x)),
+        None => Effects::none(targeting.arms.len(), c.len()),
     };
+    let best = value::best(&effects, &Worth::of(&settings.value, features)?, &targeting.arms, &[0.0; 3]);
     let summary = Summary::of(&policy::values(&best), CHANNELS.len());
     Ok((targeting::candidates_frame(&c.ids, &best, &targeting.arms)?, summary))
 }
@@ -263,22 +283,24 @@ pub(crate) fn plan_shard(
     )?;
     let (mut planned, mut by_channel, mut reduction) = (0, BTreeMap::new(), 0.0);
     count_plan(&actions, &targeting.arms, &mut planned, &mut by_channel, &mut reduction);
+    let value: f64 = actions.iter().flatten().map(|x| x.value).sum();
     let mut report = targeting.report.clone();
     if let Some(r) = report.as_object_mut() {
         r.insert("planned".into(), planned.into());
         r.insert("planned_by_channel".into(), serde_json::json!(by_channel));
         r.insert("expected_churn_reduction".into(), reduction.into());
+        r.insert("expected_value".into(), value.into());
         r.insert("quotas".into(), serde_json::json!(quotas));
     }
     Ok((table, report))
 }
 
 /// The night's interventions table from its shards' parts: the priorities ranked over
-/// every shard's users (by expected uplift, then user id), as one process ranks them.
+/// every shard's users (by expected value, then user id), as one process ranks them.
 pub(crate) fn rank_night(parts: DataFrame) -> Result<DataFrame> {
     let mut df = parts
         .sort(
-            ["expected_uplift", "user_id"],
+            ["expected_value", "user_id"],
             SortMultipleOptions::default().with_order_descending_multi([true, false]).with_maintain_order(true),
         )
         .ctx("ranking the night's interventions")?;

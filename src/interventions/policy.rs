@@ -85,22 +85,54 @@ pub fn uplift_policy(
     benefit: &[Vec<f64>],
     budgets: &[u64; 3],
 ) -> Vec<Option<(usize, f64)>> {
-    plan_best(&best_per_channel(c, arms, benefit), budgets)
+    let best = best_per_channel(
+        arms,
+        |a, u| {
+            (c.allows(u, &arms[a])).then(|| Choice {
+                arm: a,
+                value: benefit[a][u],
+                churn: benefit[a][u],
+                unsubscribe: 0.0,
+                engagement: 0.0,
+            })
+        },
+        c.len(),
+    );
+    plan_best(&best, budgets).into_iter().map(|a| a.map(|a| (a.arm, a.value))).collect()
 }
 
-/// Per user and channel, the allowed arm of largest positive predicted churn reduction, and
-/// that reduction.
-pub(crate) type Best = [Option<(usize, f64)>; 3];
+/// One arm for one user: its value to the plan (churn prevented unless
+/// `[interventions.value]` prices more), and the objectives that value is made of.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Choice {
+    pub arm: usize,
+    pub value: f64,
+    /// Predicted churn reduction (a probability).
+    pub churn: f64,
+    /// Predicted probability that the send makes the user unsubscribe from its channel.
+    pub unsubscribe: f64,
+    /// Predicted active days gained in the 14 days after the send (0 when not weighed).
+    pub engagement: f64,
+}
 
-/// Each user's [`Best`] arms. `benefit[a][u]` is arm a's predicted churn reduction for user u.
-pub(crate) fn best_per_channel(c: &Candidates, arms: &[Arm], benefit: &[Vec<f64>]) -> Vec<Best> {
-    let mut best: Vec<Best> = vec![[None; 3]; c.len()];
+/// Per user and channel, the allowed arm of largest positive value.
+pub(crate) type Best = [Option<Choice>; 3];
+
+/// Each user's [`Best`] arms: `choice(a, u)` is arm a for user u, None where u may not get it.
+pub(crate) fn best_per_channel(
+    arms: &[Arm],
+    choice: impl Fn(usize, usize) -> Option<Choice>,
+    users: usize,
+) -> Vec<Best> {
+    let mut best: Vec<Best> = vec![[None; 3]; users];
     for (a, arm) in arms.iter().enumerate() {
         let Some(ch) = arm.channel_index() else { continue };
         for (u, slot) in best.iter_mut().enumerate() {
-            let v = benefit[a][u];
-            if v > 0.0 && c.allows(u, arm) && slot[ch].is_none_or(|(_, b)| v > b) {
-                slot[ch] = Some((a, v));
+            if let Some(x) = choice(a, u)
+                && x.value > 0.0
+                && slot[ch].is_none_or(|b| x.value > b.value)
+            {
+                slot[ch] = Some(x);
             }
         }
     }
@@ -109,12 +141,11 @@ pub(crate) fn best_per_channel(c: &Candidates, arms: &[Arm], benefit: &[Vec<f64>
 
 /// The values [`allocate`](allocate::allocate) plans with: each user's best value per channel.
 pub(crate) fn values(best: &[Best]) -> Vec<Vec<Option<f64>>> {
-    best.iter().map(|s| s.iter().map(|o| o.map(|(_, v)| v)).collect()).collect()
+    best.iter().map(|s| s.iter().map(|o| o.map(|x| x.value)).collect()).collect()
 }
 
-/// The optimal plan of the users' best arms under `capacity` sends per channel: (arm,
-/// benefit) per user.
-pub(crate) fn plan_best(best: &[Best], capacity: &[u64]) -> Vec<Option<(usize, f64)>> {
+/// The optimal plan of the users' best arms under `capacity` sends per channel.
+pub(crate) fn plan_best(best: &[Best], capacity: &[u64]) -> Vec<Option<Choice>> {
     let plan = allocate::allocate(&values(best), capacity);
     plan.iter().enumerate().map(|(u, ch)| ch.and_then(|ch| best[u][ch])).collect()
 }

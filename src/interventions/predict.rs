@@ -5,8 +5,9 @@
 use ndarray::{Array2, Axis};
 use rayon::prelude::*;
 
+use super::history::ENGAGEMENT_DAYS;
 use super::policy::{Arm, Candidates};
-use crate::models::uplift::{Support, UpliftModel};
+use crate::models::uplift::{SentRate, Support, UpliftModel};
 
 /// The encoded features with the channel appended as a categorical code (the last
 /// column): one model per message type learns from all its channels and still predicts
@@ -69,6 +70,38 @@ pub(super) fn benefits(
             _ => vec![0.0; x.nrows()],
         })
         .collect()
+}
+
+/// An arm's predicted unsubscribe probability for the rows of `x` where `wanted` holds
+/// (zero elsewhere, and everywhere without a model).
+pub(super) fn sent_rates(model: Option<&SentRate>, arm: &Arm, x: &Array2<f64>, wanted: &[bool]) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.nrows()];
+    let rows: Vec<usize> = (0..x.nrows()).filter(|&u| wanted[u]).collect();
+    if let Some(model) = model
+        && !rows.is_empty()
+    {
+        let channel = arm.channel_index().unwrap_or(0) as f64;
+        for (u, p) in rows.iter().zip(model.predict(&with_channel(&x.select(Axis(0), &rows), |_| channel))) {
+            out[*u] = p.clamp(0.0, 1.0) as f32;
+        }
+    }
+    out
+}
+
+/// An arm's predicted active days gained in the [`ENGAGEMENT_DAYS`] after a send, for
+/// the rows of `x` where `wanted` holds (zero elsewhere, and everywhere without a model).
+pub(super) fn active_days(model: Option<&UpliftModel>, arm: &Arm, x: &Array2<f64>, wanted: &[bool]) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.nrows()];
+    let rows: Vec<usize> = (0..x.nrows()).filter(|&u| wanted[u]).collect();
+    if let Some(model) = model
+        && !rows.is_empty()
+    {
+        let channel = arm.channel_index().unwrap_or(0) as f64;
+        for (u, e) in rows.iter().zip(model.effect(&with_channel(&x.select(Axis(0), &rows), |_| channel))) {
+            out[*u] = (e * ENGAGEMENT_DAYS as f64) as f32;
+        }
+    }
+    out
 }
 
 /// Per arm, which rows of `x` lie inside its message type's support (None for arms

@@ -30,6 +30,11 @@ pub(crate) struct ArmReport {
     /// Inverse-propensity-weighted churn rate held out minus sent, on the training slice
     /// (positive: the message keeps users on average).
     pub average_churn_reduction: f64,
+    /// Unsubscribes per send (all decisions of the arm).
+    pub unsubscribe_rate: f64,
+    /// Inverse-propensity-weighted active days in the 14 days after, sent minus held
+    /// out, on the training slice (None: engagement not measured).
+    pub active_days_gained: Option<f64>,
     /// Qini coefficient and AUUC of each learner on the evaluation slice (churn prevented
     /// per user; None when the arm is too small to fit or has no later decisions).
     pub qini: BTreeMap<&'static str, f64>,
@@ -53,6 +58,10 @@ pub(crate) struct Report {
     pub planned: usize,
     pub planned_by_channel: BTreeMap<String, usize>,
     pub expected_churn_reduction: f64,
+    /// Tonight's plan: its value, unsubscribes, and the prices of its constraints.
+    pub plan: super::prices::Account,
+    /// The value–unsubscribes frontier as the reach price varies.
+    pub frontier: Vec<super::prices::FrontierPoint>,
     #[serde(skip)]
     pub qini_curves: Vec<(Arm, LearnerCurves)>,
 }
@@ -60,6 +69,47 @@ pub(crate) struct Report {
 /// Where the page goes, relative to the output root.
 pub(crate) fn path(s: NaiveDate) -> String {
     format!("reports/snapshot={s}/interventions.html")
+}
+
+/// Tonight's value, unsubscribes and prices, and the frontier with tonight's plan on it.
+fn plan_html(r: &Report) -> String {
+    let p = &r.plan;
+    let mut body = format!(
+        "<p>Value {:.4} (the units of <code>[interventions.value]</code>; churn prevented when every weight is \
+         zero); expected unsubscribes {:.2}.</p><table><tr><th>channel</th><th>expected unsubscribes</th>\
+         <th>budget price</th><th>unsubscribe price</th></tr>",
+        p.value,
+        p.unsubscribes.iter().sum::<f64>()
+    );
+    for (c, name) in crate::contract::CHANNELS.iter().enumerate() {
+        let _ = write!(
+            body,
+            "<tr><td>{name}</td><td>{:.2}</td><td>{:.5}</td><td>{:.5}</td></tr>",
+            p.unsubscribes[c], p.budget_prices[c], p.unsubscribe_prices[c]
+        );
+    }
+    body.push_str("</table>");
+    if r.frontier.len() > 1 {
+        body.push_str(
+            "<h2>Value against unsubscribes</h2><p>The plans of largest value minus λ × expected unsubscribes, \
+             for λ from 0 up to where no send that risks an unsubscribe is worth it (budgets kept, caps \
+             aside); the marker is tonight's plan.</p>",
+        );
+        let points: Vec<(f64, f64)> = r.frontier.iter().map(|f| (f.unsubscribes, f.value)).collect();
+        let tonight = (p.unsubscribes.iter().sum(), p.value);
+        body.push_str(&chart(
+            "frontier",
+            "expected unsubscribes",
+            "value",
+            &[
+                Line { label: "plans as the reach price rises".into(), color: COLORS[0], points, dashed: false },
+                // A line of one point: the legend's entry for the dot.
+                Line { label: "tonight".into(), color: COLORS[1], points: vec![tonight], dashed: false },
+            ],
+            &[(tonight.0, tonight.1, COLORS[1])],
+        ));
+    }
+    body
 }
 
 /// The human-readable summary: learners, their Qini on the later slice, the policy's
@@ -142,6 +192,7 @@ pub(super) fn html(r: &Report, s: NaiveDate) -> String {
         { r.planned_by_channel.iter().map(|(c, n)| format!("{c} {n}")).collect::<Vec<_>>().join(", ") },
         r.expected_churn_reduction
     );
+    body.push_str(&plan_html(r));
     body.push_str("<h2>Qini curves on the later slice</h2>");
     for (arm, curves) in &r.qini_curves {
         if curves.is_empty() {

@@ -14,14 +14,15 @@ use polars::prelude::*;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::policy::{Arm, Best, Candidates, best_per_channel};
+use super::policy::{Arm, Best, Candidates, Choice};
 use super::predict::{self, ArmPredictor};
 use super::send_time::Hours;
+use super::value::Effects;
 use crate::config::InterventionSettings;
 use crate::contract::CHANNELS;
 use crate::error::{Error, PolarsContext, Result};
 use crate::models::encoder::Encoder;
-use crate::models::uplift::{Support, UpliftModel};
+use crate::models::uplift::{SentRate, Support, UpliftModel};
 
 /// One message type's model for tonight.
 #[derive(Serialize, Deserialize)]
@@ -47,6 +48,14 @@ pub(crate) struct Targeting {
     pub type_of: Vec<usize>,
     /// Per message type, its model (None: too few decisions, or never tried).
     pub types: Vec<Option<TypeModel>>,
+    /// Per arm, the probability that its send makes the user unsubscribe from its channel
+    /// (None: never sent; empty in models saved before it was learned: none predicted).
+    #[serde(default)]
+    pub unsubscribe: Vec<Option<SentRate>>,
+    /// Per message type, its effect on the share of active days after a send (empty:
+    /// engagement not weighed, `interventions.value.active_day` = 0).
+    #[serde(default)]
+    pub engagement: Vec<Option<UpliftModel>>,
     /// The learner chosen, as the table's `reason` names it.
     pub learner: String,
     /// The population's send-hour evidence, the prior of every user's.
@@ -80,9 +89,10 @@ impl Targeting {
         self.types.par_iter().map(|t| t.as_ref().map(|t| t.support.scores(x))).collect()
     }
 
-    /// Each user's best arms per channel (rows of `x`, users of `c`), from the support
-    /// scores of `x` ([`Targeting::support_scores`]).
-    pub(crate) fn best(&self, c: &Candidates, x: &Array2<f64>, support_scores: &[Option<Vec<f64>>]) -> Vec<Best> {
+    /// Each arm's predicted effects for the users of `c` (rows of `x`), from the support
+    /// scores of `x` ([`Targeting::support_scores`]): who may get it, the churn it
+    /// prevents, and the unsubscribes it causes.
+    pub(crate) fn effects(&self, c: &Candidates, x: &Array2<f64>, support_scores: &[Option<Vec<f64>>]) -> Effects {
         let inside_type: Vec<Option<Vec<bool>>> = self
             .types
             .iter()
@@ -101,21 +111,51 @@ impl Targeting {
         let inside: Vec<Option<Vec<bool>>> = (0..self.arms.len())
             .map(|a| predictors[a].as_ref().and_then(|_| inside_type[self.type_of[a]].clone()))
             .collect();
-        let benefit = predict::benefits(&predictors, &self.arms, c, x, &inside);
-        best_per_channel(c, &self.arms, &benefit)
+        let churn = predict::benefits(&predictors, &self.arms, c, x, &inside);
+        let eligible: Vec<Vec<bool>> = (0..self.arms.len())
+            .map(|a| match &inside[a] {
+                Some(inside) => (0..c.len()).map(|u| inside[u] && c.allows(u, &self.arms[a])).collect(),
+                None => vec![false; c.len()],
+            })
+            .collect();
+        let unsubscribe = (0..self.arms.len())
+            .into_par_iter()
+            .map(|a| {
+                let model = self.unsubscribe.get(a).and_then(Option::as_ref);
+                predict::sent_rates(model, &self.arms[a], x, &eligible[a])
+            })
+            .collect();
+        let engagement = (!self.engagement.is_empty()).then(|| {
+            (0..self.arms.len())
+                .into_par_iter()
+                .map(|a| {
+                    let model = self.engagement.get(self.type_of[a]).and_then(Option::as_ref);
+                    predict::active_days(model, &self.arms[a], x, &eligible[a])
+                })
+                .collect()
+        });
+        Effects { users: c.len(), churn, unsubscribe, engagement, eligible }
     }
 }
 
-/// The candidates table of one shard: per user, the best arm's message type and predicted
-/// churn reduction on each channel (`push_action`, `push_value`, …; null where none).
+/// The candidates table of one shard: per user, the best arm's message type, value,
+/// predicted churn reduction, unsubscribe probability and active days gained on each
+/// channel (`push_action`, `push_value`, `push_churn`, `push_unsubscribe`,
+/// `push_active_days`, …; null where none).
 pub(crate) fn candidates_frame(ids: &[String], best: &[Best], arms: &[Arm]) -> Result<DataFrame> {
     let mut columns = vec![Column::new("user_id".into(), ids)];
     for (ch, name) in CHANNELS.iter().enumerate() {
-        let action: Vec<Option<&str>> =
-            best.iter().map(|b| b[ch].map(|(a, _)| arms[a].message_type.as_str())).collect();
-        let value: Vec<Option<f64>> = best.iter().map(|b| b[ch].map(|(_, v)| v)).collect();
+        let action: Vec<Option<&str>> = best.iter().map(|b| b[ch].map(|x| arms[x.arm].message_type.as_str())).collect();
         columns.push(Column::new(format!("{name}_action").into(), action));
-        columns.push(Column::new(format!("{name}_value").into(), value));
+        for (what, of) in [
+            ("value", (|x: Choice| x.value) as fn(Choice) -> f64),
+            ("churn", |x: Choice| x.churn),
+            ("unsubscribe", |x: Choice| x.unsubscribe),
+            ("active_days", |x: Choice| x.engagement),
+        ] {
+            let v: Vec<Option<f64>> = best.iter().map(|b| b[ch].map(of)).collect();
+            columns.push(Column::new(format!("{name}_{what}").into(), v));
+        }
     }
     DataFrame::new(ids.len(), columns).ctx("assembling the candidates")
 }
@@ -133,13 +173,23 @@ pub(crate) fn read_candidates(df: &DataFrame, arms: &[Arm]) -> Result<(Vec<Strin
     let mut best: Vec<Best> = vec![[None; 3]; ids.len()];
     for (ch, name) in CHANNELS.iter().enumerate() {
         let actions = df.column(&format!("{name}_action")).ctx("candidates")?.str().ctx("candidates")?;
-        let values = df.column(&format!("{name}_value")).ctx("candidates")?.f64().ctx("candidates")?;
-        for (u, (action, value)) in actions.iter().zip(values.iter()).enumerate() {
-            if let (Some(action), Some(value)) = (action, value) {
+        let number = |what: &str| -> Result<Vec<Option<f64>>> {
+            Ok(df.column(&format!("{name}_{what}")).ctx("candidates")?.f64().ctx("candidates")?.iter().collect())
+        };
+        let (values, churn, unsubscribe) = (number("value")?, number("churn")?, number("unsubscribe")?);
+        let active_days = number("active_days")?;
+        for (u, action) in actions.iter().enumerate() {
+            if let (Some(action), Some(value)) = (action, values[u]) {
                 let a = arms.iter().position(|arm| arm.message_type == action && arm.channel == *name).ok_or_else(
                     || Error::data(format!("the candidates name an arm the models do not have: {action} by {name}")),
                 )?;
-                best[u][ch] = Some((a, value));
+                best[u][ch] = Some(Choice {
+                    arm: a,
+                    value,
+                    churn: churn[u].unwrap_or(value),
+                    unsubscribe: unsubscribe[u].unwrap_or(0.0),
+                    engagement: active_days[u].unwrap_or(0.0),
+                });
             }
         }
     }

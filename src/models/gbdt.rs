@@ -198,11 +198,13 @@ fn dataset(
     Ok(ds)
 }
 
-/// What a booster learns: a probability (binary log loss) or a mean (squared error).
+/// What a booster learns: a probability (binary log loss), a mean (squared error), or a
+/// mean share of targets in [0, 1] (cross-entropy: active days as a share of a window).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Objective {
     Binary,
     Regression,
+    CrossEntropy,
 }
 
 /// Training rows for a fit: the design matrix, the targets (0/1 for [`Objective::Binary`])
@@ -263,6 +265,7 @@ impl GbdtModel {
         let (objective, metric) = match objective {
             Objective::Binary => ("binary", "binary_logloss"),
             Objective::Regression => ("regression", "l2"),
+            Objective::CrossEntropy => ("cross_entropy", "cross_entropy"),
         };
         let booster_params = format!(
             "objective={objective} metric={metric} learning_rate={lr} num_leaves={leaves} \

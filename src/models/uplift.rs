@@ -45,8 +45,8 @@ impl Learner {
     }
 }
 
-/// Rows of one experiment: features, arm, binary outcome, and the probability of the arm
-/// each row got.
+/// Rows of one experiment: features, arm, outcome (0/1, or a share in [0, 1]), and the
+/// probability of the arm each row got.
 pub(crate) struct Experiment<'a> {
     pub x: &'a Array2<f64>,
     pub treated: &'a [bool],
@@ -57,6 +57,12 @@ pub(crate) struct Experiment<'a> {
 impl Experiment<'_> {
     fn len(&self) -> usize {
         self.treated.len()
+    }
+
+    /// How the outcome models fit the outcome: a probability where it is 0 or 1, a mean
+    /// share (cross-entropy) where it is a share in [0, 1] (active days of a window).
+    fn outcome_objective(&self) -> Objective {
+        if self.outcome.iter().all(|&y| y == 0.0 || y == 1.0) { Objective::Binary } else { Objective::CrossEntropy }
     }
 
     /// Inverse-propensity weights, normalised to mean 1 within each arm.
@@ -189,6 +195,38 @@ impl UpliftModel {
     }
 }
 
+/// The probability of an outcome that only a send can cause, given the features: an
+/// unsubscribe (a held-out user got nothing to unsubscribe from, so the effect of sending
+/// is the rate among the sent). Fitted on the sent rows; a constant (their rate) where
+/// they are too few, or the outcome too rare, for a model.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum SentRate {
+    Constant(f64),
+    Model(GbdtModel),
+}
+
+/// The fewest positive outcomes a [`SentRate`] model is fitted on.
+const MIN_SENT_EVENTS: usize = 20;
+
+impl SentRate {
+    pub(crate) fn fit(e: &Experiment, categorical: &[usize], fitting: Fitting) -> Result<SentRate> {
+        let sent: Vec<usize> = (0..e.len()).filter(|&i| e.treated[i]).collect();
+        let events = sent.iter().filter(|&&i| e.outcome[i] > 0.5).count();
+        let rate = events as f64 / sent.len().max(1) as f64;
+        if sent.len() < MIN_ARM_ROWS || events < MIN_SENT_EVENTS || sent.len() - events < MIN_SENT_EVENTS {
+            return Ok(SentRate::Constant(rate));
+        }
+        fit_on(Objective::Binary, e.x, e.outcome, None, &sent, categorical, fitting).map(SentRate::Model)
+    }
+
+    pub(crate) fn predict(&self, x: &Array2<f64>) -> Vec<f64> {
+        match self {
+            SentRate::Constant(r) => vec![*r; x.nrows()],
+            SentRate::Model(m) => m.predict(x),
+        }
+    }
+}
+
 /// A deterministic split of row `i` into one of `parts`, unrelated to row order.
 fn part(i: usize, salt: u64, parts: u64) -> usize {
     (xxhash_rust::xxh3::xxh3_64_with_seed(&(i as u64).to_le_bytes(), salt) % parts) as usize
@@ -253,8 +291,8 @@ pub(crate) fn fit_each(
     let ((control, treated), dr) = rayon::join(
         || {
             rayon::join(
-                || fit_on(Objective::Binary, e.x, e.outcome, Some(&w), &control_rows, categorical, fitting),
-                || fit_on(Objective::Binary, e.x, e.outcome, Some(&w), &treated_rows, categorical, fitting),
+                || fit_on(e.outcome_objective(), e.x, e.outcome, Some(&w), &control_rows, categorical, fitting),
+                || fit_on(e.outcome_objective(), e.x, e.outcome, Some(&w), &treated_rows, categorical, fitting),
             )
         },
         || want_dr.then(|| fit_dr(e, &w, categorical, fitting)).transpose(),
@@ -308,8 +346,8 @@ fn fit_dr(e: &Experiment, w: &[f64], categorical: &[usize], fitting: Fitting) ->
             let ((mu0, mu1), ps) = rayon::join(
                 || {
                     rayon::join(
-                        || fit_on(Objective::Binary, e.x, e.outcome, Some(w), &arm(false), categorical, fitting),
-                        || fit_on(Objective::Binary, e.x, e.outcome, Some(w), &arm(true), categorical, fitting),
+                        || fit_on(e.outcome_objective(), e.x, e.outcome, Some(w), &arm(false), categorical, fitting),
+                        || fit_on(e.outcome_objective(), e.x, e.outcome, Some(w), &arm(true), categorical, fitting),
                     )
                 },
                 || fit_on(Objective::Binary, e.x, &t, None, &train, categorical, fitting),

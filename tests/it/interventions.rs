@@ -478,3 +478,170 @@ fn plan_from_the_features(
         .filter_map(|(u, a)| a.map(|(a, _)| true_benefit(u, &arms[a])))
         .sum()
 }
+
+/// `retain interventions` on a copy of the sample night, with the sample's config, its
+/// budgets replaced by `budget` (TOML) when given, and `config` added: the plan, and the
+/// stage's manifest details, and the output root.
+fn replan(budget: Option<&str>, config: &str) -> (DataFrame, serde_json::Value, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    copy_dir(sample_run(), out.path());
+    let path = out.path().join("retain.toml");
+    let mut sample = std::fs::read_to_string(repo().join("pipelines/sample.toml")).unwrap();
+    if let Some(budget) = budget {
+        let shipped = "budget = { push = 100, email = 200, in_app = 150 }";
+        assert!(sample.contains(shipped), "the sample's budgets are {shipped}");
+        sample = sample.replace(shipped, budget);
+    }
+    std::fs::write(&path, format!("{sample}\n{config}")).unwrap();
+    run_ok(
+        retain()
+            .args(["interventions", "--config"])
+            .arg(&path)
+            .args(["--as-of", SAMPLE_AS_OF, "--input"])
+            .arg(sample_data())
+            .arg("--output")
+            .arg(out.path()),
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join(format!("runs/snapshot={SAMPLE_AS_OF}/interventions.json"))).unwrap(),
+    )
+    .unwrap();
+    (read_table(out.path(), "interventions"), manifest["details"]["interventions"].clone(), out)
+}
+
+fn numbers(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+/// `[interventions.value]` prices the plan: each chosen action is worth its churn prevented
+/// × the user's monthly price × `value_months`, less the send's cost and its expected
+/// unsubscribes × the channel's reach; a high reach price moves sends away from users
+/// likely to unsubscribe; a cap on push unsubscribes holds, priced; the manifest carries
+/// the prices and the frontier, and with every weight at zero the plan is tonight's
+/// default plan.
+#[test]
+fn the_plan_weighs_money_and_reach_and_keeps_unsubscribe_caps_through_their_prices() {
+    let (default, d, _) = replan(None, "");
+    let shipped = read_table(sample_run(), "interventions");
+    assert_eq!(default, shipped, "zero weights: the plan of the shipped config");
+    let plan = &d["plan"];
+    let unsubscribes = numbers(&plan["unsubscribes"]);
+    assert!(unsubscribes[0] > 0.1, "push sends risk unsubscribes: {plan}");
+    let uplift = floats(&default, "expected_uplift");
+    assert_eq!(floats(&default, "expected_value"), uplift, "without money the value is the churn prevented");
+    // The frontier: from tonight's plan (no reach price) down to none that risks an unsubscribe.
+    let frontier = d["frontier"].as_array().unwrap();
+    assert!(frontier.len() > 5);
+    let first = &frontier[0];
+    assert!((first["value"].as_f64().unwrap() - plan["value"].as_f64().unwrap()).abs() < 1e-9);
+    for w in frontier.windows(2) {
+        assert!(w[1]["unsubscribes"].as_f64() <= w[0]["unsubscribes"].as_f64(), "{w:?}");
+        assert!(w[1]["value"].as_f64().unwrap() <= w[0]["value"].as_f64().unwrap() + 1e-9, "{w:?}");
+    }
+
+    // Money: value = churn × price × 6 − cost − unsubscribes × reach.
+    let (money, m, money_out) = replan(
+        None,
+        "[interventions.value]\nvalue_months = 6\nsend_cost = { push = 0.01, email = 0.02 }\n\
+         reach = { push = 20.0, email = 5.0 }\n",
+    );
+    let features = read_table(sample_run(), "features");
+    // A trial's price (0) or a missing one counts as the premium users' median price.
+    let mut paid: Vec<f64> = floats(&features, "price").into_iter().filter(|p| *p > 0.0).collect();
+    paid.sort_by(f64::total_cmp);
+    let median = paid[paid.len() / 2];
+    let price: HashMap<String, f64> = strings(&features, "user_id")
+        .into_iter()
+        .zip(floats(&features, "price"))
+        .map(|(u, p)| (u, if p > 0.0 { p } else { median }))
+        .collect();
+    let (ids, channels) = (strings(&money, "user_id"), strings(&money, "channel"));
+    let (churn, value, unsub) =
+        (floats(&money, "expected_uplift"), floats(&money, "expected_value"), floats(&money, "expected_unsubscribe"));
+    for i in 0..money.height() {
+        let (cost, reach) = match channels[i].as_str() {
+            "push" => (0.01, 20.0),
+            "email" => (0.02, 5.0),
+            _ => (0.0, 0.0),
+        };
+        let expected = churn[i] * price[&ids[i]] * 6.0 - cost - unsub[i] * reach;
+        assert!((value[i] - expected).abs() < 1e-9, "row {i}: {} vs {expected}", value[i]);
+        assert!(value[i] > 0.0, "only actions worth something");
+    }
+    let priorities = floats(&money, "priority");
+    assert!(value.windows(2).zip(priorities.windows(2)).all(|(v, p)| v[0] >= v[1] && p[0] < p[1]), "by value");
+    let mean_unsub = |df: &DataFrame, ch: &str| {
+        let (c, u) = (strings(df, "channel"), floats(df, "expected_unsubscribe"));
+        let mine: Vec<f64> = (0..df.height()).filter(|&i| c[i] == ch).map(|i| u[i]).collect();
+        mine.iter().sum::<f64>() / mine.len().max(1) as f64
+    };
+    assert!(
+        mean_unsub(&money, "push") < 0.8 * mean_unsub(&default, "push"),
+        "pricing reach sends push to those unlikely to leave it: {} vs {}",
+        mean_unsub(&money, "push"),
+        mean_unsub(&default, "push")
+    );
+    assert!(m["plan"]["value"].as_f64().unwrap() > 0.0);
+    // The report draws the frontier with tonight's plan on it, in a real browser.
+    let page = money_out.path().join(format!("reports/snapshot={SAMPLE_AS_OF}/interventions.html"));
+    let o = chromium(&page, &["--dump-dom".to_string()]);
+    let dom = String::from_utf8_lossy(&o.stdout);
+    let at = dom.find("Value against unsubscribes").expect("the frontier's section");
+    let svg = &dom[at..dom[at..].find("</svg>").map_or(dom.len(), |e| at + e)];
+    assert!(svg.contains("<polyline") && svg.contains(">tonight<"), "the frontier and tonight's plan are drawn: {svg}");
+
+    // Engagement weighed: each action's value adds its predicted active days × the weight,
+    // learned per message type from the listening after past decisions.
+    let (engaged, e, _) = replan(None, "[interventions.value]\nactive_day = 0.01\n");
+    let days = floats(&engaged, "expected_active_days");
+    assert!(days.iter().any(|d| d.abs() > 1e-6), "active days predicted");
+    assert!(floats(&default, "expected_active_days").iter().all(|d| *d == 0.0), "and not when not weighed");
+    for (i, ((v, u), d)) in
+        floats(&engaged, "expected_value").iter().zip(floats(&engaged, "expected_uplift")).zip(&days).enumerate()
+    {
+        assert!((v - (u + 0.01 * d)).abs() < 1e-6, "row {i}: {v} vs {u} + 0.01 × {d}");
+    }
+    assert!(e["arms"].as_array().unwrap().iter().all(|a| a["active_days_gained"].is_f64()), "{}", e["arms"]);
+
+    // Caps on push and e-mail unsubscribes at half of what the plan without them causes,
+    // with no in-app budget to move to: kept, priced, close to the LP's optimum.
+    let budget = Some("budget = { push = 100, email = 200, in_app = 0 }");
+    let (_, free, _) = replan(budget, "");
+    let free_unsubscribes = numbers(&free["plan"]["unsubscribes"]);
+    let caps = [free_unsubscribes[0] / 2.0, free_unsubscribes[1] / 2.0];
+    let (capped, c, _) =
+        replan(budget, &format!("[interventions.unsubscribe_cap]\npush = {}\nemail = {}\n", caps[0], caps[1]));
+    let kept = numbers(&c["plan"]["unsubscribes"]);
+    let prices = numbers(&c["plan"]["unsubscribe_prices"]);
+    for ch in 0..2 {
+        assert!(kept[ch] <= caps[ch] + 1e-9, "the caps hold: {kept:?} vs {caps:?}");
+        assert!(prices[ch] > 0.0, "a binding cap has a price: {prices:?}");
+        assert!(kept[ch] > 0.5 * caps[ch], "a priced cap is mostly used: {kept:?} vs {caps:?}");
+    }
+    let (channels, unsub) = (strings(&capped, "channel"), floats(&capped, "expected_unsubscribe"));
+    let pushed: f64 = (0..capped.height()).filter(|&i| channels[i] == "push").map(|i| unsub[i]).sum();
+    assert!((pushed - kept[0]).abs() < 1e-6, "the table's unsubscribes are the manifest's: {pushed} vs {kept:?}");
+    let (value, bound) = (c["plan"]["value"].as_f64().unwrap(), c["plan"]["bound"].as_f64().unwrap());
+    let uncapped = free["plan"]["value"].as_f64().unwrap();
+    assert!(
+        value <= bound + 1e-9 && bound < uncapped,
+        "the LP's optimum bounds the plan: {value}, {bound}, {uncapped}"
+    );
+    assert!(value > 0.9 * bound, "close to the LP's optimum: {value} vs {bound}");
+
+    // A night of shards cannot keep a cap (only budgets are priced across shards): 78.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capped.toml");
+    std::fs::write(&path, "[interventions.unsubscribe_cap]\nemail = 3\n").unwrap();
+    let o = retain()
+        .args(["features", "--shard", "1/2", "--config"])
+        .arg(&path)
+        .args(["--as-of", SAMPLE_AS_OF, "--input"])
+        .arg(sample_data())
+        .arg("--output")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unsubscribe_cap.email"));
+}
