@@ -163,6 +163,10 @@ pub struct Value {
     pub send_cost: ChannelAmounts,
     /// Worth of the channel's reach to one opted-in user (what an unsubscribe loses).
     pub reach: ChannelAmounts,
+    /// With `value_months` > 0 and prices billed in several currencies: the worth of one
+    /// unit of each (ISO 4217 code → rate into the unit of the other weights).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub currency_rates: BTreeMap<String, f64>,
 }
 
 /// One amount per channel; unset keys are 0.
@@ -325,6 +329,9 @@ impl Value {
         {
             named.push((format!("send_cost.{c}"), cost));
             named.push((format!("reach.{c}"), reach));
+        }
+        for (code, rate) in &self.currency_rates {
+            named.push((format!("currency_rates.{code}"), *rate));
         }
         for (name, x) in named {
             if !(x.is_finite() && x >= 0.0) {

@@ -64,6 +64,7 @@ use policy::Choice;
 pub use policy::{Arm, Candidates, risk_policy, uplift_policy};
 pub(crate) use report::{Report, path as report_path};
 pub(crate) use targeting::Targeting;
+pub(crate) use value::currencies;
 use value::{Effects, Worth};
 
 /// The stage's outputs: the contract's table, the report, and its HTML page.
@@ -189,6 +190,10 @@ pub(crate) fn plan(
     artifact: &ModelArtifact,
     settings: &InterventionSettings,
 ) -> Result<Outcome> {
+    // What the plan weighs, first: prices in currencies without a rate stop the stage
+    // before any learning.
+    let currencies = (settings.value.value_months > 0.0).then(|| value::currencies(inputs, s)).transpose()?;
+    let worth = Worth::of(&settings.value, features, currencies.as_ref())?;
     let Learning { targeting, mut report, x, support_scores } =
         learn_targeting(inputs, s, features, artifact, settings)?;
     let c = Candidates::from_features(features, settings.frequency_cap_days)?;
@@ -197,7 +202,6 @@ pub(crate) fn plan(
         None => Effects::none(targeting.arms.len(), c.len()),
     };
     drop((x, support_scores));
-    let worth = Worth::of(&settings.value, features)?;
     let priced = prices::plan(&effects, &worth, &targeting.arms, &settings.budgets, &settings.unsubscribe_caps);
     report.frontier = prices::frontier(&effects, &worth, &targeting.arms, &settings.budgets);
     drop(effects);
@@ -240,10 +244,12 @@ fn count_plan(
 
 /// A shard's first phase: its users' best arms per channel (the candidates table, kept
 /// for its second phase) and their summary for the budget merge ([`budget`]).
+/// `currencies` (user_id, currency: [`currencies`]) where prices weigh the value.
 pub(crate) fn candidates(
     features: &DataFrame,
     targeting: &Targeting,
     settings: &InterventionSettings,
+    currencies: Option<&DataFrame>,
 ) -> Result<(DataFrame, Summary)> {
     debug_assert!(settings.unsubscribe_caps.iter().all(Option::is_none), "refused with a shard (StageSettings::new)");
     let c = Candidates::from_features(features, settings.frequency_cap_days)?;
@@ -251,7 +257,7 @@ pub(crate) fn candidates(
         Some(x) => targeting.effects(&c, &x, &targeting.support_scores(&x)),
         None => Effects::none(targeting.arms.len(), c.len()),
     };
-    let best = value::best(&effects, &Worth::of(&settings.value, features)?, &targeting.arms, &[0.0; 3]);
+    let best = value::best(&effects, &Worth::of(&settings.value, features, currencies)?, &targeting.arms, &[0.0; 3]);
     let summary = Summary::of(&policy::values(&best), CHANNELS.len());
     Ok((targeting::candidates_frame(&c.ids, &best, &targeting.arms)?, summary))
 }

@@ -46,7 +46,7 @@ pub(crate) struct Priced {
 }
 
 /// What the plan is worth, what it costs in unsubscribes, and its prices (manifest
-/// `details.interventions.prices`).
+/// `details.interventions.plan`).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub(crate) struct Account {
     /// Total value (units of `[interventions.value]`; churn prevented when all weights are zero).
@@ -85,27 +85,49 @@ pub(crate) fn plan(effects: &Effects, worth: &Worth, arms: &[Arm], budgets: &[u6
         if caps[c].is_some() { highest_price(effects, worth, arms, Some(c)) * 2.0 + 1e-12 } else { 0.0 }
     });
     let cap = caps.map(|c| c.unwrap_or(0.0));
-    let mut cuts = vec![free, solve(top)];
+    // The dual's optimum mixes plans that are optimal at its prices; the integral plans
+    // met on the way may all break a cap, or keep them only far from the optimum (at
+    // `top`, say). Each is made to keep the caps by dropping, on a broken channel, the
+    // sends of least value per expected unsubscribe; the best of them is tonight's. Only
+    // that one is kept whole: the others leave their line of the dual (a few numbers).
+    let mut cuts: Vec<Cut> = Vec::new();
+    let mut chosen: Option<Lagrangian> = None;
+    let mut meet = |e: Lagrangian, cuts: &mut Vec<Cut>| {
+        let cut = Cut { mu: e.mu, value: e.value, unsubscribes: e.unsubscribes };
+        cuts.push(cut);
+        let kept = e.kept_within(&cap, caps, arms);
+        if chosen.as_ref().is_none_or(|c| kept.value > c.value) {
+            chosen = Some(kept);
+        }
+        cut.dual(&cap)
+    };
+    meet(free, &mut cuts);
+    meet(solve(top), &mut cuts);
     for _ in 0..MAX_CUTS {
         let Some((mu, lower)) = master(&cuts, &capped, &cap, &top) else { break };
-        let e = solve(mu);
-        let dual = e.dual(&cap);
-        cuts.push(e);
+        let dual = meet(solve(mu), &mut cuts);
         if dual - lower <= 1e-9 * (1.0 + dual.abs()) {
             break;
         }
     }
-    // The dual's optimum mixes plans that are optimal at its prices; the integral plans
-    // met on the way may all break a cap, or keep them only far from the optimum (at
-    // `top`, say). Each is made to keep the caps by dropping, on a broken channel, the
-    // sends of least value per expected unsubscribe; the best of them is tonight's.
     let (prices, bound) =
-        cuts.iter().map(|e| (e.mu, e.dual(&cap))).min_by(|a, b| a.1.total_cmp(&b.1)).expect("at least two plans");
-    cuts.into_iter()
-        .map(|e| e.kept_within(&cap, caps, arms))
-        .max_by(|a, b| a.value.total_cmp(&b.value))
-        .expect("at least two plans")
-        .priced(arms, budgets, prices, bound)
+        cuts.iter().map(|c| (c.mu, c.dual(&cap))).min_by(|a, b| a.1.total_cmp(&b.1)).expect("at least two plans");
+    chosen.expect("at least two plans").priced(arms, budgets, prices, bound)
+}
+
+/// A plan's line of the dual: its prices, value and unsubscribes.
+#[derive(Clone, Copy)]
+struct Cut {
+    mu: [f64; 3],
+    value: f64,
+    unsubscribes: [f64; 3],
+}
+
+impl Cut {
+    /// The Lagrangian dual at `mu`: an upper bound on every plan's value within the caps.
+    fn dual(&self, cap: &[f64; 3]) -> f64 {
+        self.value - (0..3).map(|c| self.mu[c] * (self.unsubscribes[c] - cap[c])).sum::<f64>()
+    }
 }
 
 /// The plan of largest value at unsubscribe prices `mu` (the Lagrangian's inner problem),
@@ -159,11 +181,6 @@ impl Lagrangian {
         self
     }
 
-    /// The Lagrangian dual at `mu`: an upper bound on every plan's value within the caps.
-    fn dual(&self, cap: &[f64; 3]) -> f64 {
-        self.value - (0..3).map(|c| self.mu[c] * (self.unsubscribes[c] - cap[c])).sum::<f64>()
-    }
-
     /// The plan with its account: `prices` are the caps' dual prices and `bound` the
     /// dual's value there.
     fn priced(self, arms: &[Arm], budgets: &[u64], prices: [f64; 3], bound: f64) -> Priced {
@@ -185,7 +202,7 @@ impl Lagrangian {
 /// minimise the largest of the plans' lines `value − Σ μ (unsubscribes − cap)` met so
 /// far (each line is exact where its plan is optimal, and below the dual elsewhere), and
 /// that minimum, a lower bound on the dual. None if the small LP fails.
-fn master(cuts: &[Lagrangian], capped: &[usize], cap: &[f64; 3], top: &[f64; 3]) -> Option<([f64; 3], f64)> {
+fn master(cuts: &[Cut], capped: &[usize], cap: &[f64; 3], top: &[f64; 3]) -> Option<([f64; 3], f64)> {
     use microlp::{ComparisonOp, OptimizationDirection, Problem, SolveOutcome};
     let mut lp = Problem::new(OptimizationDirection::Minimize);
     let t = lp.add_var(1.0, (f64::NEG_INFINITY, f64::INFINITY));

@@ -17,7 +17,9 @@ use polars::prelude::*;
 
 use super::policy::{Arm, Best, Choice, best_per_channel};
 use crate::config::Value;
-use crate::error::{PolarsContext, Result};
+use crate::error::{Error, PolarsContext, Result};
+use crate::inputs::Inputs;
+use chrono::NaiveDate;
 
 /// Per arm and user, the predicted effects of sending it, and whether the user may get it.
 #[derive(Debug)]
@@ -63,12 +65,22 @@ pub(crate) struct Worth {
 
 impl Worth {
     /// The weights for the users of `features` (one row each): their monthly price is the
-    /// `price` feature (the latest amount billed), or the population's median paid price
-    /// where it is unknown or 0 (a trial: what a kept trial user will likely pay).
-    pub(crate) fn of(settings: &Value, features: &DataFrame) -> Result<Worth> {
+    /// `price` feature (the latest amount billed) in the unit of `currency_rates` (by the
+    /// currency of each user's latest billed amount, `currencies`: user_id, currency), or
+    /// the population's median paid price where it is unknown or 0 (a trial: what a kept
+    /// trial user will likely pay). Prices in several currencies without a rate for each
+    /// cannot be added up: a configuration error naming the currencies.
+    pub(crate) fn of(settings: &Value, features: &DataFrame, currencies: Option<&DataFrame>) -> Result<Worth> {
         let churn = if settings.value_months > 0.0 {
             let price = features.column("price").ctx("features")?.cast(&DataType::Float64).ctx("price")?;
-            let price: Vec<Option<f64>> = price.f64().ctx("price")?.iter().map(|p| p.filter(|p| *p > 0.0)).collect();
+            let rates = rates_of(settings, features, currencies)?;
+            let price: Vec<Option<f64>> = price
+                .f64()
+                .ctx("price")?
+                .iter()
+                .zip(rates)
+                .map(|(p, r)| p.filter(|p| *p > 0.0).zip(r).map(|(p, r)| p * r))
+                .collect();
             let mut known: Vec<f64> = price.iter().flatten().copied().collect();
             known.sort_by(f64::total_cmp);
             let typical = known.get(known.len() / 2).copied().unwrap_or(0.0);
@@ -83,6 +95,58 @@ impl Worth {
             reach: settings.reach.by_channel(),
         })
     }
+}
+
+/// Per user of `features`, the rate of their price's currency into the value's unit (None:
+/// no currency known); 1 for everyone when all prices are in one currency and no rates
+/// are set.
+fn rates_of(settings: &Value, features: &DataFrame, currencies: Option<&DataFrame>) -> Result<Vec<Option<f64>>> {
+    let n = features.height();
+    let Some(currencies) = currencies else { return Ok(vec![Some(1.0); n]) };
+    let users = features.column("user_id").ctx("features")?.str().ctx("features")?;
+    let of: std::collections::HashMap<&str, &str> = currencies
+        .column("user_id")
+        .ctx("currencies")?
+        .str()
+        .ctx("currencies")?
+        .iter()
+        .zip(currencies.column("currency").ctx("currencies")?.str().ctx("currencies")?.iter())
+        .filter_map(|(u, c)| u.zip(c))
+        .collect();
+    let seen: std::collections::BTreeSet<&str> = users.iter().flatten().filter_map(|u| of.get(u).copied()).collect();
+    if settings.currency_rates.is_empty() {
+        if seen.len() > 1 {
+            return Err(Error::config(format!(
+                "interventions.value.value_months weighs churn by price, but prices are billed in {} currencies ({}): \
+                 set interventions.value.currency_rates for each",
+                seen.len(),
+                seen.iter().copied().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        return Ok(users.iter().map(|u| u.and_then(|u| of.get(u)).map(|_| 1.0)).collect());
+    }
+    let missing: Vec<&str> = seen.iter().copied().filter(|c| !settings.currency_rates.contains_key(*c)).collect();
+    if !missing.is_empty() {
+        return Err(Error::config(format!(
+            "interventions.value.currency_rates has no rate for {} (prices are billed in {})",
+            missing.join(", "),
+            seen.iter().copied().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(users.iter().map(|u| u.and_then(|u| of.get(u)).map(|c| settings.currency_rates[*c])).collect())
+}
+
+/// Each user's currency at `s`: that of their latest billed amount (user_id, currency).
+pub(crate) fn currencies(inputs: &Inputs, s: NaiveDate) -> Result<DataFrame> {
+    inputs
+        .as_of(s)
+        .billing
+        .filter(col("amount").is_not_null().and(col("currency").is_not_null()))
+        .sort(["ts"], SortMultipleOptions::default())
+        .group_by([col("user_id")])
+        .agg([col("currency").last()])
+        .collect()
+        .ctx("reading the currency of each user's price")
 }
 
 /// Arm `a` for user `u` with unsubscribes priced at `unsubscribe_price` per channel (on
@@ -135,7 +199,7 @@ mod tests {
             eligible: vec![vec![true, true], vec![true, true]],
         };
         let features = df!("price" => [Some(5.99), Some(19.99)]).unwrap();
-        let zero = Worth::of(&Value::default(), &features).unwrap();
+        let zero = Worth::of(&Value::default(), &features, None).unwrap();
         let b = best(&effects, &zero, &arms(), &[0.0; 3]);
         assert_eq!(b[0][0].unwrap().value, 0.02, "churn prevented, as a probability");
         let money = Value {
@@ -144,7 +208,7 @@ mod tests {
             reach: ChannelAmounts { push: 1.0, email: 0.0, in_app: 0.0 },
             ..Value::default()
         };
-        let worth = Worth::of(&money, &features).unwrap();
+        let worth = Worth::of(&money, &features, None).unwrap();
         let b = best(&effects, &worth, &arms(), &[0.0; 3]);
         let (student, family) = (b[0][0].unwrap().value, b[1][0].unwrap().value);
         // (The unsubscribe probabilities are kept as f32.)

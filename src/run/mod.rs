@@ -401,8 +401,16 @@ pub(crate) fn candidates_only(stage: StageSettings) -> Result<()> {
     }
     let features = ctx.read_table("features")?;
     let targeting = load_targeting(&ctx)?;
-    let (table, summary) =
-        ctx.timed("candidates", |c| interventions::candidates(&features, &targeting, &c.stage.interventions))?;
+    // Prices weigh the value in their currencies: the shard's billing says which.
+    let currencies = if ctx.stage.interventions.value.value_months > 0.0 {
+        let inputs = ctx.load_inputs(Reads { history: false, grace: false, sample: false })?;
+        Some(interventions::currencies(&inputs, ctx.stage.as_of)?)
+    } else {
+        None
+    };
+    let (table, summary) = ctx.timed("candidates", |c| {
+        interventions::candidates(&features, &targeting, &c.stage.interventions, currencies.as_ref())
+    })?;
     let summary = serde_json::to_value(&summary).map_err(Error::internal)?;
     let c = ctx.publish_with(CANDIDATES, &table, json!({ "summary": summary }))?;
     ctx.write_manifest("candidates", None, json!({ CANDIDATES: table_summary(&c) }), Value::Null)

@@ -539,11 +539,17 @@ fn the_plan_weighs_money_and_reach_and_keeps_unsubscribe_caps_through_their_pric
         assert!(w[1]["value"].as_f64().unwrap() <= w[0]["value"].as_f64().unwrap() + 1e-9, "{w:?}");
     }
 
-    // Money: value = churn × price × 6 − cost − unsubscribes × reach.
+    // Money: value = churn × price × rate × 6 − cost − unsubscribes × reach. The sample bills
+    // in nine currencies; each is worth 2 here, so every price counts twice.
+    let currencies = ["AUD", "BRL", "EUR", "GBP", "INR", "JPY", "MXN", "SEK", "USD"];
+    let rates = |codes: &[&str]| codes.iter().map(|c| format!("{c} = 2.0")).collect::<Vec<_>>().join(", ");
     let (money, m, money_out) = replan(
         None,
-        "[interventions.value]\nvalue_months = 6\nsend_cost = { push = 0.01, email = 0.02 }\n\
-         reach = { push = 20.0, email = 5.0 }\n",
+        &format!(
+            "[interventions.value]\nvalue_months = 6\nsend_cost = {{ push = 0.01, email = 0.02 }}\n\
+             reach = {{ push = 20.0, email = 5.0 }}\ncurrency_rates = {{ {} }}\n",
+            rates(&currencies)
+        ),
     );
     let features = read_table(sample_run(), "features");
     // A trial's price (0) or a missing one counts as the premium users' median price.
@@ -553,7 +559,7 @@ fn the_plan_weighs_money_and_reach_and_keeps_unsubscribe_caps_through_their_pric
     let price: HashMap<String, f64> = strings(&features, "user_id")
         .into_iter()
         .zip(floats(&features, "price"))
-        .map(|(u, p)| (u, if p > 0.0 { p } else { median }))
+        .map(|(u, p)| (u, 2.0 * if p > 0.0 { p } else { median }))
         .collect();
     let (ids, channels) = (strings(&money, "user_id"), strings(&money, "channel"));
     let (churn, value, unsub) =
@@ -582,6 +588,31 @@ fn the_plan_weighs_money_and_reach_and_keeps_unsubscribe_caps_through_their_pric
         mean_unsub(&default, "push")
     );
     assert!(m["plan"]["value"].as_f64().unwrap() > 0.0);
+    // Prices in a currency without a rate cannot be added to the others: 78, naming it.
+    let missing = tempfile::tempdir().unwrap();
+    copy_dir(sample_run(), missing.path());
+    let path = missing.path().join("retain.toml");
+    let sample = std::fs::read_to_string(repo().join("pipelines/sample.toml")).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "{sample}\n[interventions.value]\nvalue_months = 6\ncurrency_rates = {{ {} }}\n",
+            rates(&currencies[..7])
+        ),
+    )
+    .unwrap();
+    let o = retain()
+        .args(["interventions", "--config"])
+        .arg(&path)
+        .args(["--as-of", SAMPLE_AS_OF, "--input"])
+        .arg(sample_data())
+        .arg("--output")
+        .arg(missing.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(78), "{err}");
+    assert!(err.contains("no rate for SEK, USD"), "{err}");
     // The report draws the frontier with tonight's plan on it, in a real browser.
     let page = money_out.path().join(format!("reports/snapshot={SAMPLE_AS_OF}/interventions.html"));
     let o = chromium(&page, &["--dump-dom".to_string()]);
