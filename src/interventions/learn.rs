@@ -269,13 +269,7 @@ impl Learned {
                 if rows.arm_sizes().0 == 0 {
                     return Ok(None);
                 }
-                let e = Experiment {
-                    x: &rows.x,
-                    treated: &rows.treated,
-                    outcome: &rows.unsubscribed,
-                    propensity: &rows.propensity,
-                };
-                SentRate::fit(&e, &self.categorical, self.fitting).map(Some)
+                SentRate::fit(&rows.experiment_of(&rows.unsubscribed), &self.categorical, self.fitting).map(Some)
             })
             .collect()
     }
@@ -297,13 +291,7 @@ impl Learned {
                 if !rows.fittable() {
                     return Ok(None);
                 }
-                let e = Experiment {
-                    x: &rows.x,
-                    treated: &rows.treated,
-                    outcome: &rows.active_share,
-                    propensity: &rows.propensity,
-                };
-                uplift::fit(chosen, &e, &self.categorical, self.fitting).map(Some)
+                uplift::fit(chosen, &rows.experiment_of(&rows.active_share), &self.categorical, self.fitting).map(Some)
             })
             .collect()
     }
@@ -386,8 +374,14 @@ impl ArmRows {
         }
     }
 
+    /// The rows as an experiment on churn.
     fn experiment(&self) -> Experiment<'_> {
-        Experiment { x: &self.x, treated: &self.treated, outcome: &self.outcome, propensity: &self.propensity }
+        self.experiment_of(&self.outcome)
+    }
+
+    /// The rows as an experiment on `outcome` (one of theirs).
+    fn experiment_of<'a>(&'a self, outcome: &'a [f64]) -> Experiment<'a> {
+        Experiment { x: &self.x, treated: &self.treated, outcome, propensity: &self.propensity }
     }
 
     fn arm_sizes(&self) -> (usize, usize) {

@@ -35,18 +35,28 @@ impl<'a> ArmPredictor<'a> {
         with_channel(x, |_| self.channel)
     }
 
-    /// Predicted churn reduction for the rows where `wanted` holds, zero elsewhere (each
-    /// row's prediction depends on that row alone).
+    /// Predicted churn reduction for the rows where `wanted` holds, zero elsewhere.
     fn benefit(&self, x: &Array2<f64>, wanted: impl Fn(usize) -> bool) -> Vec<f64> {
-        let rows: Vec<usize> = (0..x.nrows()).filter(|&u| wanted(u)).collect();
-        let mut out = vec![0.0; x.nrows()];
-        if !rows.is_empty() {
-            for (u, e) in rows.iter().zip(self.model.effect(&self.x(&x.select(Axis(0), &rows)))) {
-                out[*u] = -e;
-            }
-        }
-        out
+        on_rows(self.channel, x, wanted, |x| self.model.effect(x).into_iter().map(|e| -e).collect())
     }
+}
+
+/// `predict` on the rows of `x` where `wanted` holds, with the channel code appended;
+/// zero elsewhere (each row's prediction depends on that row alone).
+fn on_rows(
+    channel: f64,
+    x: &Array2<f64>,
+    wanted: impl Fn(usize) -> bool,
+    predict: impl Fn(&Array2<f64>) -> Vec<f64>,
+) -> Vec<f64> {
+    let rows: Vec<usize> = (0..x.nrows()).filter(|&u| wanted(u)).collect();
+    let mut out = vec![0.0; x.nrows()];
+    if !rows.is_empty() {
+        for (u, v) in rows.iter().zip(predict(&with_channel(&x.select(Axis(0), &rows), |_| channel))) {
+            out[*u] = v;
+        }
+    }
+    out
 }
 
 /// Each arm's predicted churn reduction for each user of `c` (rows of `x`) who may get it
@@ -75,33 +85,20 @@ pub(super) fn benefits(
 /// An arm's predicted unsubscribe probability for the rows of `x` where `wanted` holds
 /// (zero elsewhere, and everywhere without a model).
 pub(super) fn sent_rates(model: Option<&SentRate>, arm: &Arm, x: &Array2<f64>, wanted: &[bool]) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.nrows()];
-    let rows: Vec<usize> = (0..x.nrows()).filter(|&u| wanted[u]).collect();
-    if let Some(model) = model
-        && !rows.is_empty()
-    {
-        let channel = arm.channel_index().unwrap_or(0) as f64;
-        for (u, p) in rows.iter().zip(model.predict(&with_channel(&x.select(Axis(0), &rows), |_| channel))) {
-            out[*u] = p.clamp(0.0, 1.0) as f32;
-        }
-    }
-    out
+    let Some(model) = model else { return vec![0.0; x.nrows()] };
+    let channel = arm.channel_index().unwrap_or(0) as f64;
+    on_rows(channel, x, |u| wanted[u], |x| model.predict(x)).into_iter().map(|p| p.clamp(0.0, 1.0) as f32).collect()
 }
 
 /// An arm's predicted active days gained in the [`ENGAGEMENT_DAYS`] after a send, for
 /// the rows of `x` where `wanted` holds (zero elsewhere, and everywhere without a model).
 pub(super) fn active_days(model: Option<&UpliftModel>, arm: &Arm, x: &Array2<f64>, wanted: &[bool]) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.nrows()];
-    let rows: Vec<usize> = (0..x.nrows()).filter(|&u| wanted[u]).collect();
-    if let Some(model) = model
-        && !rows.is_empty()
-    {
-        let channel = arm.channel_index().unwrap_or(0) as f64;
-        for (u, e) in rows.iter().zip(model.effect(&with_channel(&x.select(Axis(0), &rows), |_| channel))) {
-            out[*u] = (e * ENGAGEMENT_DAYS as f64) as f32;
-        }
-    }
-    out
+    let Some(model) = model else { return vec![0.0; x.nrows()] };
+    let channel = arm.channel_index().unwrap_or(0) as f64;
+    on_rows(channel, x, |u| wanted[u], |x| model.effect(x))
+        .into_iter()
+        .map(|e| (e * ENGAGEMENT_DAYS as f64) as f32)
+        .collect()
 }
 
 /// Per arm, which rows of `x` lie inside its message type's support (None for arms

@@ -240,7 +240,7 @@ fn highest_price(effects: &Effects, worth: &Worth, arms: &[Arm], channel: Option
         if channel.is_some_and(|c| c != ch) {
             continue;
         }
-        for u in 0..effects.users() {
+        for u in 0..effects.users {
             if let Some(x) = value::choice(effects, worth, arms, &[0.0; 3], a, u)
                 && x.unsubscribe > 0.0
                 && x.value > 0.0
@@ -407,7 +407,7 @@ mod tests {
             budgets: &[u64],
             limit: &[f64; 3],
         ) -> f64 {
-            if u == e.users() {
+            if u == e.users {
                 return if (0..3).all(|c| uns[c] <= limit[c] + 1e-9) { 0.0 } else { f64::NEG_INFINITY };
             }
             let mut best = go(u + 1, e, arms, load, uns, budgets, limit);
@@ -432,14 +432,14 @@ mod tests {
         use microlp::{ComparisonOp, OptimizationDirection, Problem};
         let mut p = Problem::new(OptimizationDirection::Maximize);
         let mut vars = Vec::new();
-        for u in 0..e.users() {
+        for u in 0..e.users {
             for (a, _) in arms.iter().enumerate() {
                 if e.eligible[a][u] && e.churn[a][u] > 0.0 {
                     vars.push((u, a, p.add_var(e.churn[a][u], (0.0, 1.0))));
                 }
             }
         }
-        for u in 0..e.users() {
+        for u in 0..e.users {
             let row: Vec<_> = vars.iter().filter(|v| v.0 == u).map(|v| (v.2, 1.0)).collect();
             if !row.is_empty() {
                 p.add_constraint(&row, ComparisonOp::Le, 1.0);
@@ -472,7 +472,7 @@ mod tests {
         #[test]
         fn the_priced_plan_is_optimal_for_the_lp_and_keeps_every_cap((e, budgets, caps) in instance(6)) {
             let arms = arms();
-            let worth = zero_worth(e.users());
+            let worth = zero_worth(e.users);
             let priced = plan(&e, &worth, &arms, &budgets, &caps);
             let mut load = [0u64; 3];
             for x in priced.actions.iter().flatten() {

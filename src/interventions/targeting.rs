@@ -186,7 +186,7 @@ pub(crate) fn read_candidates(df: &DataFrame, arms: &[Arm]) -> Result<(Vec<Strin
                 best[u][ch] = Some(Choice {
                     arm: a,
                     value,
-                    churn: churn[u].unwrap_or(value),
+                    churn: churn[u].unwrap_or(0.0),
                     unsubscribe: unsubscribe[u].unwrap_or(0.0),
                     engagement: active_days[u].unwrap_or(0.0),
                 });

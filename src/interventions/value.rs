@@ -9,8 +9,8 @@
 //!         + active days gained × `active_day`
 //!         − `send_cost` of the channel − P(unsubscribe) × (`reach` of the channel + its price)
 //!
-//! where the price of unsubscribes on a channel is the dual price of its cap
-//! ([`super::prices`]), 0 when uncapped. With every weight zero (the default) the value is
+//! where the price of unsubscribes on a channel is the dual price of its cap (found where
+//! the plan is made), 0 when uncapped. With every weight zero (the default) the value is
 //! the churn prevented, and the plan is the one that maximises it.
 
 use polars::prelude::*;
@@ -46,10 +46,6 @@ impl Effects {
             engagement: None,
             eligible: vec![vec![false; users]; arms],
         }
-    }
-
-    pub(crate) fn users(&self) -> usize {
-        self.users
     }
 }
 
@@ -174,7 +170,7 @@ pub(crate) fn choice(
 
 /// Each user's best arm per channel by value, unsubscribes priced at `unsubscribe_price`.
 pub(crate) fn best(effects: &Effects, worth: &Worth, arms: &[Arm], unsubscribe_price: &[f64; 3]) -> Vec<Best> {
-    best_per_channel(arms, |a, u| choice(effects, worth, arms, unsubscribe_price, a, u), effects.users())
+    best_per_channel(arms, |a, u| choice(effects, worth, arms, unsubscribe_price, a, u), effects.users)
 }
 
 #[cfg(test)]

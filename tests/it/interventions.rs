@@ -63,6 +63,22 @@ fn hillstrom_like(n: usize, seed: u64) -> DataFrame {
     .unwrap()
 }
 
+/// `retain table uplift` of the Hillstrom-shaped `segment` (arms `treated` against "No
+/// E-Mail", outcome `visit`) trained on `a`, scored on `b`, into `out`: the scored table.
+fn table_uplift(a: &Path, b: &Path, treated: &str, out: &Path) -> DataFrame {
+    run_ok(
+        retain()
+            .args(["table", "uplift", "--treatment", "segment", "--treated", treated, "--control", "No E-Mail"])
+            .args(["--outcome", "visit", "--ignore", "conversion", "--train"])
+            .arg(a)
+            .arg("--test")
+            .arg(b)
+            .arg("--output")
+            .arg(out),
+    );
+    ParquetReader::new(std::fs::File::open(out).unwrap()).finish().unwrap()
+}
+
 #[test]
 fn table_uplift_finds_who_an_email_moves_in_a_hillstrom_shaped_experiment() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,17 +86,7 @@ fn table_uplift_finds_who_an_email_moves_in_a_hillstrom_shaped_experiment() {
     write_csv(&mut hillstrom_like(30_000, 1), &a);
     let mut test = hillstrom_like(6_000, 2);
     write_csv(&mut test, &b);
-    run_ok(
-        retain()
-            .args(["table", "uplift", "--treatment", "segment", "--treated", "Mens E-Mail", "--control", "No E-Mail"])
-            .args(["--outcome", "visit", "--ignore", "conversion", "--train"])
-            .arg(&a)
-            .arg("--test")
-            .arg(&b)
-            .arg("--output")
-            .arg(&out),
-    );
-    let u = floats(&ParquetReader::new(std::fs::File::open(&out).unwrap()).finish().unwrap(), "uplift");
+    let u = floats(&table_uplift(&a, &b, "Mens E-Mail", &out), "uplift");
     assert_eq!(u.len(), 6_000, "one row per row of B, every arm included");
     let mens: Vec<i64> = test.column("mens").unwrap().i64().unwrap().iter().map(|v| v.unwrap()).collect();
     let mean = |m: i64| {
@@ -103,20 +109,7 @@ fn table_uplift_of_several_arms_writes_each_arm_and_the_best() {
     write_csv(&mut hillstrom_like(30_000, 1), &a);
     let mut test = hillstrom_like(6_000, 2);
     write_csv(&mut test, &b);
-    let uplift = |treated: &str, out: &str| {
-        let out = dir.path().join(out);
-        run_ok(
-            retain()
-                .args(["table", "uplift", "--treatment", "segment", "--treated", treated, "--control", "No E-Mail"])
-                .args(["--outcome", "visit", "--ignore", "conversion", "--train"])
-                .arg(&a)
-                .arg("--test")
-                .arg(&b)
-                .arg("--output")
-                .arg(&out),
-        );
-        ParquetReader::new(std::fs::File::open(&out).unwrap()).finish().unwrap()
-    };
+    let uplift = |treated: &str, out: &str| table_uplift(&a, &b, treated, &dir.path().join(out));
     let both = uplift("Mens E-Mail,Womens E-Mail", "both.parquet");
     let names: Vec<&str> = both.get_column_names().into_iter().map(|c| c.as_str()).collect();
     assert_eq!(names, ["uplift_Mens E-Mail", "uplift_Womens E-Mail", "best_arm"]);
