@@ -9,7 +9,7 @@
 //! values for a fraction of its cost.
 
 use std::ffi::{CStr, CString, c_void};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use lightgbm3_sys as sys;
 use ndarray::Array2;
@@ -248,11 +248,20 @@ impl GbdtModel {
         params: &GbdtParams,
         threads: usize,
     ) -> Result<Self> {
+        let threads = threads.max(1);
+        with_thread_count(threads, || Self::fit_rows_alone(objective, train, valid, categorical, params, threads))
+    }
+
+    /// [`GbdtModel::fit_rows`], inside [`with_thread_count`].
+    fn fit_rows_alone(
+        objective: Objective,
+        train: &Rows,
+        valid: &Rows,
+        categorical: &[usize],
+        params: &GbdtParams,
+        threads: usize,
+    ) -> Result<Self> {
         let cats = categorical.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
-        // LightGBM keeps the thread count of its latest call in a process-wide variable and
-        // sizes a dataset's per-thread buffers by it: concurrent fits (training's candidates,
-        // the uplift models) must all give the same count, or one's rows are pushed by more
-        // threads than the buffers another's call left room for (a segfault in SparseBin::Push).
         let dataset_params = format!(
             "max_bin=255 verbosity=-1 seed={seed} num_threads={threads}{cat}",
             seed = params.seed.unwrap_or(DEFAULT_SEED),
@@ -323,7 +332,7 @@ impl GbdtModel {
     /// A stored model that LightGBM loads but whose trees cannot be explained (linear
     /// trees, several trees per iteration) is refused here, not when its first row is.
     pub(crate) fn from_text(text: &str, threads: usize) -> Result<Self> {
-        let booster = lightgbm3::Booster::from_string(text)
+        let booster = with_thread_count(threads.max(1), || lightgbm3::Booster::from_string(text))
             .map_err(|e| Error::data(format!("the stored LightGBM model does not load: {e}")))?;
         let explainer = OnceLock::from(Arc::new(TreeShap::from_text(text)?));
         Ok(GbdtModel {
@@ -344,6 +353,44 @@ impl GbdtModel {
         self.predict_threads = threads.max(1);
         self
     }
+}
+
+/// LightGBM keeps the thread count of its latest call in one process-wide variable, and
+/// sizes per-thread buffers by it when a dataset is built or a prediction starts: a call
+/// that gives another count while one is running makes it push rows from more threads
+/// than it has buffers for (a segfault in SparseBin::Push, seen when training's candidates
+/// fitted with one thread each while a finished one predicted its validation rows with
+/// two). So calls with different counts never overlap: a call waits until every running
+/// call shares its count. Calls with the same count still run side by side, and nothing
+/// inside a call waits for another.
+struct ThreadCountGate {
+    /// The count of the running calls and how many there are.
+    running: Mutex<(usize, usize)>,
+    finished: Condvar,
+}
+
+static LIGHTGBM_CALLS: ThreadCountGate = ThreadCountGate { running: Mutex::new((0, 0)), finished: Condvar::new() };
+
+/// Run `call` (which hands LightGBM `threads`) once no call with another count runs.
+fn with_thread_count<T>(threads: usize, call: impl FnOnce() -> T) -> T {
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            let mut running = LIGHTGBM_CALLS.running.lock().unwrap_or_else(|p| p.into_inner());
+            running.1 -= 1;
+            if running.1 == 0 {
+                LIGHTGBM_CALLS.finished.notify_all();
+            }
+        }
+    }
+    let mut running = LIGHTGBM_CALLS.running.lock().unwrap_or_else(|p| p.into_inner());
+    while running.1 > 0 && running.0 != threads {
+        running = LIGHTGBM_CALLS.finished.wait(running).unwrap_or_else(|p| p.into_inner());
+    }
+    *running = (threads, running.1 + 1);
+    drop(running);
+    let _leave = Leave;
+    call()
 }
 
 fn save_model(booster: &Booster, iterations: u32) -> Result<String> {
@@ -388,12 +435,13 @@ impl Classifier for GbdtModel {
         }
         let x = x.as_standard_layout();
         let params = format!("num_threads={}", self.predict_threads);
-        self.booster()
-            .and_then(|b| {
+        with_thread_count(self.predict_threads, || {
+            self.booster().and_then(|b| {
                 b.predict_with_params(x.as_slice().expect("standard layout"), x.ncols() as i32, true, &params)
                     .map_err(|e| Error::internal(format!("LightGBM prediction: {e}")))
             })
-            .expect("a model that loaded at training time predicts")
+        })
+        .expect("a model that loaded at training time predicts")
     }
 
     /// TreeSHAP by [`TreeShap`]: LightGBM's own values, at a fraction of the cost of its
@@ -408,6 +456,32 @@ impl Classifier for GbdtModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lightgbm_calls_with_different_thread_counts_never_overlap() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let inside = [AtomicUsize::new(0), AtomicUsize::new(0)];
+        let overlapped = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let (inside, overlapped) = (&inside, &overlapped);
+                scope.spawn(move || {
+                    for k in 0..20 {
+                        let mine = (t + k) % 2;
+                        with_thread_count(mine + 1, || {
+                            inside[mine].fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_micros(300));
+                            if inside[1 - mine].load(Ordering::SeqCst) > 0 {
+                                overlapped.fetch_add(1, Ordering::SeqCst);
+                            }
+                            inside[mine].fetch_sub(1, Ordering::SeqCst);
+                        });
+                    }
+                });
+            }
+        });
+        assert_eq!(overlapped.load(Ordering::SeqCst), 0, "a call ran beside one with another thread count");
+    }
 
     #[test]
     fn learns_an_interaction_and_a_category_and_round_trips_as_text() {

@@ -53,7 +53,9 @@ fn fit_candidate(
                 threads,
             )?;
             let name = format!("gbdt-lightgbm/{}-rounds", m.best_iteration);
-            (Fitted::Gbdt(m.with_threads(cores())), name)
+            // Its validation rows are predicted with the fit's threads, as the fits beside
+            // it use (LightGBM's thread count is process-wide); all cores once they are done.
+            (Fitted::Gbdt(m), name)
         }
     };
     let raw = model.classifier().predict(&xv);
@@ -97,6 +99,11 @@ pub(super) fn fit_all(training: &Training, data: &TrainingData) -> Result<Vec<Ta
     let mut fitted: Vec<Candidate> = pool.install(|| {
         jobs.par_iter().map(|&(t, f)| fit_candidate(training, data, t, f, per_fit)).collect::<Result<Vec<_>>>()
     })?;
+    for candidate in &mut fitted {
+        if let Some(Fitted::Gbdt(m)) = candidate.model.take() {
+            candidate.model = Some(Fitted::Gbdt(m.with_threads(threads)));
+        }
+    }
     let mut targets = Vec::new();
     for target in Target::ALL {
         let (candidates, rest): (Vec<Candidate>, Vec<Candidate>) =

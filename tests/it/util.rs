@@ -36,12 +36,24 @@ pub(crate) fn retain() -> Command {
     cmd
 }
 
+/// "exit code N", or the signal that killed the process (an exit code alone says `None`).
+pub(crate) fn how_it_ended(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => {
+            format!("killed by signal {signal}{}", if status.core_dumped() { ", core dumped" } else { "" })
+        }
+        (None, None) => "no exit code".to_string(),
+    }
+}
+
 pub(crate) fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("retain starts");
     assert!(
         out.status.success(),
-        "retain failed ({:?}):\nstdout: {}\nstderr: {}",
-        out.status.code(),
+        "retain failed ({}):\nstdout: {}\nstderr: {}",
+        how_it_ended(&out.status),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
