@@ -100,8 +100,8 @@ pub(super) fn fit_all(training: &Training, data: &TrainingData) -> Result<Vec<Ta
         jobs.par_iter().map(|&(t, f)| fit_candidate(training, data, t, f, per_fit)).collect::<Result<Vec<_>>>()
     })?;
     for candidate in &mut fitted {
-        if let Some(Fitted::Gbdt(m)) = candidate.model.take() {
-            candidate.model = Some(Fitted::Gbdt(m.with_threads(threads)));
+        if let Some(Fitted::Gbdt(m)) = &mut candidate.model {
+            m.predict_threads = threads;
         }
     }
     let mut targets = Vec::new();
