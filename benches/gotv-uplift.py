@@ -1,7 +1,7 @@
 """Multi-arm uplift on the public GOTV experiment: `retain table uplift` against a two-model
 logistic regression, on the same held-out halves.
 
-    .bench/venv-models/bin/python benches/gotv-uplift.py [--seeds 5] [--retain target/release/retain]
+    .bench/venv-models/bin/python benches/gotv-uplift.py [--seeds 5] [--first-seed 1] [--retain target/release/retain]
 
 For each seed the rows of ../shared/data/gotv.csv are split at random into halves A and B.
 `retain table uplift --train A --test B --treated "Civic Duty,Hawthorne,Self,Neighbors"
@@ -66,7 +66,7 @@ def run(args, name, path, arm_col, arms, control, outcome, positive, ignore):
     df = pd.read_csv(path)
     features = [c for c in df.columns if c not in [arm_col, outcome] + ignore]
     results = {arm: {"retain": [], "two-model LR": []} for arm in arms}
-    for seed in range(1, args.seeds + 1):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         rng = np.random.default_rng(seed)
         half = rng.permutation(len(df)) < len(df) // 2
         a, b = df[half].reset_index(drop=True), df[~half].reset_index(drop=True)
@@ -105,6 +105,7 @@ def run(args, name, path, arm_col, arms, control, outcome, positive, ignore):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=1, help="seeds first-seed .. first-seed + seeds - 1")
     p.add_argument("--retain", default=os.path.join(HERE, "..", "target", "release", "retain"))
     p.add_argument("--starbucks", action="store_true")
     args = p.parse_args()

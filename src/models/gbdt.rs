@@ -36,6 +36,11 @@ pub struct GbdtParams {
     /// [`DEFAULT_SEED`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// A linear model in each leaf, with this ridge penalty (LightGBM's `linear_tree`):
+    /// for effects that change smoothly with a number, which steps of a few leaves fit
+    /// coarsely. Not a setting of the pipeline's models, whose trees TreeSHAP explains.
+    #[serde(skip)]
+    pub linear_leaves: Option<f64>,
 }
 
 /// The seed of fits that no run's seed reaches (`retain table`, which has no `--seed`).
@@ -85,6 +90,7 @@ impl Default for GbdtParams {
             lambda_l2: 1.0,
             early_stopping_rounds: 30,
             seed: None,
+            linear_leaves: None,
         }
     }
 }
@@ -262,8 +268,13 @@ impl GbdtModel {
         threads: usize,
     ) -> Result<Self> {
         let cats = categorical.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+        // Linear leaves need the raw values kept in the dataset, so the dataset is told too.
+        let linear = match params.linear_leaves {
+            Some(lambda) => format!(" linear_tree=true linear_lambda={lambda}"),
+            None => String::new(),
+        };
         let dataset_params = format!(
-            "max_bin=255 verbosity=-1 seed={seed} num_threads={threads}{cat}",
+            "max_bin=255 verbosity=-1 seed={seed} num_threads={threads}{cat}{linear}",
             seed = params.seed.unwrap_or(DEFAULT_SEED),
             threads = threads.max(1),
             cat = if cats.is_empty() { String::new() } else { format!(" categorical_feature={cats}") }
@@ -280,7 +291,7 @@ impl GbdtModel {
             "objective={objective} metric={metric} learning_rate={lr} num_leaves={leaves} \
              min_data_in_leaf={min_leaf} feature_fraction={ff} bagging_fraction={bf} bagging_freq=1 \
              lambda_l2={l2} num_threads={threads} seed={seed} deterministic=true force_col_wise=true \
-             verbosity=-1",
+             verbosity=-1{linear}",
             lr = params.learning_rate,
             leaves = params.num_leaves,
             min_leaf = params.min_data_in_leaf,

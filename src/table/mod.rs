@@ -18,13 +18,13 @@ use crate::models::logistic::LogisticModel;
 use crate::models::metrics::evaluate;
 use crate::models::{Calibration, Classifier, FeatureKind, champion, cores};
 
-mod flat;
 mod effects;
+mod flat;
 
+pub(crate) use effects::{UpliftRequest, uplift};
 use flat::{
     binary_labels, check_same_columns, feature_specs, is_validation_row, numbers, read_flat, write_column, write_frame,
 };
-pub(crate) use effects::{UpliftRequest, uplift};
 
 /// A calibrated binary classifier fitted on a flat table: LightGBM and logistic
 /// regression are both fitted, the one with the lower validation log loss is kept.
