@@ -9,7 +9,7 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 use crate::backfill::{self, BackfillStage};
-use crate::cli::{self, Cli, Command, ConfigArgs, LogFormat, StageArgs, TableCommand};
+use crate::cli::{self, Cli, Command, ConfigArgs, LogFormat, StageArgs, SynthEffects, TableCommand};
 use crate::config::{self, Overrides, Settings, StageOptions, StageSettings};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
@@ -139,7 +139,11 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Synth(a) => {
             let settings = Settings::load(a.config.as_deref())?;
             let out = Storage::open(&a.output, &settings.storage_options(), true)?;
-            let cfg = synth::SynthConfig { users: a.users, days: a.days, seed: a.seed, start: a.start };
+            let effects = match a.effects {
+                SynthEffects::Home => synth::EffectShapes::Home,
+                SynthEffects::Turned => synth::EffectShapes::Turned,
+            };
+            let cfg = synth::SynthConfig { users: a.users, days: a.days, seed: a.seed, start: a.start, effects };
             let summary = synth::generate(&cfg, &out)?;
             tracing::info!(
                 users = summary.users,

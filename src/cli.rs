@@ -342,7 +342,19 @@ pub struct SynthArgs {
     /// Root to write the input tables (and `_truth/`) to.
     #[arg(long)]
     pub output: String,
+    /// Which family of message effects the world has: `home`, the one the uplift learners
+    /// were developed on, or `turned`, with other segments helped and harmed, other channel
+    /// strengths, reach and reading hours (README, "Two families of effects").
+    #[arg(long, value_enum, default_value_t = SynthEffects::Home)]
+    pub effects: SynthEffects,
     /// Pipeline configuration (TOML); only storage settings are used.
     #[arg(long, short = 'c', env = "RETAIN_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+/// `retain synth --effects`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SynthEffects {
+    Home,
+    Turned,
 }

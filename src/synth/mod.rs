@@ -35,6 +35,11 @@
 //! propensity, price sensitivity, an unobserved frailty, and a responsiveness to each
 //! message type (helpful for about a third, useless for about half, harmful for a tenth).
 //!
+//! How messages act on those traits comes in two families ([`EffectShapes`], `retain synth
+//! --effects`): `home`, which the uplift learners were developed on, and `turned`, where
+//! other users are helped and harmed and another channel is strongest, so that the
+//! learners are also measured where nobody tuned them (README, "Two families of effects").
+//!
 //! Day by day (order inside a day = order of the event times):
 //! 1. Weekly campaigns (every 7th day, 00:01–00:30 UTC) pick one message for each eligible
 //!    premium user: `payment_update_reminder` in dunning, `winback_offer` when cancelled,
@@ -108,6 +113,7 @@ use day::{Day, DayOut};
 use state::{State, Traits};
 use tables::UserIds;
 use truth::Episode;
+pub use world::EffectShapes;
 use world::{COUNTRIES, World};
 
 /// What world to make.
@@ -118,6 +124,8 @@ pub struct SynthConfig {
     pub seed: u64,
     /// The first day of data.
     pub start: NaiveDate,
+    /// How messages act on users.
+    pub effects: EffectShapes,
 }
 
 impl Default for SynthConfig {
@@ -127,6 +135,7 @@ impl Default for SynthConfig {
             days: 180,
             seed: 42,
             start: NaiveDate::from_ymd_opt(2026, 5, 25).expect("a valid date"),
+            effects: EffectShapes::Home,
         }
     }
 }
@@ -179,7 +188,7 @@ fn generate_with_stats(cfg: &SynthConfig, out: &Storage) -> Result<(SynthSummary
     if cfg.users > u32::MAX as usize / 2 || cfg.days > 10_000 {
         return Err(Error::config("synth: at most 2^31 users and 10,000 days"));
     }
-    let w = World::new(cfg.seed, cfg.days, cfg.start)?;
+    let w = World::new(cfg.seed, cfg.days, cfg.start, cfg.effects)?;
     let ids = UserIds::new(cfg.users);
     let traits: Vec<Traits> = (0..cfg.users as u32).into_par_iter().map(|u| population::traits(&w, u)).collect();
     let mut states: Vec<State> =

@@ -78,58 +78,84 @@ pub(crate) fn msg_delta_sum(msgs: &[Msg], extra: Option<&Msg>, d: i32) -> f64 {
 /// The log-hazard shift a message of type `ty` on channel `ch`, delivered on day `d`, has
 /// on this user's cancel hazard (and, negated, on a trial's conversion) for 30 days.
 /// Negative helps. `s` is the state at the end of day `d - 1`.
-pub(crate) fn message_delta(t: &Traits, s: &State, d: i32, ty: u8, ch: u8) -> f32 {
+pub(crate) fn message_delta(w: &World, t: &Traits, s: &State, d: i32, ty: u8, ch: u8) -> f32 {
     let resp = f64::from(t.resp[ty as usize]);
-    let base = match ty {
-        EDUCATION => {
-            let tenure = d - 1 - i32::from(s.sub_start);
-            let newness = if s.status == Status::Trial || tenure < 45 { 1.0 } else { 0.15 };
-            -0.7 * resp * newness
+    let tenure = d - 1 - i32::from(s.sub_start);
+    let faded = (fade(t, d - 1) / 0.8).min(1.0);
+    let (base, strength, annoyed) = match w.effects {
+        EffectShapes::Home => {
+            let base = match ty {
+                EDUCATION => {
+                    let newness = if s.status == Status::Trial || tenure < 45 { 1.0 } else { 0.15 };
+                    -0.7 * resp * newness
+                }
+                WINBACK => -f64::from(t.sens) * resp,
+                REMINDER => -0.1 * resp,
+                _ => -0.8 * resp * faded,
+            };
+            (base, CHANNEL_STRENGTH[ch as usize], [0.6, 0.15, 0.0][ch as usize])
         }
-        WINBACK => -f64::from(t.sens) * resp,
-        REMINDER => -0.1 * resp,
-        _ => -0.8 * resp * (fade(t, d - 1) / 0.8).min(1.0),
+        EffectShapes::Turned => {
+            let base = match ty {
+                EDUCATION => -0.7 * resp * if tenure >= 180 { 1.0 } else { 0.2 },
+                WINBACK => -(0.75 - f64::from(t.sens)) * resp,
+                REMINDER => -0.3 * resp,
+                _ => resp * (-0.6 + 0.9 * faded),
+            };
+            (base, [0.6, 1.0, 0.9][ch as usize], [0.2, 0.5, 0.0][ch as usize])
+        }
     };
-    let mut delta = base * CHANNEL_STRENGTH[ch as usize];
+    let mut delta = base * strength;
+    if t.annoy {
+        delta += annoyed;
+    }
     if ch == PUSH {
-        if t.annoy {
-            delta += 0.6;
-        }
         let recent =
             s.msgs.iter().filter(|m| m.channel() == PUSH && m.day_i32() > d - MESSAGE_DAYS && m.day_i32() < d).count();
         if recent >= 2 {
             delta += 0.15 * (recent as f64 - 1.0);
         }
-    } else if ch == EMAIL && t.annoy {
-        delta += 0.15;
     }
     delta as f32
 }
 
 /// The chance that a message sent on day `d` reaches the user (state at end of `d - 1`).
-pub(crate) fn delivery_prob(s: &State, d: i32, ch: u8) -> f64 {
+pub(crate) fn delivery_prob(w: &World, s: &State, d: i32, ch: u8) -> f64 {
+    let turned = w.effects == EffectShapes::Turned;
     match ch {
-        PUSH => {
-            if s.push_opt {
+        PUSH if s.push_opt => {
+            if turned {
+                0.8
+            } else {
                 0.97
-            } else {
-                0.0
             }
         }
-        EMAIL => {
-            if s.email_opt {
-                0.98
-            } else {
-                0.0
-            }
-        }
-        _ => {
-            if i32::from(s.last_active) >= d - 7 {
-                1.0
-            } else {
-                0.0
-            }
-        }
+        EMAIL if s.email_opt => 0.98,
+        IN_APP if i32::from(s.last_active) >= d - if turned { 3 } else { 7 } => 1.0,
+        _ => 0.0,
+    }
+}
+
+/// The chance that a delivered message on `ch` makes the user unsubscribe from it.
+pub(crate) fn unsubscribe_prob(w: &World, t: &Traits, ch: u8) -> f64 {
+    let annoying = match w.effects {
+        EffectShapes::Home => [0.2, 0.2, 0.0],
+        EffectShapes::Turned => [0.08, 0.3, 0.0],
+    };
+    if ch == IN_APP {
+        0.0
+    } else if t.annoy {
+        annoying[ch as usize]
+    } else {
+        0.004
+    }
+}
+
+/// Hours after their usual listening hour that users read a message on `ch`.
+pub(crate) fn reading_delay_hours(w: &World, ch: u8) -> f64 {
+    match (w.effects, ch) {
+        (EffectShapes::Turned, EMAIL) => 4.0,
+        _ => 0.0,
     }
 }
 

@@ -13,6 +13,15 @@ fn world(users: usize, days: u32, seed: u64) -> (tempfile::TempDir, Storage, Syn
     world_on(users, days, seed, None)
 }
 
+/// A world of the given family of effects.
+fn world_of(effects: EffectShapes, users: usize, days: u32, seed: u64) -> (tempfile::TempDir, Storage) {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Storage::open(dir.path().to_str().unwrap(), &StorageOptions::default(), true).unwrap();
+    let cfg = SynthConfig { users, days, seed, effects, ..Default::default() };
+    generate(&cfg, &st).unwrap();
+    (dir, st)
+}
+
 /// A world generated on a rayon pool of `threads` threads (the global pool when `None`).
 fn world_on(
     users: usize,
@@ -26,7 +35,8 @@ fn world_on(
     }
     let dir = tempfile::tempdir().unwrap();
     let st = Storage::open(dir.path().to_str().unwrap(), &StorageOptions::default(), true).unwrap();
-    let cfg = SynthConfig { users, days, seed, start: NaiveDate::from_ymd_opt(2026, 5, 25).unwrap() };
+    let cfg =
+        SynthConfig { users, days, seed, start: NaiveDate::from_ymd_opt(2026, 5, 25).unwrap(), ..Default::default() };
     let (summary, stats) = generate_with_stats(&cfg, &st).unwrap();
     (dir, st, summary, stats)
 }
@@ -440,5 +450,57 @@ fn every_message_and_episode_has_its_truth() {
         let h = hz.get_as_series(i).unwrap();
         assert_eq!(h.len(), 30);
         assert!(h.f64().unwrap().iter().flatten().all(|x| (0.0..=1.0).contains(&x)));
+    }
+}
+
+/// The second family of effects (`--effects turned`) is another answer on the same
+/// tables: other users helped and harmed, another strongest channel, e-mails read later.
+#[test]
+fn the_turned_family_helps_other_users_on_other_channels() {
+    type Effects = HashMap<(String, String, String), f64>;
+    let effects_of = |st: &Storage| -> Effects {
+        let df = st.read_parquet("_truth/message_effects.parquet").unwrap();
+        let text = |c: &str| df.column(c).unwrap().str().unwrap().iter().map(|v| v.unwrap().to_string()).collect();
+        let (u, t, c): (Vec<String>, Vec<String>, Vec<String>) =
+            (text("user_id"), text("message_type"), text("channel"));
+        let e = df.column("effect").unwrap().f64().unwrap();
+        (0..df.height()).map(|i| ((u[i].clone(), t[i].clone(), c[i].clone()), e.get(i).unwrap())).collect()
+    };
+    let (_h, home) = world_of(EffectShapes::Home, 3000, 150, 5);
+    let (_t, turned) = world_of(EffectShapes::Turned, 3000, 150, 5);
+    let (home, turned) = (effects_of(&home), effects_of(&turned));
+    // Which channel is stronger: the share of users a win-back offer helps more by e-mail
+    // than by push (among those who can get both).
+    let email_wins = |e: &Effects| {
+        let (mut wins, mut n) = (0usize, 0usize);
+        for ((u, t, c), push) in e.iter().filter(|((_, t, c), x)| t == "winback_offer" && c == "push" && **x != 0.0) {
+            let email = e[&(u.clone(), t.clone(), "email".to_string())];
+            if email != 0.0 && c == "push" {
+                n += 1;
+                wins += usize::from(email < *push);
+            }
+        }
+        wins as f64 / n.max(1) as f64
+    };
+    let (h, t) = (email_wins(&home), email_wins(&turned));
+    eprintln!("win-back offers that help more by e-mail than by push: home {h:.2}, turned {t:.2}");
+    assert!(h < 0.5 && t > 0.5, "push is the stronger channel at home, e-mail in the turned world");
+    // Who is helped: over the users premium in both worlds, the effects of a message
+    // type barely agree between the families (nudges: those helped at home are harmed).
+    for ty in ["premium_education", "content_nudge"] {
+        let pairs: Vec<(f64, f64)> = home
+            .iter()
+            .filter(|((_, t, c), _)| t == ty && c == "in_app")
+            .filter_map(|(k, h)| turned.get(k).map(|t| (*h, *t)))
+            .filter(|(h, t)| *h != 0.0 && *t != 0.0)
+            .collect();
+        let n = pairs.len() as f64;
+        let (mh, mt) = (pairs.iter().map(|p| p.0).sum::<f64>() / n, pairs.iter().map(|p| p.1).sum::<f64>() / n);
+        let cov: f64 = pairs.iter().map(|(h, t)| (h - mh) * (t - mt)).sum();
+        let var = |f: &dyn Fn(&(f64, f64)) -> f64, m: f64| pairs.iter().map(|p| (f(p) - m).powi(2)).sum::<f64>();
+        let r = cov / (var(&|p| p.0, mh) * var(&|p| p.1, mt)).sqrt();
+        eprintln!("{ty} in-app: {} users, correlation of effects between the families {r:.2}", pairs.len());
+        assert!(pairs.len() > 100, "{ty}: users to compare");
+        assert!(r < 0.5, "{ty}: the turned family helps other users ({r:.2})");
     }
 }

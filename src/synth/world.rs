@@ -182,8 +182,28 @@ pub(crate) const IN_APP: u8 = 2;
 pub(crate) const CAMPAIGN_WEEKDAY: i32 = 2;
 
 /// Everything about the world that does not depend on a user.
+/// Which family of message effects the world has: who each message helps and harms, how
+/// strong each channel is, who it reaches, and when its messages are read. The uplift
+/// learners were developed on `Home`; `Turned` exists so that they are also measured on
+/// effects nobody tuned them on (the same features and tables, other answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EffectShapes {
+    /// Education helps new subscribers, win-back offers the price-sensitive, nudges the
+    /// users whose listening fades; push is the strongest channel and annoys 8% of users.
+    #[default]
+    Home,
+    /// Education helps long-standing subscribers, win-back offers harm the most
+    /// price-sensitive and help the rest, nudges help steady listeners and harm those
+    /// fading; e-mail is the strongest channel and the one that annoys, push reaches fewer
+    /// users, in-app only those active in the last three days, and e-mails are read four
+    /// hours after the usual listening hour.
+    Turned,
+}
+
 pub(crate) struct World {
     pub(crate) seed: u64,
+    /// How messages act on users (see [`EffectShapes`]).
+    pub(crate) effects: EffectShapes,
     pub(crate) days: i32,
     pub(crate) start: NaiveDate,
     /// Day index of each country's price rise (`i32::MAX` when none).
@@ -200,7 +220,7 @@ pub(crate) struct World {
 }
 
 impl World {
-    pub(crate) fn new(seed: u64, days: u32, start: NaiveDate) -> Result<Self> {
+    pub(crate) fn new(seed: u64, days: u32, start: NaiveDate, effects: EffectShapes) -> Result<Self> {
         let days = i32::try_from(days).map_err(|_| Error::config("synth: too many days"))?;
         let mut zones = Vec::new();
         let mut zone_offset = Vec::new();
@@ -218,6 +238,7 @@ impl World {
         let epoch0 = start.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp();
         Ok(World {
             seed,
+            effects,
             days,
             start,
             rise_day,

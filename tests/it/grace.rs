@@ -144,7 +144,7 @@ fn recommendations_capture_most_of_the_oracle_gain_over_a_fixed_week() {
     let store = Storage::open(dir.path().to_str().unwrap(), &StorageOptions::default(), true).unwrap();
     let start = NaiveDate::from_ymd_opt(2026, 5, 25).unwrap();
     let days = 180;
-    generate(&SynthConfig { users: 8000, days, seed: 2027, start }, &store).unwrap();
+    generate(&SynthConfig { users: 8000, days, seed: 2027, start, ..Default::default() }, &store).unwrap();
     let s = start + Duration::days(days as i64 - 1);
     let lookback = retain::grace::lookback(Lookback::new(30), &Grace::default(), s, s);
     let inputs = Inputs::load(&store, s, s, lookback).unwrap();

@@ -173,7 +173,13 @@ fn the_champion_comes_close_to_the_true_probabilities() {
     use retain::inputs::{Inputs, Lookback};
     // Large enough that the comparison is not noise: ~3,700 premium users per snapshot.
     let world = tempfile::tempdir().unwrap();
-    let cfg = retain::synth::SynthConfig { users: 8000, days: 240, seed: 11, start: "2026-03-26".parse().unwrap() };
+    let cfg = retain::synth::SynthConfig {
+        users: 8000,
+        days: 240,
+        seed: 11,
+        start: "2026-03-26".parse().unwrap(),
+        ..Default::default()
+    };
     retain::synth::generate(&cfg, &open_for_write(world.path())).unwrap();
     // Validated on S − H = 2026-10-16, a week the generator wrote its truth for.
     let validated_on: chrono::NaiveDate = "2026-10-16".parse().unwrap();

@@ -33,8 +33,13 @@ fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
         let world = tempfile::tempdir().unwrap();
-        let cfg =
-            retain::synth::SynthConfig { users: 30_000, days: 200, seed: 31, start: "2026-05-05".parse().unwrap() };
+        let cfg = retain::synth::SynthConfig {
+            users: 30_000,
+            days: 200,
+            seed: 31,
+            start: "2026-05-05".parse().unwrap(),
+            ..Default::default()
+        };
         retain::synth::generate(&cfg, &open_for_write(world.path())).unwrap();
         let config = world.path().join("monitor.toml");
         std::fs::write(&config, CONFIG).unwrap();

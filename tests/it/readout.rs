@@ -104,8 +104,13 @@ fn worlds() -> &'static Worlds {
     static W: OnceLock<Worlds> = OnceLock::new();
     W.get_or_init(|| {
         let world = tempfile::tempdir().unwrap();
-        let cfg =
-            retain::synth::SynthConfig { users: 100_000, days: 120, seed: 23, start: "2026-07-24".parse().unwrap() };
+        let cfg = retain::synth::SynthConfig {
+            users: 100_000,
+            days: 120,
+            seed: 23,
+            start: "2026-07-24".parse().unwrap(),
+            ..Default::default()
+        };
         retain::synth::generate(&cfg, &open_for_write(world.path())).unwrap();
         let config = world.path().join("readout.toml");
         std::fs::write(&config, "[readout]\nweeks = 17\n").unwrap();

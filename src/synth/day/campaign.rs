@@ -54,8 +54,8 @@ impl Day<'_> {
         let propensity = p_type / n as f64 * if treated { p_treat } else { 1.0 - p_treat };
         let ts = w.ts(d, r.range(W_CAMPAIGN.0, W_CAMPAIGN.1));
 
-        let msg = Msg::new(d, ty, ch, model::message_delta(t, s, d, ty, ch));
-        let p_deliver = model::delivery_prob(s, d, ch);
+        let msg = Msg::new(d, ty, ch, model::message_delta(w, t, s, d, ty, ch));
+        let p_deliver = model::delivery_prob(w, s, d, ch);
         let h = Horizon::new(w, t, s, d - 1);
         let effect = if p_deliver > 0.0 { p_deliver * (h.p_churn(Some(&msg)) - h.p_churn(None)) } else { 0.0 };
         out.log_effects.push((self.u, effect));
@@ -84,10 +84,10 @@ impl Day<'_> {
                 let engaged = (0.4 * (f64::from(t.zbase) + model::rel(t, d))).exp().min(2.5);
                 let p_open = [0.15, 0.22, 0.5][ch as usize] * engaged;
                 if o.chance(p_open.min(0.95)) {
-                    row.opened_at = Some(self.local_time_after(ts, &mut o));
+                    row.opened_at = Some(self.local_time_after(ts, model::reading_delay_hours(w, ch), &mut o));
                     row.clicked = o.chance((0.25 + 0.3 * f64::from(-msg.delta).max(0.0)).min(0.9));
                 }
-                if ch != IN_APP && o.chance(if t.annoy { 0.2 } else { 0.004 }) {
+                if ch != IN_APP && o.chance(model::unsubscribe_prob(w, t, ch)) {
                     row.unsubscribed = true;
                     if ch == PUSH {
                         s.push_opt = false;
@@ -100,10 +100,12 @@ impl Day<'_> {
         out.messages.push(row);
     }
 
-    /// The first time after `after` that is around the user's usual local listening hour.
-    fn local_time_after(&self, after: i64, r: &mut Stream) -> i64 {
+    /// The first time after `after` that is around the user's usual local listening hour,
+    /// `delay` hours later.
+    fn local_time_after(&self, after: i64, delay: f64, r: &mut Stream) -> i64 {
         let zone = self.w.zones[self.t.zone as usize];
-        let secs = ((f64::from(self.t.hour) + 0.5 + 0.75 * r.normal()).clamp(0.0, 23.99) * 3600.0) as i64;
+        let hour = f64::from(self.t.hour) + delay + 0.5 + 0.75 * r.normal();
+        let secs = (hour.clamp(0.0, 23.99) * 3600.0) as i64;
         for day in [self.d, self.d + 1, self.d + 2] {
             let local = self.w.date(day).and_hms_opt(0, 0, 0).expect("midnight") + chrono::Duration::seconds(secs);
             if let Some(t) = zone.from_local_datetime(&local).earliest() {

@@ -47,8 +47,8 @@ impl Day<'_> {
             if last {
                 for ty in 0..4u8 {
                     for ch in 0..3u8 {
-                        let m = Msg::new(d + 1, ty, ch, model::message_delta(t, s, d + 1, ty, ch));
-                        let p = model::delivery_prob(s, d + 1, ch);
+                        let m = Msg::new(d + 1, ty, ch, model::message_delta(w, t, s, d + 1, ty, ch));
+                        let p = model::delivery_prob(w, s, d + 1, ch);
                         let effect = if p > 0.0 { p * (h.p_churn(Some(&m)) - base) } else { 0.0 };
                         out.effects.push((self.u, ty, ch, effect));
                     }
