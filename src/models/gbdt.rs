@@ -255,87 +255,81 @@ impl GbdtModel {
         threads: usize,
     ) -> Result<Self> {
         let threads = threads.max(1);
-        with_thread_count(threads, || Self::fit_rows_alone(objective, train, valid, categorical, params, threads))
-    }
+        // Every LightGBM call of the fit, from the datasets to the saved model, inside the gate.
+        with_thread_count(threads, || {
+            let cats = categorical.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+            // Linear leaves need the raw values kept in the dataset, so the dataset is told too.
+            let linear = match params.linear_leaves {
+                Some(lambda) => format!(" linear_tree=true linear_lambda={lambda}"),
+                None => String::new(),
+            };
+            let dataset_params = format!(
+                "max_bin=255 verbosity=-1 seed={seed} num_threads={threads}{cat}{linear}",
+                seed = params.seed.unwrap_or(DEFAULT_SEED),
+                threads = threads.max(1),
+                cat = if cats.is_empty() { String::new() } else { format!(" categorical_feature={cats}") }
+            );
+            let to_f32 = |v: &[f64]| v.iter().map(|&y| y as f32).collect::<Vec<f32>>();
+            let train_ds = dataset(train.x, &to_f32(train.y), train.weights, &dataset_params, None)?;
+            let valid_ds = dataset(valid.x, &to_f32(valid.y), valid.weights, &dataset_params, Some(&train_ds))?;
+            let (objective, metric) = match objective {
+                Objective::Binary => ("binary", "binary_logloss"),
+                Objective::Regression => ("regression", "l2"),
+                Objective::CrossEntropy => ("cross_entropy", "cross_entropy"),
+            };
+            let booster_params = format!(
+                "objective={objective} metric={metric} learning_rate={lr} num_leaves={leaves} \
+                 min_data_in_leaf={min_leaf} feature_fraction={ff} bagging_fraction={bf} bagging_freq=1 \
+                 lambda_l2={l2} num_threads={threads} seed={seed} deterministic=true force_col_wise=true \
+                 verbosity=-1{linear}",
+                lr = params.learning_rate,
+                leaves = params.num_leaves,
+                min_leaf = params.min_data_in_leaf,
+                ff = params.feature_fraction,
+                bf = params.bagging_fraction,
+                l2 = params.lambda_l2,
+                threads = threads.max(1),
+                seed = params.seed.unwrap_or(DEFAULT_SEED),
+            );
+            let booster_params = CString::new(booster_params).map_err(Error::internal)?;
+            let mut handle = std::ptr::null_mut();
+            // SAFETY: `train_ds` is a live dataset; `handle` receives a new booster.
+            check(
+                unsafe { sys::LGBM_BoosterCreate(train_ds.0, booster_params.as_ptr(), &mut handle) },
+                "creating a booster",
+            )?;
+            let booster = Booster(handle);
+            // SAFETY: `valid_ds` was built with `train_ds` as reference and outlives the booster's use.
+            check(unsafe { sys::LGBM_BoosterAddValidData(booster.0, valid_ds.0) }, "adding validation data")?;
 
-    /// [`GbdtModel::fit_rows`], inside [`with_thread_count`].
-    fn fit_rows_alone(
-        objective: Objective,
-        train: &Rows,
-        valid: &Rows,
-        categorical: &[usize],
-        params: &GbdtParams,
-        threads: usize,
-    ) -> Result<Self> {
-        let cats = categorical.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
-        // Linear leaves need the raw values kept in the dataset, so the dataset is told too.
-        let linear = match params.linear_leaves {
-            Some(lambda) => format!(" linear_tree=true linear_lambda={lambda}"),
-            None => String::new(),
-        };
-        let dataset_params = format!(
-            "max_bin=255 verbosity=-1 seed={seed} num_threads={threads}{cat}{linear}",
-            seed = params.seed.unwrap_or(DEFAULT_SEED),
-            threads = threads.max(1),
-            cat = if cats.is_empty() { String::new() } else { format!(" categorical_feature={cats}") }
-        );
-        let to_f32 = |v: &[f64]| v.iter().map(|&y| y as f32).collect::<Vec<f32>>();
-        let train_ds = dataset(train.x, &to_f32(train.y), train.weights, &dataset_params, None)?;
-        let valid_ds = dataset(valid.x, &to_f32(valid.y), valid.weights, &dataset_params, Some(&train_ds))?;
-        let (objective, metric) = match objective {
-            Objective::Binary => ("binary", "binary_logloss"),
-            Objective::Regression => ("regression", "l2"),
-            Objective::CrossEntropy => ("cross_entropy", "cross_entropy"),
-        };
-        let booster_params = format!(
-            "objective={objective} metric={metric} learning_rate={lr} num_leaves={leaves} \
-             min_data_in_leaf={min_leaf} feature_fraction={ff} bagging_fraction={bf} bagging_freq=1 \
-             lambda_l2={l2} num_threads={threads} seed={seed} deterministic=true force_col_wise=true \
-             verbosity=-1{linear}",
-            lr = params.learning_rate,
-            leaves = params.num_leaves,
-            min_leaf = params.min_data_in_leaf,
-            ff = params.feature_fraction,
-            bf = params.bagging_fraction,
-            l2 = params.lambda_l2,
-            threads = threads.max(1),
-            seed = params.seed.unwrap_or(DEFAULT_SEED),
-        );
-        let booster_params = CString::new(booster_params).map_err(Error::internal)?;
-        let mut handle = std::ptr::null_mut();
-        // SAFETY: `train_ds` is a live dataset; `handle` receives a new booster.
-        check(
-            unsafe { sys::LGBM_BoosterCreate(train_ds.0, booster_params.as_ptr(), &mut handle) },
-            "creating a booster",
-        )?;
-        let booster = Booster(handle);
-        // SAFETY: `valid_ds` was built with `train_ds` as reference and outlives the booster's use.
-        check(unsafe { sys::LGBM_BoosterAddValidData(booster.0, valid_ds.0) }, "adding validation data")?;
-
-        let (mut best, mut best_loss, mut since_best) = (0u32, f64::INFINITY, 0u32);
-        for iteration in 1..=params.num_rounds {
-            let mut finished = 0;
-            // SAFETY: a live booster.
-            check(unsafe { sys::LGBM_BoosterUpdateOneIter(booster.0, &mut finished) }, "boosting")?;
-            if finished != 0 {
-                break;
-            }
-            let mut out_len = 0;
-            let mut loss = [0.0f64; 1];
-            // SAFETY: one metric is configured, so one value is written for data index 1.
-            check(unsafe { sys::LGBM_BoosterGetEval(booster.0, 1, &mut out_len, loss.as_mut_ptr()) }, "evaluating")?;
-            if loss[0] < best_loss - 1e-12 {
-                (best, best_loss, since_best) = (iteration, loss[0], 0);
-            } else {
-                since_best += 1;
-                if since_best >= params.early_stopping_rounds {
+            let (mut best, mut best_loss, mut since_best) = (0u32, f64::INFINITY, 0u32);
+            for iteration in 1..=params.num_rounds {
+                let mut finished = 0;
+                // SAFETY: a live booster.
+                check(unsafe { sys::LGBM_BoosterUpdateOneIter(booster.0, &mut finished) }, "boosting")?;
+                if finished != 0 {
                     break;
                 }
+                let mut out_len = 0;
+                let mut loss = [0.0f64; 1];
+                // SAFETY: one metric is configured, so one value is written for data index 1.
+                check(
+                    unsafe { sys::LGBM_BoosterGetEval(booster.0, 1, &mut out_len, loss.as_mut_ptr()) },
+                    "evaluating",
+                )?;
+                if loss[0] < best_loss - 1e-12 {
+                    (best, best_loss, since_best) = (iteration, loss[0], 0);
+                } else {
+                    since_best += 1;
+                    if since_best >= params.early_stopping_rounds {
+                        break;
+                    }
+                }
             }
-        }
-        let best = best.max(1);
-        let model = save_model(&booster, best)?;
-        Ok(GbdtModel { model, best_iteration: best, predict_threads: threads.max(1), explainer: OnceLock::new() })
+            let best = best.max(1);
+            let model = save_model(&booster, best)?;
+            Ok(GbdtModel { model, best_iteration: best, predict_threads: threads, explainer: OnceLock::new() })
+        })
     }
 
     /// A stored text model; it must load in LightGBM.

@@ -11,7 +11,7 @@ use tracing::info;
 
 use crate::config::StageSettings;
 use crate::contract;
-use crate::error::{PolarsContext, Result};
+use crate::error::{Error, PolarsContext, Result};
 use crate::inputs::{EFFECT_WINDOW_DAYS, Inputs, Lookback, SetAside, UserSubset, date_lit};
 use crate::resources::{self, RssSampler};
 use crate::storage::{Commit, Storage};
@@ -328,4 +328,13 @@ fn quarantine_summary(aside: &[SetAside], stage: &StageSettings) -> Result<Value
         );
     }
     Ok(json!({ "max_share": stage.settings.inputs.quarantine_share, "tables": tables }))
+}
+
+/// The commands that fit models in the stage: with shards these would refit per shard,
+/// which a night of shards never does (README, "Shards").
+pub(super) fn refuse_shard(stage: &StageSettings, command: &str, instead: &str) -> Result<()> {
+    match stage.shard {
+        Some(shard) => Err(Error::Usage(format!("`retain {command}` does not take --shard ({shard}): {instead}"))),
+        None => Ok(()),
+    }
 }

@@ -5,28 +5,36 @@
 //! every table for S is complete, and bad input stops the run before anything is written.
 //! The single-stage commands read what earlier stages committed (`features` and the model
 //! for `score`, `scores` for `interventions`) and write their own table and manifest.
+//!
+//! Here: `run` and the single-stage commands. Beside it, one job each: `context` (the
+//! roots, inputs, timings and manifest every command shares), `watch` (the night's checks
+//! and `--fail-on`), `shards` (candidates, prices, a shard's plan, the commit of a night of
+//! shards), `summary` (what a manifest says of a published table).
 
 mod context;
+mod shards;
+mod summary;
+mod watch;
 
 use chrono::NaiveDate;
 use polars::prelude::*;
 use serde_json::{Value, json};
 use tracing::info;
 
-use crate::config::FailOn;
-use crate::config::{Settings, StageSettings};
+use crate::config::StageSettings;
 use crate::error::{Error, Result};
 use crate::inputs::Inputs;
 use crate::models::ModelArtifact;
-use crate::shard::Shard;
-use crate::storage::{Commit, Storage};
 use crate::{contract, features, grace, interventions, monitor, readout, score, train};
 
 pub use context::{Context, Reads};
+pub(crate) use shards::{candidates_only, commit_shards, prices};
+pub(crate) use watch::monitor_only;
 
-fn table_summary(commit: &Commit) -> Value {
-    json!({ "rows": commit.rows, "files": commit.files.iter().map(|f| &f.name).collect::<Vec<_>>() })
-}
+use context::refuse_shard;
+use shards::{attach_targeting, interventions_of_shard};
+use summary::{intervention_summary, table_summary};
+use watch::{fail_on, monitor_night, reference_of, validation_of};
 
 /// Outputs of scoring and planning for one snapshot, before publication.
 struct Night {
@@ -35,15 +43,6 @@ struct Night {
     scores: DataFrame,
     interventions: interventions::Outcome,
     grace: grace::GraceOutput,
-}
-
-/// The commands that fit models in the stage: with shards these would refit per shard,
-/// which a night of shards never does (README, "Shards").
-fn refuse_shard(stage: &StageSettings, command: &str, instead: &str) -> Result<()> {
-    match stage.shard {
-        Some(shard) => Err(Error::Usage(format!("`retain {command}` does not take --shard ({shard}): {instead}"))),
-        None => Ok(()),
-    }
 }
 
 /// `retain run`: the whole nightly pipeline.
@@ -101,163 +100,6 @@ pub(crate) fn run_all(stage: StageSettings) -> Result<()> {
     fail_on(&ctx.stage, worst, &monitor_report)
 }
 
-/// The training snapshots' feature distributions saved with the model, and which snapshots.
-fn reference_of(ctx: &Context, artifact: &ModelArtifact) -> Result<Option<(Vec<u8>, String)>> {
-    if !artifact.attachments.contains_key(train::FEATURE_REFERENCE) {
-        return Ok(None);
-    }
-    let bytes = train::attachment(&ctx.output, ctx.stage.as_of, artifact, train::FEATURE_REFERENCE)?;
-    let on = &artifact.trained_on;
-    let text = match (on.iter().min(), on.iter().max()) {
-        (Some(a), Some(b)) => format!("{} snapshots {a} to {b} and {}", on.len(), artifact.validated_on),
-        _ => artifact.validated_on.to_string(),
-    };
-    Ok(Some((bytes, text)))
-}
-
-/// The churn champion's validation AUC and the snapshot it was measured on.
-fn validation_of(artifact: &ModelArtifact) -> Option<(f64, NaiveDate)> {
-    let champion = artifact.target(crate::models::Target::Churn).ok()?.champion().ok()?;
-    champion.validation.auc.is_finite().then_some((champion.validation.auc, artifact.validated_on))
-}
-
-/// Monitor night S: publish `monitor` and `monitor_backtest`, write the night's page.
-/// Returns the tables' summaries, the manifest's part and the worst status.
-fn monitor_night(
-    ctx: &mut Context,
-    inputs: &Inputs,
-    night: monitor::Night,
-) -> Result<(serde_json::Map<String, Value>, Value, monitor::Status)> {
-    let s = ctx.stage.as_of;
-    let settings = ctx.stage.settings.clone();
-    let earlier_backtest = latest_before(&ctx.output, monitor::BACKTEST_TABLE, s)?;
-    let mut links = Vec::new();
-    for (name, file) in [
-        ("models", "models.html"),
-        ("interventions", "interventions.html"),
-        ("grace", "grace.html"),
-        ("experiment readouts", "readout.html"),
-    ] {
-        if ctx.output.exists(&format!("reports/snapshot={s}/{file}"))? {
-            links.push((name.to_string(), file.to_string()));
-        }
-    }
-    let out = ctx.timed("monitor", |c| {
-        let earlier = |table: &str, d: NaiveDate, columns: &[&str]| -> Result<Option<DataFrame>> {
-            let Some(lf) = c.output.scan_committed(table, d)? else { return Ok(None) };
-            let df = lf.select(columns.iter().map(|n| col(*n)).collect::<Vec<_>>()).collect();
-            Ok(Some(crate::error::PolarsContext::ctx(df, format!("reading table `{table}` of {d}"))?))
-        };
-        monitor::monitor(
-            &c.input,
-            inputs,
-            s,
-            settings.horizon_days,
-            &settings.monitor,
-            &night,
-            &earlier,
-            earlier_backtest,
-            &links,
-        )
-    })?;
-    let mut tables = serde_json::Map::new();
-    for (name, df) in [(contract::MONITOR.name, &out.table), (monitor::BACKTEST_TABLE, &out.backtest)] {
-        let c = ctx.publish(name, df)?;
-        tables.insert(name.to_string(), table_summary(&c));
-    }
-    ctx.output.write_bytes(&monitor::report_path(s), out.html.clone().into_bytes().into())?;
-    Ok((tables, out.report, out.worst))
-}
-
-/// The newest committed partition of `table` before snapshot `s`, if any.
-fn latest_before(output: &Storage, table: &str, s: NaiveDate) -> Result<Option<DataFrame>> {
-    let mut dates: Vec<NaiveDate> = output
-        .list_dirs(table)?
-        .iter()
-        .filter_map(|d| NaiveDate::parse_from_str(d.strip_prefix("snapshot=")?, "%Y-%m-%d").ok())
-        .filter(|d| *d < s)
-        .collect();
-    dates.sort();
-    for d in dates.into_iter().rev() {
-        if output.committed(table, d)?.is_some() {
-            return Ok(Some(output.read_committed(table, d)?));
-        }
-    }
-    Ok(None)
-}
-
-/// `--fail-on`: exit 3 when a check reached the level, after every output was written.
-fn fail_on(stage: &StageSettings, worst: monitor::Status, report: &Value) -> Result<()> {
-    let level = match stage.settings.monitor.fail_on {
-        FailOn::Never => return Ok(()),
-        FailOn::Alert => monitor::Status::Alert,
-        FailOn::Warn => monitor::Status::Warn,
-    };
-    if worst < level {
-        return Ok(());
-    }
-    let listed: Vec<String> = report["alerts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(report["warnings"].as_array().into_iter().flatten())
-        .take(5)
-        .map(|a| {
-            format!(
-                "{} {} {} = {}",
-                a["check"].as_str().unwrap_or(""),
-                a["subject"].as_str().unwrap_or(""),
-                a["statistic"].as_str().unwrap_or(""),
-                a["value"]
-            )
-        })
-        .collect();
-    Err(Error::Alerted(format!(
-        "night {} has {} alert(s) and {} warning(s) (--fail-on {}): {}",
-        stage.as_of,
-        report["alert"],
-        report["warn"],
-        worst.name(),
-        listed.join("; ")
-    )))
-}
-
-/// `retain monitor`: the checks of night S over what the night's commands committed.
-pub(crate) fn monitor_only(stage: StageSettings) -> Result<()> {
-    refuse_shard(&stage, "monitor", "run it once after `retain commit`: it reads the night's committed tables")?;
-    let mut ctx = Context::open(stage, 2)?;
-    let s = ctx.stage.as_of;
-    let settings = ctx.stage.settings.clone();
-    let (first, lookback) = monitor::reads(s, settings.horizon_days, &settings.monitor);
-    let lookback = lookback.reading(&settings.inputs);
-    let inputs = ctx.timed("read inputs", |c| Inputs::load(&c.input, first, s, lookback))?;
-    let committed = |table: &str| -> Result<Option<DataFrame>> {
-        match ctx.output.committed(table, s)? {
-            Some(_) => Ok(Some(ctx.output.read_committed(table, s)?)),
-            None => Ok(None),
-        }
-    };
-    let artifact = match train::load(&ctx.output, s) {
-        Ok(a) => Some(a),
-        Err(Error::Data(_)) => None,
-        Err(e) => return Err(e),
-    };
-    let night = monitor::Night {
-        features: committed("features")?,
-        reference: match &artifact {
-            Some(a) => reference_of(&ctx, a)?,
-            None => None,
-        },
-        validation: artifact.as_ref().and_then(validation_of),
-        scores: committed(contract::SCORES.name)?,
-        interventions: committed(contract::INTERVENTIONS.name)?,
-        grace: committed(contract::GRACE.name)?,
-    };
-    let (tables, report, worst) = monitor_night(&mut ctx, &inputs, night)?;
-    ctx.write_manifest("monitor", Some(&inputs), Value::Object(tables), json!({ "monitor": report }))?;
-    fail_on(&ctx.stage, worst, &report)
-}
-
 fn compute_night(ctx: &mut Context, inputs: &Inputs) -> Result<Night> {
     let s = ctx.stage.as_of;
     let features = ctx.timed("features", |_| features::build(inputs, s))?;
@@ -271,24 +113,6 @@ fn compute_night(ctx: &mut Context, inputs: &Inputs) -> Result<Night> {
     })?;
     let grace = ctx.timed("grace", |c| grace::recommend_all(inputs, s, &c.stage.grace))?;
     Ok(Night { features, artifact, scores, interventions, grace })
-}
-
-fn intervention_summary(df: &DataFrame) -> Result<Value> {
-    use crate::error::PolarsContext;
-    let by = df
-        .clone()
-        .lazy()
-        .group_by([col("group"), col("channel"), col("action")])
-        .agg([len().alias("users"), col("expected_uplift").sum().alias("expected_uplift")])
-        .sort(["group", "channel", "action"], SortMultipleOptions::default())
-        .collect()
-        .ctx("summarising interventions")?;
-    let mut rows = Vec::new();
-    for i in 0..by.height() {
-        let row = by.get_row(i).ctx("summary row")?;
-        rows.push(json!(row.0.iter().map(|v| v.to_string()).collect::<Vec<_>>()));
-    }
-    Ok(json!({ "columns": ["group", "channel", "action", "users", "expected_uplift"], "rows": rows }))
 }
 
 /// `retain features`.
@@ -364,174 +188,6 @@ pub(crate) fn interventions_only(stage: StageSettings) -> Result<()> {
         Some(&inputs),
         json!({ "interventions": table_summary(&c) }),
         json!({ "interventions": out.report, "intervention_list": intervention_summary(&out.table)? }),
-    )
-}
-
-/// The name the uplift models and tonight's targeting are saved under with the model artifact.
-const INTERVENTIONS: &str = "interventions";
-/// The table of a shard's candidates (its first phase of the interventions).
-const CANDIDATES: &str = "intervention_candidates";
-
-/// Save tonight's targeting with the models, for shards to plan with.
-fn attach_targeting(artifact: &mut ModelArtifact, targeting: &interventions::Targeting) -> Result<()> {
-    artifact.attach(INTERVENTIONS, serde_json::to_vec(targeting).map_err(Error::internal)?);
-    Ok(())
-}
-
-fn load_targeting(ctx: &Context) -> Result<interventions::Targeting> {
-    let s = ctx.stage.as_of;
-    let artifact = train::load(&ctx.output, s)?;
-    let bytes = train::attachment(&ctx.output, s, &artifact, INTERVENTIONS)?;
-    interventions::Targeting::from_json(&bytes, s, &ctx.stage.interventions)
-}
-
-/// `retain candidates --shard K/N`: a shard's users' best arms per channel, kept for its
-/// plan, and their summary (in the shard's marker) for `retain prices`.
-pub(crate) fn candidates_only(stage: StageSettings) -> Result<()> {
-    if stage.shard.is_none() {
-        return Err(Error::Usage(
-            "`retain candidates` is a shard's first phase of the interventions: give --shard K/N (one process plans \
-             with `retain interventions`)"
-                .into(),
-        ));
-    }
-    let mut ctx = Context::open(stage, 1)?;
-    if ctx.shard_already_done(&[CANDIDATES])? {
-        return Ok(());
-    }
-    let features = ctx.read_table("features")?;
-    let targeting = load_targeting(&ctx)?;
-    // Prices weigh the value in their currencies: the shard's billing says which.
-    let currencies = if ctx.stage.interventions.value.value_months > 0.0 {
-        let inputs = ctx.load_inputs(Reads { history: false, grace: false, sample: false })?;
-        Some(interventions::currencies(&inputs, ctx.stage.as_of)?)
-    } else {
-        None
-    };
-    let (table, summary) = ctx.timed("candidates", |c| {
-        interventions::candidates(&features, &targeting, &c.stage.interventions, currencies.as_ref())
-    })?;
-    let summary = serde_json::to_value(&summary).map_err(Error::internal)?;
-    let c = ctx.publish_with(CANDIDATES, &table, json!({ "summary": summary }))?;
-    ctx.write_manifest("candidates", None, json!({ CANDIDATES: table_summary(&c) }), Value::Null)
-}
-
-/// `retain prices`: the channel prices and each shard's quotas for night `s` of `count`
-/// shards, from every shard's candidate summary, in `runs/snapshot=S/prices.json`.
-pub(crate) fn prices(settings: &Settings, s: NaiveDate, count: u32) -> Result<()> {
-    if count == 0 {
-        return Err(Error::Usage("--shards must be at least 1".into()));
-    }
-    let started = std::time::Instant::now();
-    let output = Storage::open(&settings.output_root()?, &settings.storage_options(), true)?;
-    let (mut summaries, mut missing) = (Vec::new(), Vec::new());
-    for index in 0..count {
-        let shard = Shard { index, count };
-        match output.shard_committed(CANDIDATES, s, shard)? {
-            Some(c) => summaries.push(
-                serde_json::from_value::<interventions::Summary>(c.meta.get("summary").cloned().unwrap_or_default())
-                    .map_err(|e| {
-                        Error::data(format!("the candidates of shard {shard} have no readable summary: {e}"))
-                    })?,
-            ),
-            None => missing.push(shard.to_string()),
-        }
-    }
-    if !missing.is_empty() {
-        return Err(Error::data(format!(
-            "night {s} under {}: no candidates from shard(s) {}: run `retain candidates` for them first",
-            output.uri(),
-            missing.join(", ")
-        )));
-    }
-    let budgets = settings.interventions.budget.by_channel();
-    let priced = interventions::merge_budgets(&summaries, &budgets);
-    info!(prices = ?priced.prices, demand = ?priced.demand, rounds = priced.rounds, "channel prices");
-    let fields = json!({
-        "channels": contract::CHANNELS,
-        "prices": priced.prices,
-        "demand": priced.demand,
-        "budgets": priced.budgets,
-        "quotas": priced.quotas,
-        "rounds": priced.rounds,
-    });
-    write_night_manifest(&output, "prices", s, count, started, fields)
-}
-
-fn prices_path(s: NaiveDate) -> String {
-    format!("runs/snapshot={s}/prices.json")
-}
-
-/// The manifest of a step of the whole night of `count` shards (`prices`, `commit`):
-/// `runs/snapshot=S/<command>.json`, with what it cost and `fields`.
-fn write_night_manifest(
-    output: &Storage,
-    command: &str,
-    s: NaiveDate,
-    count: u32,
-    started: std::time::Instant,
-    fields: Value,
-) -> Result<()> {
-    let mut manifest = json!({
-        "command": command,
-        "as_of": s,
-        "shards": count,
-        "code_version": crate::version::code_version(),
-        "finished_at": chrono::Utc::now().to_rfc3339(),
-        "seconds": started.elapsed().as_secs_f64(),
-        "cpu_seconds": crate::resources::cpu_seconds(),
-        "peak_rss_bytes": crate::resources::process_peak_rss_bytes(),
-    });
-    if let (Some(m), Value::Object(fields)) = (manifest.as_object_mut(), fields) {
-        m.extend(fields);
-    }
-    let body = serde_json::to_vec_pretty(&manifest).map_err(Error::internal)?;
-    output.write_bytes(&format!("runs/snapshot={s}/{command}.json"), body.into())
-}
-
-/// `retain interventions --shard K/N`: the shard's plan under its quotas of the night's
-/// prices (`retain prices`), from its candidates.
-fn interventions_of_shard(stage: StageSettings) -> Result<()> {
-    let shard = stage.shard.expect("called with a shard");
-    let mut ctx = Context::open(stage, 2)?;
-    if ctx.shard_already_done(&[contract::INTERVENTIONS.name])? {
-        return Ok(());
-    }
-    let s = ctx.stage.as_of;
-    let rel = prices_path(s);
-    if !ctx.output.exists(&rel)? {
-        return Err(Error::data(format!(
-            "no prices for night {s} under {} ({rel}): run `retain prices --shards {}` first",
-            ctx.output.uri(),
-            shard.count
-        )));
-    }
-    let priced: Value = serde_json::from_slice(&ctx.output.read_bytes(&rel)?)
-        .map_err(|e| Error::data(format!("{}/{rel} is not readable: {e}", ctx.output.uri())))?;
-    if priced["shards"].as_u64() != Some(u64::from(shard.count)) {
-        return Err(Error::data(format!(
-            "{}/{rel} prices a night of {} shards, not {}: run `retain prices --shards {}` again",
-            ctx.output.uri(),
-            priced["shards"],
-            shard.count,
-            shard.count
-        )));
-    }
-    let quotas: Vec<u64> = serde_json::from_value(priced["quotas"][shard.index as usize].clone())
-        .map_err(|e| Error::data(format!("{}/{rel}: no quotas for shard {shard}: {e}", ctx.output.uri())))?;
-    let candidates = ctx.read_table(CANDIDATES)?;
-    let scores = ctx.read_table(contract::SCORES.name)?;
-    let targeting = load_targeting(&ctx)?;
-    let inputs = ctx.load_inputs(Reads { history: false, grace: false, sample: false })?;
-    let (table, report) = ctx.timed("interventions", |c| {
-        interventions::plan_shard(&inputs, s, &scores, &candidates, &targeting, &quotas, &c.stage.interventions)
-    })?;
-    let c = ctx.publish(contract::INTERVENTIONS.name, &table)?;
-    ctx.write_manifest(
-        "interventions",
-        Some(&inputs),
-        json!({ "interventions": table_summary(&c) }),
-        json!({ "interventions": report, "intervention_list": intervention_summary(&table)? }),
     )
 }
 
@@ -655,80 +311,3 @@ fn attach_grace(artifact: &mut ModelArtifact, learned: &grace::Learned) -> Resul
     artifact.attach(GRACE, serde_json::to_vec(learned).map_err(Error::internal)?);
     Ok(())
 }
-
-/// `retain commit`: publish the tables the `count` shards of night `s` wrote. Every table
-/// some shard wrote must have all `count` shards' parts (checked for every table before
-/// any is published: a missing shard publishes nothing); then each gets its `_SUCCESS`,
-/// and the manifest `runs/snapshot=S/commit.json` is written last.
-pub(crate) fn commit_shards(settings: &Settings, s: NaiveDate, count: u32) -> Result<()> {
-    if count == 0 {
-        return Err(Error::Usage("--shards must be at least 1".into()));
-    }
-    let output = Storage::open(&settings.output_root()?, &settings.storage_options(), true)?;
-    let started = std::time::Instant::now();
-    let mut written = Vec::new();
-    for table in SHARDED_TABLES {
-        let dir = format!("{table}/snapshot={s}");
-        let suffix = format!("-of-{count}");
-        let markers = output
-            .list_files(&dir)?
-            .iter()
-            .filter(|f| f.rel.rsplit('/').next().is_some_and(|n| n.starts_with("_SHARD-") && n.ends_with(&suffix)))
-            .count();
-        if markers > 0 {
-            written.push(*table);
-        }
-    }
-    if written.is_empty() {
-        return Err(Error::data(format!(
-            "no table of snapshot {s} under {} has shard parts of {count} shards: nothing to commit",
-            output.uri()
-        )));
-    }
-    let mut missing = Vec::new();
-    for table in &written {
-        for index in 0..count {
-            let shard = Shard { index, count };
-            if output.shard_committed(table, s, shard)?.is_none() {
-                missing.push(format!("{table}: shard {shard}"));
-            }
-        }
-    }
-    if !missing.is_empty() {
-        return Err(Error::data(format!(
-            "night {s} under {} is not complete, nothing was published; rerun these shards, then commit again: {}",
-            output.uri(),
-            missing.join("; ")
-        )));
-    }
-    let mut tables = serde_json::Map::new();
-    for table in written {
-        let meta = json!({ "code_version": crate::version::code_version(), "shards": count });
-        let c = if table == contract::INTERVENTIONS.name {
-            // One priority order over the whole night: the table is rewritten, ranked.
-            let mut parts = Vec::new();
-            for index in 0..count {
-                parts.push(output.read_shard(table, s, Shard { index, count })?.lazy());
-            }
-            let all = concat(parts, UnionArgs::default()).and_then(|lf| lf.collect());
-            let all = crate::error::PolarsContext::ctx(all, "reading the shards' interventions")?;
-            output.publish_over_shards(table, s, count, &interventions::rank_night(all)?, meta)?
-        } else {
-            output.commit_shards(table, s, count, meta)?
-        };
-        info!(table, rows = c.rows, files = c.files.len(), shards = count, "table committed");
-        tables.insert(table.to_string(), table_summary(&c));
-    }
-    write_night_manifest(
-        &output,
-        "commit",
-        s,
-        count,
-        started,
-        json!({ "output": { "root": output.uri(), "tables": tables } }),
-    )
-}
-
-/// The tables a shard writes, in the order `retain commit` publishes them.
-const SHARDED_TABLES: &[&str] =
-    &["features", contract::SCORES.name, contract::INTERVENTIONS.name, contract::GRACE.name, contract::QUARANTINE.name];

@@ -1,0 +1,262 @@
+//! A night of shards: each shard's candidates, the night's prices and quotas, each shard's
+//! plan under its quotas, and the commit that publishes every shard's parts at once
+//! (README, "Shards").
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use serde_json::{Value, json};
+use tracing::info;
+
+use super::context::{Context, Reads};
+use super::summary::{intervention_summary, table_summary};
+use crate::config::{Settings, StageSettings};
+use crate::error::{Error, Result};
+use crate::models::ModelArtifact;
+use crate::shard::Shard;
+use crate::storage::Storage;
+use crate::{contract, interventions, train};
+
+/// The name the uplift models and tonight's targeting are saved under with the model artifact.
+const INTERVENTIONS: &str = "interventions";
+/// The table of a shard's candidates (its first phase of the interventions).
+const CANDIDATES: &str = "intervention_candidates";
+
+/// Save tonight's targeting with the models, for shards to plan with.
+pub(super) fn attach_targeting(artifact: &mut ModelArtifact, targeting: &interventions::Targeting) -> Result<()> {
+    artifact.attach(INTERVENTIONS, serde_json::to_vec(targeting).map_err(Error::internal)?);
+    Ok(())
+}
+
+fn load_targeting(ctx: &Context) -> Result<interventions::Targeting> {
+    let s = ctx.stage.as_of;
+    let artifact = train::load(&ctx.output, s)?;
+    let bytes = train::attachment(&ctx.output, s, &artifact, INTERVENTIONS)?;
+    interventions::Targeting::from_json(&bytes, s, &ctx.stage.interventions)
+}
+
+/// `retain candidates --shard K/N`: a shard's users' best arms per channel, kept for its
+/// plan, and their summary (in the shard's marker) for `retain prices`.
+pub(crate) fn candidates_only(stage: StageSettings) -> Result<()> {
+    if stage.shard.is_none() {
+        return Err(Error::Usage(
+            "`retain candidates` is a shard's first phase of the interventions: give --shard K/N (one process plans \
+             with `retain interventions`)"
+                .into(),
+        ));
+    }
+    let mut ctx = Context::open(stage, 1)?;
+    if ctx.shard_already_done(&[CANDIDATES])? {
+        return Ok(());
+    }
+    let features = ctx.read_table("features")?;
+    let targeting = load_targeting(&ctx)?;
+    // Prices weigh the value in their currencies: the shard's billing says which.
+    let currencies = if ctx.stage.interventions.value.value_months > 0.0 {
+        let inputs = ctx.load_inputs(Reads { history: false, grace: false, sample: false })?;
+        Some(interventions::currencies(&inputs, ctx.stage.as_of)?)
+    } else {
+        None
+    };
+    let (table, summary) = ctx.timed("candidates", |c| {
+        interventions::candidates(&features, &targeting, &c.stage.interventions, currencies.as_ref())
+    })?;
+    let summary = serde_json::to_value(&summary).map_err(Error::internal)?;
+    let c = ctx.publish_with(CANDIDATES, &table, json!({ "summary": summary }))?;
+    ctx.write_manifest("candidates", None, json!({ CANDIDATES: table_summary(&c) }), Value::Null)
+}
+
+/// `retain prices`: the channel prices and each shard's quotas for night `s` of `count`
+/// shards, from every shard's candidate summary, in `runs/snapshot=S/prices.json`.
+pub(crate) fn prices(settings: &Settings, s: NaiveDate, count: u32) -> Result<()> {
+    if count == 0 {
+        return Err(Error::Usage("--shards must be at least 1".into()));
+    }
+    let started = std::time::Instant::now();
+    let output = Storage::open(&settings.output_root()?, &settings.storage_options(), true)?;
+    let (mut summaries, mut missing) = (Vec::new(), Vec::new());
+    for index in 0..count {
+        let shard = Shard { index, count };
+        match output.shard_committed(CANDIDATES, s, shard)? {
+            Some(c) => summaries.push(
+                serde_json::from_value::<interventions::Summary>(c.meta.get("summary").cloned().unwrap_or_default())
+                    .map_err(|e| {
+                        Error::data(format!("the candidates of shard {shard} have no readable summary: {e}"))
+                    })?,
+            ),
+            None => missing.push(shard.to_string()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::data(format!(
+            "night {s} under {}: no candidates from shard(s) {}: run `retain candidates` for them first",
+            output.uri(),
+            missing.join(", ")
+        )));
+    }
+    let budgets = settings.interventions.budget.by_channel();
+    let priced = interventions::merge_budgets(&summaries, &budgets);
+    info!(prices = ?priced.prices, demand = ?priced.demand, rounds = priced.rounds, "channel prices");
+    let fields = json!({
+        "channels": contract::CHANNELS,
+        "prices": priced.prices,
+        "demand": priced.demand,
+        "budgets": priced.budgets,
+        "quotas": priced.quotas,
+        "rounds": priced.rounds,
+    });
+    write_night_manifest(&output, "prices", s, count, started, fields)
+}
+
+fn prices_path(s: NaiveDate) -> String {
+    format!("runs/snapshot={s}/prices.json")
+}
+
+/// The manifest of a step of the whole night of `count` shards (`prices`, `commit`):
+/// `runs/snapshot=S/<command>.json`, with what it cost and `fields`.
+fn write_night_manifest(
+    output: &Storage,
+    command: &str,
+    s: NaiveDate,
+    count: u32,
+    started: std::time::Instant,
+    fields: Value,
+) -> Result<()> {
+    let mut manifest = json!({
+        "command": command,
+        "as_of": s,
+        "shards": count,
+        "code_version": crate::version::code_version(),
+        "finished_at": chrono::Utc::now().to_rfc3339(),
+        "seconds": started.elapsed().as_secs_f64(),
+        "cpu_seconds": crate::resources::cpu_seconds(),
+        "peak_rss_bytes": crate::resources::process_peak_rss_bytes(),
+    });
+    if let (Some(m), Value::Object(fields)) = (manifest.as_object_mut(), fields) {
+        m.extend(fields);
+    }
+    let body = serde_json::to_vec_pretty(&manifest).map_err(Error::internal)?;
+    output.write_bytes(&format!("runs/snapshot={s}/{command}.json"), body.into())
+}
+
+/// `retain interventions --shard K/N`: the shard's plan under its quotas of the night's
+/// prices (`retain prices`), from its candidates.
+pub(super) fn interventions_of_shard(stage: StageSettings) -> Result<()> {
+    let shard = stage.shard.expect("called with a shard");
+    let mut ctx = Context::open(stage, 2)?;
+    if ctx.shard_already_done(&[contract::INTERVENTIONS.name])? {
+        return Ok(());
+    }
+    let s = ctx.stage.as_of;
+    let rel = prices_path(s);
+    if !ctx.output.exists(&rel)? {
+        return Err(Error::data(format!(
+            "no prices for night {s} under {} ({rel}): run `retain prices --shards {}` first",
+            ctx.output.uri(),
+            shard.count
+        )));
+    }
+    let priced: Value = serde_json::from_slice(&ctx.output.read_bytes(&rel)?)
+        .map_err(|e| Error::data(format!("{}/{rel} is not readable: {e}", ctx.output.uri())))?;
+    if priced["shards"].as_u64() != Some(u64::from(shard.count)) {
+        return Err(Error::data(format!(
+            "{}/{rel} prices a night of {} shards, not {}: run `retain prices --shards {}` again",
+            ctx.output.uri(),
+            priced["shards"],
+            shard.count,
+            shard.count
+        )));
+    }
+    let quotas: Vec<u64> = serde_json::from_value(priced["quotas"][shard.index as usize].clone())
+        .map_err(|e| Error::data(format!("{}/{rel}: no quotas for shard {shard}: {e}", ctx.output.uri())))?;
+    let candidates = ctx.read_table(CANDIDATES)?;
+    let scores = ctx.read_table(contract::SCORES.name)?;
+    let targeting = load_targeting(&ctx)?;
+    let inputs = ctx.load_inputs(Reads { history: false, grace: false, sample: false })?;
+    let (table, report) = ctx.timed("interventions", |c| {
+        interventions::plan_shard(&inputs, s, &scores, &candidates, &targeting, &quotas, &c.stage.interventions)
+    })?;
+    let c = ctx.publish(contract::INTERVENTIONS.name, &table)?;
+    ctx.write_manifest(
+        "interventions",
+        Some(&inputs),
+        json!({ "interventions": table_summary(&c) }),
+        json!({ "interventions": report, "intervention_list": intervention_summary(&table)? }),
+    )
+}
+
+/// `retain commit`: publish the tables the `count` shards of night `s` wrote. Every table
+/// some shard wrote must have all `count` shards' parts (checked for every table before
+/// any is published: a missing shard publishes nothing); then each gets its `_SUCCESS`,
+/// and the manifest `runs/snapshot=S/commit.json` is written last.
+pub(crate) fn commit_shards(settings: &Settings, s: NaiveDate, count: u32) -> Result<()> {
+    if count == 0 {
+        return Err(Error::Usage("--shards must be at least 1".into()));
+    }
+    let output = Storage::open(&settings.output_root()?, &settings.storage_options(), true)?;
+    let started = std::time::Instant::now();
+    let mut written = Vec::new();
+    for table in SHARDED_TABLES {
+        let dir = format!("{table}/snapshot={s}");
+        let suffix = format!("-of-{count}");
+        let markers = output
+            .list_files(&dir)?
+            .iter()
+            .filter(|f| f.rel.rsplit('/').next().is_some_and(|n| n.starts_with("_SHARD-") && n.ends_with(&suffix)))
+            .count();
+        if markers > 0 {
+            written.push(*table);
+        }
+    }
+    if written.is_empty() {
+        return Err(Error::data(format!(
+            "no table of snapshot {s} under {} has shard parts of {count} shards: nothing to commit",
+            output.uri()
+        )));
+    }
+    let mut missing = Vec::new();
+    for table in &written {
+        for index in 0..count {
+            let shard = Shard { index, count };
+            if output.shard_committed(table, s, shard)?.is_none() {
+                missing.push(format!("{table}: shard {shard}"));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::data(format!(
+            "night {s} under {} is not complete, nothing was published; rerun these shards, then commit again: {}",
+            output.uri(),
+            missing.join("; ")
+        )));
+    }
+    let mut tables = serde_json::Map::new();
+    for table in written {
+        let meta = json!({ "code_version": crate::version::code_version(), "shards": count });
+        let c = if table == contract::INTERVENTIONS.name {
+            // One priority order over the whole night: the table is rewritten, ranked.
+            let mut parts = Vec::new();
+            for index in 0..count {
+                parts.push(output.read_shard(table, s, Shard { index, count })?.lazy());
+            }
+            let all = concat(parts, UnionArgs::default()).and_then(|lf| lf.collect());
+            let all = crate::error::PolarsContext::ctx(all, "reading the shards' interventions")?;
+            output.publish_over_shards(table, s, count, &interventions::rank_night(all)?, meta)?
+        } else {
+            output.commit_shards(table, s, count, meta)?
+        };
+        info!(table, rows = c.rows, files = c.files.len(), shards = count, "table committed");
+        tables.insert(table.to_string(), table_summary(&c));
+    }
+    write_night_manifest(
+        &output,
+        "commit",
+        s,
+        count,
+        started,
+        json!({ "output": { "root": output.uri(), "tables": tables } }),
+    )
+}
+
+/// The tables a shard writes, in the order `retain commit` publishes them.
+const SHARDED_TABLES: &[&str] =
+    &["features", contract::SCORES.name, contract::INTERVENTIONS.name, contract::GRACE.name, contract::QUARANTINE.name];
