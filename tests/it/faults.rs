@@ -258,7 +258,15 @@ fn connections_dropped_mid_response_are_retried() {
     let output = emulators::s3().root("dropped-out");
     let proxy = Proxy::start(emulators::s3().port());
     let dir = tempfile::tempdir().unwrap();
-    let config = short_timeouts(dir.path());
+    // Listings run side by side, so the cuts can land on the repeats of one request: a
+    // budget larger than the cuts keeps a run that retries correctly from ever running out
+    // (with `short_timeouts`' 3 repeats, CI once saw one listing cut four times).
+    let config = dir.path().join("generous.toml");
+    std::fs::write(
+        &config,
+        "[storage]\nconnect_timeout = \"1s\"\ntimeout = \"3s\"\nmax_retries = 13\nretry_timeout = 60\nlease_timeout = 3600\n",
+    )
+    .unwrap();
     proxy.cut(12, 3);
     let (code, stderr, took) = run_bounded(&mut features_through(&proxy, &input, &output.uri(), &config));
     assert_eq!(code, Some(0), "stderr: {stderr}");
