@@ -51,8 +51,8 @@ pub enum Command {
     /// their summary for `retain prices` (needs --shard, the shard's features and the
     /// model of S).
     Candidates(StageArgs),
-    /// The channel prices and each shard's quotas that fit the service's budgets, from
-    /// every shard's candidates (runs/snapshot=S/prices.json).
+    /// The channel prices and each shard's quotas that fit the service's budgets and
+    /// unsubscribe caps, from every shard's candidates (runs/snapshot=S/prices.json).
     Prices(CommitArgs),
     /// Publish a night run as shards: one `_SUCCESS` per table listing every shard's parts,
     /// once all N shards have written theirs.

@@ -461,16 +461,6 @@ impl StageSettings {
             }
             None => input,
         };
-        if shard.is_some()
-            && let Some(c) =
-                CHANNELS.iter().zip(settings.interventions.unsubscribe_cap.by_channel()).find(|(_, cap)| cap.is_some())
-        {
-            return Err(Error::config(format!(
-                "interventions.unsubscribe_cap.{} is set, but a night of shards prices only the budgets: plan in one \
-                 process (`retain run`, or `retain interventions` without --shard), or drop the cap",
-                c.0
-            )));
-        }
         let s = &settings;
         let mut training = s.training.clone();
         training.gbdt.seed = Some(training.gbdt.seed.unwrap_or(lightgbm_seed(s.seed)));

@@ -26,9 +26,9 @@
 //! whose population-wide parts (support cuts, the send hours' prior) are the whole
 //! night's. One process learns and plans at once ([`plan`]). A night of shards learns
 //! once (`retain train` saves the targeting with the models), then each shard gives its
-//! users' best arms ([`candidates`]) and a summary, one merge prices the channels and sets
-//! each shard's quotas ([`budget`]), and each shard plans under its quotas
-//! ([`plan_shard`]); the night's priorities are ranked at the commit ([`rank_night`]).
+//! users' best arms ([`candidates`]) and a summary, one merge prices the channels (and the
+//! unsubscribe caps) and sets each shard's quotas ([`budget`]), and each shard plans under
+//! its quotas ([`plan_shard`]); the night's priorities are ranked at the commit ([`rank_night`]).
 
 pub mod allocate;
 mod assemble;
@@ -53,13 +53,12 @@ use ndarray::Array2;
 use polars::prelude::*;
 
 use crate::config::InterventionSettings;
-use crate::contract::CHANNELS;
 use crate::error::{PolarsContext, Result};
 use crate::inputs::Inputs;
 use crate::models::ModelArtifact;
 use crate::models::uplift::Learner;
 
-pub(crate) use budget::{Summary, merge as merge_budgets};
+pub(crate) use budget::{Summary, merge as merge_prices};
 use policy::Choice;
 pub use policy::{Arm, Candidates, risk_policy, uplift_policy};
 pub(crate) use report::{Report, path as report_path};
@@ -243,7 +242,7 @@ fn count_plan(
 }
 
 /// A shard's first phase: its users' best arms per channel (the candidates table, kept
-/// for its second phase) and their summary for the budget merge ([`budget`]).
+/// for its second phase) and their summary for the merge of budgets and caps ([`budget`]).
 /// `currencies` (user_id, currency: [`currencies`]) where prices weigh the value.
 pub(crate) fn candidates(
     features: &DataFrame,
@@ -251,31 +250,58 @@ pub(crate) fn candidates(
     settings: &InterventionSettings,
     currencies: Option<&DataFrame>,
 ) -> Result<(DataFrame, Summary)> {
-    debug_assert!(settings.unsubscribe_caps.iter().all(Option::is_none), "refused with a shard (StageSettings::new)");
     let c = Candidates::from_features(features, settings.frequency_cap_days)?;
-    let effects = match targeting.encode(features)? {
-        Some(x) => targeting.effects(&c, &x, &targeting.support_scores(&x)),
-        None => Effects::none(targeting.arms.len(), c.len()),
-    };
+    let effects = shard_effects(features, targeting, &c)?;
     let best = value::best(&effects, &Worth::of(&settings.value, features, currencies)?, &targeting.arms, &[0.0; 3]);
-    let summary = Summary::of(&policy::values(&best), CHANNELS.len());
+    let risk: Vec<Vec<f64>> =
+        best.iter().map(|b| b.iter().map(|x| x.map_or(0.0, |x| x.unsubscribe)).collect()).collect();
+    let capped = settings.unsubscribe_caps.map(|cap| cap.is_some());
+    let summary = Summary::with_unsubscribes(&policy::values(&best), &risk, &capped);
     Ok((targeting::candidates_frame(&c.ids, &best, &targeting.arms)?, summary))
 }
 
-/// A shard's second phase: the plan of its users under its `quotas`, as the contract's
-/// table (priorities within the shard: `retain commit` ranks the whole night), and the
-/// report: the learned part with this shard's plan.
+/// The effects of every arm for a shard's users, by the night's models.
+fn shard_effects(features: &DataFrame, targeting: &Targeting, c: &Candidates) -> Result<Effects> {
+    Ok(match targeting.encode(features)? {
+        Some(x) => targeting.effects(c, &x, &targeting.support_scores(&x)),
+        None => Effects::none(targeting.arms.len(), c.len()),
+    })
+}
+
+/// What a shard plans from: its best arms per channel (the candidates table), or, when
+/// the night caps unsubscribes, its features again, so that its plan can move a user to
+/// a quieter message under the cap's price, exactly as one process plans.
+pub(crate) enum ShardPlan<'a> {
+    Budgets { candidates: &'a DataFrame },
+    Capped { features: &'a DataFrame, currencies: Option<&'a DataFrame>, caps: [Option<f64>; 3] },
+}
+
+/// A shard's second phase: the plan of its users under its `quotas` (and, capped, its
+/// quotas of the caps), as the contract's table (priorities within the shard: `retain
+/// commit` ranks the whole night), and the report: the learned part with this shard's
+/// plan.
 pub(crate) fn plan_shard(
     inputs: &Inputs,
     s: NaiveDate,
     scores: &DataFrame,
-    candidates: &DataFrame,
+    from: ShardPlan<'_>,
     targeting: &Targeting,
     quotas: &[u64],
     settings: &InterventionSettings,
 ) -> Result<(DataFrame, serde_json::Value)> {
-    let (ids, best) = targeting::read_candidates(candidates, &targeting.arms)?;
-    let actions = policy::plan_best(&best, quotas);
+    let (ids, actions, account) = match from {
+        ShardPlan::Budgets { candidates } => {
+            let (ids, best) = targeting::read_candidates(candidates, &targeting.arms)?;
+            (ids, policy::plan_best(&best, quotas), None)
+        }
+        ShardPlan::Capped { features, currencies, caps } => {
+            let c = Candidates::from_features(features, settings.frequency_cap_days)?;
+            let effects = shard_effects(features, targeting, &c)?;
+            let worth = Worth::of(&settings.value, features, currencies)?;
+            let priced = prices::plan(&effects, &worth, &targeting.arms, quotas, &caps);
+            (c.ids, priced.actions, Some(priced.account))
+        }
+    };
     let table = assemble::assemble(
         inputs,
         s,
@@ -297,6 +323,9 @@ pub(crate) fn plan_shard(
         r.insert("expected_churn_reduction".into(), reduction.into());
         r.insert("expected_value".into(), value.into());
         r.insert("quotas".into(), serde_json::json!(quotas));
+        if let Some(account) = account {
+            r.insert("plan".into(), serde_json::to_value(&account).map_err(crate::error::Error::internal)?);
+        }
     }
     Ok((table, report))
 }

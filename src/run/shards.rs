@@ -94,14 +94,35 @@ pub(crate) fn prices(settings: &Settings, s: NaiveDate, count: u32) -> Result<()
         )));
     }
     let budgets = settings.interventions.budget.by_channel();
-    let priced = interventions::merge_budgets(&summaries, &budgets);
-    info!(prices = ?priced.prices, demand = ?priced.demand, rounds = priced.rounds, "channel prices");
+    let caps = settings.interventions.unsubscribe_cap.by_channel();
+    if let Some(k) = caps.iter().position(Option::is_some)
+        && let Some(shard) = summaries.iter().position(|s| s.unsubscribes.is_empty() && !s.cells.is_empty())
+    {
+        return Err(Error::config(format!(
+            "interventions.unsubscribe_cap.{} is set, but the candidates of shard {} were made without caps: run \
+             `retain candidates` for every shard again with this configuration",
+            contract::CHANNELS[k],
+            Shard { index: shard as u32, count }
+        )));
+    }
+    let priced = interventions::merge_prices(&summaries, &budgets, &caps);
+    info!(
+        prices = ?priced.prices,
+        demand = ?priced.demand,
+        unsubscribe_prices = ?priced.unsubscribe_prices,
+        rounds = priced.rounds,
+        "channel prices"
+    );
     let fields = json!({
         "channels": contract::CHANNELS,
         "prices": priced.prices,
         "demand": priced.demand,
         "budgets": priced.budgets,
         "quotas": priced.quotas,
+        "unsubscribe_caps": priced.caps,
+        "unsubscribe_prices": priced.unsubscribe_prices,
+        "expected_unsubscribes": priced.expected_unsubscribes,
+        "unsubscribe_quotas": priced.unsubscribe_quotas,
         "rounds": priced.rounds,
     });
     write_night_manifest(&output, "prices", s, count, started, fields)
@@ -168,12 +189,25 @@ pub(super) fn interventions_of_shard(stage: StageSettings) -> Result<()> {
     }
     let quotas: Vec<u64> = serde_json::from_value(priced["quotas"][shard.index as usize].clone())
         .map_err(|e| Error::data(format!("{}/{rel}: no quotas for shard {shard}: {e}", ctx.output.uri())))?;
+    let caps = unsubscribe_quotas(&priced, shard, &ctx.stage.interventions.unsubscribe_caps)
+        .map_err(|why| Error::config(format!("{}/{rel}: {why}", ctx.output.uri())))?;
     let candidates = ctx.read_table(CANDIDATES)?;
     let scores = ctx.read_table(contract::SCORES.name)?;
     let targeting = load_targeting(&ctx)?;
     let inputs = ctx.load_inputs(Reads { history: false, grace: false, sample: false })?;
+    // Under caps the shard plans from its features again (a user may move to a quieter
+    // message at the cap's price), weighed as its candidates were.
+    let features = caps.iter().any(Option::is_some).then(|| ctx.read_table("features")).transpose()?;
+    let currencies = match &features {
+        Some(_) if ctx.stage.interventions.value.value_months > 0.0 => Some(interventions::currencies(&inputs, s)?),
+        _ => None,
+    };
+    let from = match &features {
+        Some(features) => interventions::ShardPlan::Capped { features, currencies: currencies.as_ref(), caps },
+        None => interventions::ShardPlan::Budgets { candidates: &candidates },
+    };
     let (table, report) = ctx.timed("interventions", |c| {
-        interventions::plan_shard(&inputs, s, &scores, &candidates, &targeting, &quotas, &c.stage.interventions)
+        interventions::plan_shard(&inputs, s, &scores, from, &targeting, &quotas, &c.stage.interventions)
     })?;
     let c = ctx.publish(contract::INTERVENTIONS.name, &table)?;
     ctx.write_manifest(
@@ -182,6 +216,35 @@ pub(super) fn interventions_of_shard(stage: StageSettings) -> Result<()> {
         json!({ "interventions": table_summary(&c) }),
         json!({ "interventions": report, "intervention_list": intervention_summary(&table)? }),
     )
+}
+
+/// Shard `shard`'s quotas of the unsubscribe caps in the night's prices (`priced`), which
+/// must cap the channels this command's configuration caps (`caps`), with the same caps:
+/// a shard planning under other caps than the merge split would break the night's.
+fn unsubscribe_quotas(
+    priced: &Value,
+    shard: Shard,
+    caps: &[Option<f64>; 3],
+) -> std::result::Result<[Option<f64>; 3], String> {
+    let priced_caps: Vec<Option<f64>> =
+        serde_json::from_value(priced["unsubscribe_caps"].clone()).unwrap_or_else(|_| vec![None; 3]);
+    let same = (0..3).all(|c| match (caps[c], priced_caps.get(c).copied().flatten()) {
+        (None, None) => true,
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * (1.0 + a.abs()),
+        _ => false,
+    });
+    if !same {
+        return Err(format!(
+            "the prices were made for unsubscribe caps {priced_caps:?} (push, email, in_app), this configuration \
+             sets {caps:?}: run `retain prices` again with this configuration"
+        ));
+    }
+    if caps.iter().all(Option::is_none) {
+        return Ok([None; 3]);
+    }
+    let quotas: Vec<Option<f64>> = serde_json::from_value(priced["unsubscribe_quotas"][shard.index as usize].clone())
+        .map_err(|e| format!("no unsubscribe quotas for shard {shard}: {e}"))?;
+    Ok(std::array::from_fn(|c| quotas.get(c).copied().flatten()))
 }
 
 /// `retain commit`: publish the tables the `count` shards of night `s` wrote. Every table

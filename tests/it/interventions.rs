@@ -685,20 +685,4 @@ fn the_plan_weighs_money_and_reach_and_keeps_unsubscribe_caps_through_their_pric
         "the LP's optimum bounds the plan: {value}, {bound}, {uncapped}"
     );
     assert!(value > 0.9 * bound, "close to the LP's optimum: {value} vs {bound}");
-
-    // A night of shards cannot keep a cap (only budgets are priced across shards): 78.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("capped.toml");
-    std::fs::write(&path, "[interventions.unsubscribe_cap]\nemail = 3\n").unwrap();
-    let o = retain()
-        .args(["features", "--shard", "1/2", "--config"])
-        .arg(&path)
-        .args(["--as-of", SAMPLE_AS_OF, "--input"])
-        .arg(sample_data())
-        .arg("--output")
-        .arg(dir.path().join("out"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(78), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("unsubscribe_cap.email"));
 }
