@@ -68,6 +68,11 @@ bench-models: tools
 bench-nightly: tools
 	bash benches/bench-nightly.sh
 
+## Unsubscribe caps on a night of shards against one process on a 100k-user world (not a test); prints rows for BENCHMARKS.md.
+.PHONY: bench-capped-shards
+bench-capped-shards: tools
+	bash benches/bench-capped-shards.sh
+
 ## A night of shards at production size on a local Ray cluster against one process (not a test); prints rows for BENCHMARKS.md.
 .PHONY: bench-shards
 bench-shards: tools ray

@@ -111,6 +111,7 @@ pub(crate) fn prices(settings: &Settings, s: NaiveDate, count: u32) -> Result<()
         demand = ?priced.demand,
         unsubscribe_prices = ?priced.unsubscribe_prices,
         rounds = priced.rounds,
+        cuts = priced.cuts,
         "channel prices"
     );
     let fields = json!({
@@ -124,6 +125,7 @@ pub(crate) fn prices(settings: &Settings, s: NaiveDate, count: u32) -> Result<()
         "expected_unsubscribes": priced.expected_unsubscribes,
         "unsubscribe_quotas": priced.unsubscribe_quotas,
         "rounds": priced.rounds,
+        "cuts": priced.cuts,
     });
     write_night_manifest(&output, "prices", s, count, started, fields)
 }
