@@ -313,6 +313,7 @@ pub const READOUTS: Table = Table {
         col("sequential", Kind::Bool),
         nullable("margin", Kind::F64),
         nullable("mde", Kind::F64),
+        nullable("expected_effect", Kind::F64),
     ],
 };
 

@@ -17,6 +17,7 @@
 //! arithmetic under all of them.
 
 mod analyse;
+mod forecast;
 mod metrics;
 mod plan;
 mod report;
@@ -30,6 +31,7 @@ use crate::config;
 use crate::error::{PolarsContext, Result};
 use crate::inputs::{Inputs, Lookback};
 use analyse::{ArmRead, CellRead, Measures, Rules};
+pub(crate) use forecast::Plan;
 pub(crate) use metrics::Metric;
 pub(crate) use plan::{PlanRequest, plan_holdouts};
 pub(crate) use stats::{Look, Unit, estimate, interval, minimum_detectable_effect, p_value};
@@ -100,13 +102,15 @@ fn rules(r: &config::Readout) -> Rules {
 }
 
 /// Read out every campaign of the last `weeks` weeks at `s`. `scores_of(D)` gives the
-/// scores written for snapshot D, when there are any (the risk-decile segments).
+/// scores written for snapshot D, when there are any (the risk-decile segments);
+/// `plans` the plans `retain` wrote in those weeks, by the run id their campaigns carry.
 pub(crate) fn read_out(
     inputs: &Inputs,
     s: NaiveDate,
     horizon_days: u32,
     settings: &config::Readout,
     scores_of: &dyn Fn(NaiveDate) -> Result<Option<DataFrame>>,
+    plans: &std::collections::BTreeMap<String, Plan>,
 ) -> Result<Readout> {
     let (first, _) = reads(s, horizon_days, settings);
     let w = windows(horizon_days, settings);
@@ -124,10 +128,12 @@ pub(crate) fn read_out(
         }
         None => Default::default(),
     };
-    let table = readouts_frame(&cells, &reads, s)?;
+    let expected = forecast::forecasts(plans, &cells)?;
+    let table = readouts_frame(&cells, &reads, &expected, s)?;
     let arms = arms_frame(&arm_reads, s, settings)?;
     let segments = segments_frame(&segment_reads, s, settings.alpha)?;
-    let html = report::page(s, &cells, &reads, &arm_reads, &segment_reads, settings);
+    let promised = promised(&cells, &reads, &expected, plans);
+    let html = report::page(s, &cells, &reads, &arm_reads, &segment_reads, &promised, settings);
     let mut decisions = std::collections::BTreeMap::<&str, usize>::new();
     for r in &reads {
         *decisions.entry(r.decision).or_default() += 1;
@@ -141,16 +147,56 @@ pub(crate) fn read_out(
         "decisions": decisions,
         "srm_flagged": invalid,
         "first_campaign_day": first,
+        "plans": promised,
     });
     Ok(Readout { table, arms, segments, html, report, arm_reads })
 }
 
-fn readouts_frame(cells: &[analyse::Cell], reads: &[CellRead], s: NaiveDate) -> Result<DataFrame> {
+/// Each forecast of `retain`'s plans next to what the readout measured (manifest
+/// `details.readout.plans`, and the page): one entry per (plan's arm, forecast metric).
+fn promised(
+    cells: &[analyse::Cell],
+    reads: &[CellRead],
+    expected: &[std::collections::BTreeMap<Metric, f64>],
+    plans: &std::collections::BTreeMap<String, Plan>,
+) -> Vec<report::Promise> {
+    let mut out = Vec::new();
+    for r in reads {
+        let cell = &cells[r.cell];
+        for read in &r.reads {
+            let Some(&forecast) = expected[r.cell].get(&read.metric) else { continue };
+            let effect = read.estimate.map(|e| e.effect).filter(|e| e.is_finite());
+            let (low, high) = (read.ci.0.is_finite().then_some(read.ci.0), read.ci.1.is_finite().then_some(read.ci.1));
+            out.push(report::Promise {
+                campaign_id: cell.campaign.clone(),
+                plan_snapshot: plans.get(&cell.campaign).map(|p| p.snapshot),
+                message_type: cell.message_type.clone(),
+                channel: cell.channel.clone(),
+                metric: read.metric.name(),
+                expected_effect: forecast,
+                effect,
+                ci_low: low,
+                ci_high: high,
+                window_closed: read.window_closed,
+                within_interval: low.zip(high).map(|(l, h)| l <= forecast && forecast <= h),
+            });
+        }
+    }
+    out
+}
+
+fn readouts_frame(
+    cells: &[analyse::Cell],
+    reads: &[CellRead],
+    expected: &[std::collections::BTreeMap<Metric, f64>],
+    s: NaiveDate,
+) -> Result<DataFrame> {
     let (mut campaign, mut message_type, mut channel) = (Vec::new(), Vec::new(), Vec::new());
     let (mut metric, mut role) = (Vec::<&str>::new(), Vec::<&str>::new());
     let (mut nt, mut nh) = (Vec::<i64>::new(), Vec::<i64>::new());
     let mut f: [Vec<Option<f64>>; 10] = Default::default();
     let (mut closed, mut decision, mut first, mut sequential) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut forecast: Vec<Option<f64>> = Vec::new();
     let finite = |v: f64| v.is_finite().then_some(v);
     for r in reads {
         let cell = &cells[r.cell];
@@ -179,6 +225,7 @@ fn readouts_frame(cells: &[analyse::Cell], reads: &[CellRead], s: NaiveDate) -> 
                 col.push(v.and_then(finite));
             }
             closed.push(read.window_closed);
+            forecast.push(expected[r.cell].get(&read.metric).copied());
             decision.push(r.decision);
             first.push(cell.first_send);
             sequential.push(matches!(read.look, Look::Sequential { .. }));
@@ -208,6 +255,7 @@ fn readouts_frame(cells: &[analyse::Cell], reads: &[CellRead], s: NaiveDate) -> 
         "sequential" => sequential,
         "margin" => &f[8],
         "mde" => &f[9],
+        "expected_effect" => forecast,
     )
     .ctx("the readouts table")
 }

@@ -21,6 +21,70 @@ const COUNT_PLOTS: &str = "<script>addEventListener('load',()=>{const n=s=>[...d
 const b=document.body.dataset;b.forestPlots=n('svg.forest');b.cumulativePlots=n('div.cumulative svg');\
 b.srmFlags=document.querySelectorAll('tr.srm-flag').length;});</script>";
 
+/// A forecast of one of `retain`'s plans next to the readout of its arm (manifest
+/// `details.readout.plans`; the page's "What the plans promised").
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Promise {
+    pub campaign_id: String,
+    /// The night whose plan it was.
+    pub plan_snapshot: Option<NaiveDate>,
+    pub message_type: String,
+    pub channel: String,
+    pub metric: &'static str,
+    /// The plan's forecast of the effect (treatment minus holdout).
+    pub expected_effect: f64,
+    pub effect: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    pub window_closed: bool,
+    /// Whether the forecast lies inside the readout's interval.
+    pub within_interval: Option<bool>,
+}
+
+/// The page's table of what `retain`'s plans promised against what was measured.
+fn promises(promised: &[Promise]) -> String {
+    let mut body = String::from("<h2>What the plans promised</h2>");
+    if promised.is_empty() {
+        body.push_str(
+            "<p>No campaign of these weeks is a plan of <code>retain</code> (its <code>campaign_id</code> is the \
+             run id of the command that wrote the plan).</p>",
+        );
+        return body;
+    }
+    body.push_str(
+        "<p>Each plan's forecast of its arm's effect (the mean of <code>expected_uplift</code> for retention and of \
+         <code>expected_unsubscribe</code> for unsubscribes over the arm's users, both groups) against the \
+         readout's estimate and interval. A forecast outside the interval once the window has closed says the \
+         learners that priced the plan are off.</p><table class=\"promises\"><tr><th>campaign</th><th>plan of</th>\
+         <th>message type</th><th>channel</th><th>metric</th><th>forecast</th><th>measured</th><th>interval</th>\
+         <th>window</th><th>forecast in interval</th></tr>",
+    );
+    for p in promised {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>[{}, {}]</td>\
+             <td>{}</td><td>{}</td></tr>",
+            esc(&p.campaign_id),
+            p.plan_snapshot.map_or("–".to_string(), |d| d.to_string()),
+            esc(&p.message_type),
+            esc(&p.channel),
+            p.metric,
+            fmt(Some(p.expected_effect)),
+            fmt(p.effect),
+            fmt(p.ci_low),
+            fmt(p.ci_high),
+            if p.window_closed { "closed" } else { "open" },
+            match p.within_interval {
+                Some(true) => "yes",
+                Some(false) => "<b>no</b>",
+                None => "–",
+            }
+        );
+    }
+    body.push_str("</table>");
+    body
+}
+
 /// An effect relative to the holdout's mean, in percent (None where that mean is 0).
 fn relative(v: f64, base: f64) -> Option<f64> {
     (base.abs() > 1e-12 && v.is_finite()).then(|| 100.0 * v / base.abs())
@@ -126,6 +190,7 @@ pub(crate) fn page(
     reads: &[CellRead],
     arms: &[ArmRead],
     segments: &[SegmentRead],
+    promised: &[Promise],
     settings: &config::Readout,
 ) -> String {
     let mut body = String::new();
@@ -158,6 +223,7 @@ pub(crate) fn page(
         );
     }
     body.push_str("</table>");
+    body.push_str(&promises(promised));
     // SRM flags.
     body.push_str("<h2>Sample-ratio mismatch</h2>");
     let mut flagged: Vec<(&str, f64)> = reads

@@ -272,7 +272,8 @@ pub(crate) fn readout_only(stage: StageSettings, plan: Option<PlanAsk>) -> Resul
                 None => Ok(None),
             }
         };
-        readout::read_out(&inputs, s, settings.horizon_days, &settings.readout, &scores_of)
+        let plans = plans_of(&c.output, first, s)?;
+        readout::read_out(&inputs, s, settings.horizon_days, &settings.readout, &scores_of, &plans)
     })?;
     let mut tables = serde_json::Map::new();
     for (name, df) in [
@@ -301,6 +302,29 @@ pub(crate) fn readout_only(stage: StageSettings, plan: Option<PlanAsk>) -> Resul
         Value::Object(tables),
         json!({ "readout": out.report, "plan": planned }),
     )
+}
+
+/// The plans `retain` wrote under `output` whose messages a readout of `first`..=`s` can
+/// hold (a plan of night D is sent on D + 1), by the run id that wrote each: the
+/// `campaign_id` the messaging platform logs them back under (README, "Reading out
+/// `retain`'s own plans").
+fn plans_of(
+    output: &crate::storage::Storage,
+    first: NaiveDate,
+    s: NaiveDate,
+) -> Result<std::collections::BTreeMap<String, readout::Plan>> {
+    let mut plans = std::collections::BTreeMap::new();
+    let mut night = first - chrono::Duration::days(1);
+    while night < s {
+        if let Some(commit) = output.committed(contract::INTERVENTIONS.name, night)?
+            && let Some(run_id) = commit.meta.get("run_id").and_then(Value::as_str)
+        {
+            let table = output.read_committed(contract::INTERVENTIONS.name, night)?;
+            plans.insert(run_id.to_string(), readout::Plan { snapshot: night, table });
+        }
+        night += chrono::Duration::days(1);
+    }
+    Ok(plans)
 }
 
 /// The name the grace stage's learned models are saved under with the model artifact.

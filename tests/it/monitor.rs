@@ -14,22 +14,23 @@ use retain::contract::MONITOR;
 use crate::util::*;
 
 /// The world's last day: the night every check here looks at.
-const S: &str = "2026-11-20";
+pub(crate) const S: &str = "2026-11-20";
 /// The night whose labels close at S (H = 30): the backtest's.
-const CLOSED: &str = "2026-10-21";
+pub(crate) const CLOSED: &str = "2026-10-21";
 
 const CONFIG: &str = "horizon_days = 30\nseed = 5\n[training]\nsnapshots = 6\n[interventions]\n\
 holdout_fraction = 0.1\nbudget = { push = 800, email = 1500, in_app = 1000 }\n";
 
 /// A world of 30,000 users over 200 days (the oldest training snapshot has 100 days of
-/// history, so 90-day features are whole), with nights run at S − 30, S − 1 and S.
-struct World {
-    world: tempfile::TempDir,
-    out: tempfile::TempDir,
-    config: std::path::PathBuf,
+/// history, so 90-day features are whole), with nights run at S − 30, S − 1 and S (the
+/// readout's tests read out the plan of S − 30 from it).
+pub(crate) struct World {
+    pub world: tempfile::TempDir,
+    pub out: tempfile::TempDir,
+    pub config: std::path::PathBuf,
 }
 
-fn world() -> &'static World {
+pub(crate) fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
         let world = tempfile::tempdir().unwrap();

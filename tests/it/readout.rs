@@ -324,3 +324,141 @@ fn readout_plans_holdouts_and_refuses_an_unknown_metric() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
 }
+
+/// The plan of a night logged back into `messages` as the README says (campaign_id = the
+/// run id that wrote it), with every third treated user unsubscribing: the readout puts
+/// the plan's forecasts next to what it measured, and flags the broken promise.
+#[test]
+fn a_plan_of_retain_is_read_out_against_what_it_promised() {
+    let w = crate::monitor::world();
+    let night: chrono::NaiveDate = crate::monitor::CLOSED.parse().unwrap();
+    let plans = open(w.out.path());
+    let commit = plans.committed("interventions", night).unwrap().expect("the night's plan");
+    let run_id = commit.meta["run_id"].as_str().unwrap().to_string();
+    let plan = plans.read_committed("interventions", night).unwrap();
+
+    // The inputs with the plan's messages added, and an output holding only the plan.
+    let input = tempfile::tempdir().unwrap();
+    copy_dir(w.world.path(), input.path());
+    let treated: Vec<bool> = strings(&plan, "group").iter().map(|g| g == "treatment").collect();
+    let n = plan.height();
+    let unsubscribed: Vec<bool> = (0..n).map(|i| treated[i] && i % 3 == 0).collect();
+    let messages = df!(
+        "message_id" => (0..n).map(|i| format!("{run_id}-{i}")).collect::<Vec<_>>(),
+        "user_id" => strings(&plan, "user_id"),
+        "campaign_id" => vec![run_id.clone(); n],
+        "message_type" => strings(&plan, "action"),
+        "channel" => strings(&plan, "channel"),
+        "arm" => strings(&plan, "group"),
+        "propensity" => treated.iter().map(|&t| if t { 0.9 } else { 0.1 }).collect::<Vec<f64>>(),
+        "delivered" => treated.clone(),
+        "clicked" => vec![false; n],
+        "unsubscribed" => unsubscribed.clone(),
+    )
+    .unwrap();
+    let send_at = plan.column("send_at").unwrap();
+    let mut messages = messages
+        .lazy()
+        .with_column(lit(send_at.as_materialized_series().clone()).alias("ts"))
+        .with_column(lit(NULL).cast(send_at.dtype().clone()).alias("opened_at"))
+        .select(
+            ["message_id", "user_id", "ts", "campaign_id", "message_type", "channel", "arm", "propensity"]
+                .into_iter()
+                .chain(["delivered", "opened_at", "clicked", "unsubscribed"])
+                .map(col)
+                .collect::<Vec<_>>(),
+        )
+        .with_column(col("ts").cast(DataType::Date).alias("dt"))
+        .collect()
+        .unwrap();
+    messages.rechunk_mut();
+    for part in messages.partition_by(["dt"], true).unwrap() {
+        let dt = part.column("dt").unwrap().get(0).unwrap().to_string();
+        let mut part = part.drop("dt").unwrap();
+        let dir = input.path().join(format!("messages/dt={dt}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut f = std::fs::File::create(dir.join("retain-plan.parquet")).unwrap();
+        ParquetWriter::new(&mut f).finish(&mut part).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let rel = format!("interventions/snapshot={night}");
+    std::fs::create_dir_all(out.path().join(&rel)).unwrap();
+    copy_dir(&w.out.path().join(&rel), &out.path().join(&rel));
+    run_ok(
+        retain()
+            .args(["readout", "--as-of", crate::monitor::S, "--config"])
+            .arg(&w.config)
+            .arg("--input")
+            .arg(input.path())
+            .arg("--output")
+            .arg(out.path()),
+    );
+
+    let df = open(out.path()).read_committed(READOUTS.name, crate::monitor::S.parse().unwrap()).unwrap();
+    let (campaigns, metrics) = (strings(&df, "campaign_id"), strings(&df, "metric"));
+    let (types, channels) = (strings(&df, "message_type"), strings(&df, "channel"));
+    let expected = opt_floats(&df, "expected_effect");
+    let means = opt_floats(&df, "mean_treatment");
+    let treated_n = floats(&df, "n_treatment");
+    let (actions, plan_channels) = (strings(&plan, "action"), strings(&plan, "channel"));
+    let mean_of = |column: &str, ty: &str, ch: &str| {
+        let v = floats(&plan, column);
+        let rows: Vec<usize> = (0..n).filter(|&i| actions[i] == ty && plan_channels[i] == ch).collect();
+        rows.iter().map(|&i| v[i]).sum::<f64>() / rows.len() as f64
+    };
+    let mut forecast_rows = 0;
+    for i in 0..df.height() {
+        if campaigns[i] != run_id {
+            assert_eq!(expected[i], None, "only retain's plans carry forecasts: {} {}", campaigns[i], metrics[i]);
+            continue;
+        }
+        let column = match metrics[i].as_str() {
+            "retention" => "expected_uplift",
+            "unsubscribed" => "expected_unsubscribe",
+            _ => {
+                assert_eq!(expected[i], None, "{} has no forecast", metrics[i]);
+                continue;
+            }
+        };
+        let want = mean_of(column, &types[i], &channels[i]);
+        let got = expected[i].expect("a forecast");
+        assert!((got - want).abs() < 1e-9, "{} {} {}: {got} vs the plan's {want}", types[i], channels[i], metrics[i]);
+        if metrics[i] == "unsubscribed" && treated_n[i] >= 30.0 {
+            let mean = means[i].expect("an arm of 30 treated users has a mean");
+            assert!(mean >= 0.25, "{} {}: a third of the treated unsubscribed, not {mean}", types[i], channels[i]);
+        }
+        forecast_rows += 1;
+    }
+    let arms: BTreeSet<(String, String)> = actions.iter().cloned().zip(plan_channels.iter().cloned()).collect();
+    // Every arm reads unsubscribes (a guardrail) and most read retention: each arm has a
+    // forecast row, and the rows of the readout that have one were all checked above.
+    let read: BTreeSet<(String, String)> =
+        (0..df.height()).filter(|&i| campaigns[i] == run_id).map(|i| (types[i].clone(), channels[i].clone())).collect();
+    assert_eq!(read, arms, "the readout reads every arm of the plan");
+    assert!(forecast_rows >= arms.len(), "{forecast_rows} forecasts for {} arms", arms.len());
+
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join(format!("runs/snapshot={}/readout.json", crate::monitor::S))).unwrap(),
+    )
+    .unwrap();
+    let promised = manifest["details"]["readout"]["plans"].as_array().unwrap();
+    assert_eq!(promised.len(), forecast_rows);
+    let largest = arms
+        .iter()
+        .max_by_key(|(t, c)| (0..n).filter(|&i| &actions[i] == t && &plan_channels[i] == c).count())
+        .unwrap();
+    for p in promised {
+        assert_eq!(p["campaign_id"], run_id.as_str());
+        assert_eq!(p["plan_snapshot"], crate::monitor::CLOSED);
+        if p["metric"] == "unsubscribed"
+            && p["message_type"] == largest.0.as_str()
+            && p["channel"] == largest.1.as_str()
+        {
+            assert_eq!(p["within_interval"], false, "unsubscribes far above the forecast are flagged: {p}");
+        }
+    }
+    let page = std::fs::read_to_string(out.path().join(format!("reports/snapshot={}/readout.html", crate::monitor::S)))
+        .unwrap();
+    let at = page.find("What the plans promised").expect("the section");
+    assert!(page[at..].contains(&run_id) && page[at..].contains("<b>no</b>"), "the broken promise is on the page");
+}
