@@ -74,6 +74,9 @@ pub(crate) struct Summary {
     /// users' sends per channel, summed; empty without caps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unsubscribes: Vec<Vec<f64>>,
+    /// The channels whose unsubscribes the summary carries (empty: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capped: Vec<bool>,
 }
 
 /// The step of value `v`: 0 for none, else 1 + ⌊ln(v / SMALLEST) / ln(1 + STEP)⌋.
@@ -145,7 +148,8 @@ impl Summary {
                 unsubscribes.push(risk);
             }
         }
-        Summary { channels, users: values.len() as u64, cells: keyed, unsubscribes }
+        let capped = if any_cap { capped.to_vec() } else { Vec::new() };
+        Summary { channels, users: values.len() as u64, cells: keyed, unsubscribes, capped }
     }
 
     /// The cells with their values and mean expected unsubscribes.

@@ -95,15 +95,23 @@ pub(crate) fn prices(settings: &Settings, s: NaiveDate, count: u32) -> Result<()
     }
     let budgets = settings.interventions.budget.by_channel();
     let caps = settings.interventions.unsubscribe_cap.by_channel();
-    if let Some(k) = caps.iter().position(Option::is_some)
-        && let Some(shard) = summaries.iter().position(|s| s.unsubscribes.is_empty() && !s.cells.is_empty())
-    {
-        return Err(Error::config(format!(
-            "interventions.unsubscribe_cap.{} is set, but the candidates of shard {} were made without caps: run \
-             `retain candidates` for every shard again with this configuration",
-            contract::CHANNELS[k],
-            Shard { index: shard as u32, count }
-        )));
+    // The summaries must carry the unsubscribes of exactly the channels this merge caps.
+    let capped = caps.map(|c| c.is_some());
+    let names = |mask: &[bool]| -> String {
+        let on: Vec<&str> = contract::CHANNELS.iter().zip(mask).filter(|(_, on)| **on).map(|(c, _)| *c).collect();
+        if on.is_empty() { "without caps".into() } else { format!("with caps on {}", on.join(", ")) }
+    };
+    for (index, summary) in summaries.iter().enumerate() {
+        let made: Vec<bool> = if summary.capped.is_empty() { vec![false; 3] } else { summary.capped.clone() };
+        if made != capped && !summary.cells.is_empty() {
+            return Err(Error::config(format!(
+                "the candidates of shard {} were made {}, but this configuration prices the night {}: run `retain \
+                 candidates` for every shard again with this configuration",
+                Shard { index: index as u32, count },
+                names(&made),
+                names(&capped)
+            )));
+        }
     }
     let priced = interventions::merge_prices(&summaries, &budgets, &caps);
     info!(
