@@ -253,9 +253,13 @@ pub(crate) fn candidates(
     let c = Candidates::from_features(features, settings.frequency_cap_days)?;
     let effects = shard_effects(features, targeting, &c)?;
     let best = value::best(&effects, &Worth::of(&settings.value, features, currencies)?, &targeting.arms, &[0.0; 3]);
-    let risk: Vec<Vec<f64>> =
-        best.iter().map(|b| b.iter().map(|x| x.map_or(0.0, |x| x.unsubscribe)).collect()).collect();
     let capped = settings.unsubscribe_caps.map(|cap| cap.is_some());
+    // Each user's expected unsubscribes per channel, only where a cap weighs them.
+    let risk: Vec<Vec<f64>> = if capped.contains(&true) {
+        best.iter().map(|b| b.iter().map(|x| x.map_or(0.0, |x| x.unsubscribe)).collect()).collect()
+    } else {
+        Vec::new()
+    };
     let summary = Summary::with_unsubscribes(&policy::values(&best), &risk, &capped);
     Ok((targeting::candidates_frame(&c.ids, &best, &targeting.arms)?, summary))
 }

@@ -23,7 +23,7 @@
 //!
 //! The budgets' own prices (what a send on a full channel must be worth) are read off the
 //! final plan ([`budget_prices`]); both kinds go to the manifest. The sharded night
-//! finds the budget and cap prices from the shards' summaries ([`super::budget`]), and
+//! finds the budget and cap prices from the shards' summaries (`budget/`), and
 //! each shard plans here under its quotas of both.
 //!
 //! [`frontier`] is the trade-off behind a reach price: the plans of largest value minus

@@ -313,7 +313,7 @@ fn shards_plan_under_one_global_budget_and_unsubscribe_caps_nearly_as_well_as_on
         // The sample's hundred-odd sends fall in a few dozen cells of tied values, and each
         // shard keeps its quota of a cap with whole sends: about a send per shard and capped
         // channel is lost (5% here; at a shard's size a few hundredths of a percent, as the
-        // tests of `interventions/budget.rs` measure).
+        // tests of `interventions/budget/` measure).
         assert!(
             value(&planned) >= 0.9 * value(&exact),
             "{n} shards under caps: {} < 90% of one process's {}",

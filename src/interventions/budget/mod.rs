@@ -7,7 +7,7 @@
 //! channel's *price* (the budget constraint's dual: what a send must be worth). Prices
 //! are what the shards need to agree on, and they can be found from little:
 //!
-//! 1. **Summary** ([`Summary::of`]): each shard counts its users by their value on every
+//! 1. **Summary** ([`Summary::with_unsubscribes`]): each shard counts its users by their value on every
 //!    channel, rounded to 1% steps on a log scale (a cell per rounded value vector; a
 //!    user who may not get a channel, or gains nothing from it, has no value there). At a
 //!    million users this is a few hundred thousand cells at most, whatever N is.
@@ -32,150 +32,29 @@
 //! key adds the mean's 5% step, so users of one value but very different risk stay apart),
 //! and the merge prices them as one process does: a send on channel c is worth its value
 //! minus μ_c × its expected unsubscribes. The budget and cap prices are found together
-//! ([`joint_prices`]) by Kelley's cutting plane on the merge's dual from the budget prices
+//! (`dual.rs`) by Kelley's cutting plane on the merge's dual from the budget prices
 //! alone: a cap's price and its channel's budget price trade off along a ridge, where
 //! steps one price at a time creep (measured: 200 rounds left a cap's price at half its
 //! value, another at 0). Each shard's quota of a cap is the cap split in proportion to its
 //! users' expected unsubscribes at the prices, so the quotas sum to the cap, and each
-//! shard plans exactly under its quotas of budgets and caps ([`prices::plan`], which finds
+//! shard plans exactly under its quotas of budgets and caps (`prices::plan`, which finds
 //! the shard's own prices): the service's unsubscribes keep the caps whatever the merge's
 //! estimate was, and the merge's prices only decide how well the caps are shared. (The
 //! merge prices each cell's best arm at no price; a shard's own plan may also switch a user
 //! to a quieter message on the same channel.)
 //!
 //! [`allocate`]: super::allocate::allocate
-//! [`prices::plan`]: super::prices::plan
+
+mod dual;
+mod summary;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The smallest value told apart from zero: a millionth of a churn probability.
-const SMALLEST: f64 = 1e-6;
-/// The relative width of a value step.
-const STEP: f64 = 0.01;
-/// The relative width of an expected-unsubscribes step in a cell's key.
-const UNSUBSCRIBE_STEP: f64 = 0.05;
-/// Rounds of price updates at most (they settle in a handful).
-const MAX_ROUNDS: usize = 200;
-/// Cutting-plane steps at most when caps are priced with the budgets.
-const MAX_CUTS: usize = 400;
-
-/// One shard's users counted by their rounded values, one step index per channel (0: no
-/// value on that channel).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Summary {
-    pub channels: usize,
-    pub users: u64,
-    /// (step per channel, users) for every cell with a user; with caps the key goes on
-    /// with the step of the cell's mean expected unsubscribes per channel (0: uncapped).
-    pub cells: Vec<(Vec<u16>, u64)>,
-    /// With caps, per cell (in the order of `cells`) the expected unsubscribes of its
-    /// users' sends per channel, summed; empty without caps.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub unsubscribes: Vec<Vec<f64>>,
-    /// The channels whose unsubscribes the summary carries (empty: none).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub capped: Vec<bool>,
-}
-
-/// The step of value `v`: 0 for none, else 1 + ⌊ln(v / SMALLEST) / ln(1 + STEP)⌋.
-fn step_of(v: Option<f64>) -> u16 {
-    match v {
-        Some(v) if v > 0.0 => {
-            let k = ((v.max(SMALLEST) / SMALLEST).ln() / (1.0 + STEP).ln()).floor();
-            (1.0 + k).min(f64::from(u16::MAX)) as u16
-        }
-        _ => 0,
-    }
-}
-
-/// The value a step stands for: the geometric middle of its range.
-fn value_of(step: u16) -> f64 {
-    if step == 0 { 0.0 } else { SMALLEST * (1.0 + STEP).powf(f64::from(step) - 0.5) }
-}
-
-/// The step of an expected-unsubscribes mean (0: none).
-fn unsubscribe_step_of(u: f64) -> u16 {
-    if u > 0.0 {
-        (1.0 + ((u.max(SMALLEST) / SMALLEST).ln() / (1.0 + UNSUBSCRIBE_STEP).ln()).floor()).min(f64::from(u16::MAX))
-            as u16
-    } else {
-        0
-    }
-}
-
-impl Summary {
-    /// The summary of one shard's users, `values[u][c]` as [`allocate`](super::allocate::allocate) takes them.
-    #[cfg(test)]
-    fn of(values: &[Vec<Option<f64>>], channels: usize) -> Summary {
-        Summary::with_unsubscribes(values, &[], &vec![false; channels])
-    }
-
-    /// The summary of one shard's users with, on the `capped` channels, the expected
-    /// unsubscribes of each user's send there (`unsubscribes[u][c]`; unused when no
-    /// channel is capped).
-    pub(crate) fn with_unsubscribes(
-        values: &[Vec<Option<f64>>],
-        unsubscribes: &[Vec<f64>],
-        capped: &[bool],
-    ) -> Summary {
-        let channels = capped.len();
-        let any_cap = capped.iter().any(|&c| c);
-        let mut cells: BTreeMap<Vec<u16>, (u64, Vec<f64>)> = BTreeMap::new();
-        for (u, row) in values.iter().enumerate() {
-            let mut key: Vec<u16> = (0..channels).map(|c| step_of(row.get(c).copied().flatten())).collect();
-            if !key.iter().any(|&s| s > 0) {
-                continue;
-            }
-            let risk: Vec<f64> = (0..channels)
-                .map(|c| if capped[c] && key[c] > 0 { unsubscribes[u][c].max(0.0) } else { 0.0 })
-                .collect();
-            if any_cap {
-                key.extend(risk.iter().map(|&r| unsubscribe_step_of(r)));
-            }
-            let cell = cells.entry(key).or_insert_with(|| (0, vec![0.0; channels]));
-            cell.0 += 1;
-            for (sum, r) in cell.1.iter_mut().zip(&risk) {
-                *sum += r;
-            }
-        }
-        let mut keyed = Vec::with_capacity(cells.len());
-        let mut unsubscribes = Vec::new();
-        for (key, (n, risk)) in cells {
-            keyed.push((key, n));
-            if any_cap {
-                unsubscribes.push(risk);
-            }
-        }
-        let capped = if any_cap { capped.to_vec() } else { Vec::new() };
-        Summary { channels, users: values.len() as u64, cells: keyed, unsubscribes, capped }
-    }
-
-    /// The cells with their values and mean expected unsubscribes.
-    fn cells(&self, channels: usize) -> impl Iterator<Item = Cell> + '_ {
-        self.cells.iter().enumerate().map(move |(i, (key, users))| Cell {
-            values: (0..channels).map(|c| value_of(key.get(c).copied().unwrap_or(0))).collect(),
-            unsubscribes: (0..channels)
-                .map(|c| self.unsubscribes.get(i).map_or(0.0, |r| r.get(c).copied().unwrap_or(0.0) / *users as f64))
-                .collect(),
-            users: *users,
-        })
-    }
-
-    /// Users per channel that take it at budget `prices` and unsubscribe prices `mu`
-    /// (`weak`: a value equal to its price counts), and their expected unsubscribes.
-    fn demand(&self, prices: &[f64], mu: &[f64], weak: bool) -> (Vec<u64>, Vec<f64>) {
-        let (mut d, mut risk) = (vec![0u64; prices.len()], vec![0.0; prices.len()]);
-        for cell in self.cells(prices.len()) {
-            if let Some(c) = choice(&cell.priced(mu), prices, weak) {
-                d[c] += cell.users;
-                risk[c] += cell.users as f64 * cell.unsubscribes[c];
-            }
-        }
-        (d, risk)
-    }
-}
+use dual::{budget_prices, joint_prices};
+pub(crate) use summary::Summary;
+use summary::{Cell, value_of};
 
 /// What the merge decided: a price per channel, and per shard its quota per channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,40 +78,6 @@ pub(crate) struct Prices {
     pub rounds: usize,
     /// Cutting-plane steps of the joint prices (0 without caps).
     pub cuts: usize,
-}
-
-/// One cell: its values and mean expected unsubscribes per channel, and its users.
-struct Cell {
-    values: Vec<f64>,
-    unsubscribes: Vec<f64>,
-    users: u64,
-}
-
-impl Cell {
-    /// The values with unsubscribes priced at `mu`; 0 (no value) where the price leaves
-    /// nothing.
-    fn priced(&self, mu: &[f64]) -> Vec<f64> {
-        self.values
-            .iter()
-            .zip(&self.unsubscribes)
-            .zip(mu)
-            .map(|((&v, &r), &m)| if v > 0.0 { (v - m * r).max(0.0) } else { 0.0 })
-            .collect()
-    }
-}
-
-/// The channel a cell takes at `prices`, if any: the largest value above its price (ties
-/// to the first channel); `weak` counts a value equal to its price as wanted.
-fn choice(values: &[f64], prices: &[f64], weak: bool) -> Option<usize> {
-    let mut best: Option<(usize, f64)> = None;
-    for (c, (&v, &p)) in values.iter().zip(prices).enumerate() {
-        let surplus = v - p;
-        let wanted = v > 0.0 && if weak { surplus >= 0.0 } else { surplus > 0.0 };
-        if wanted && best.is_none_or(|(_, b)| surplus > b) {
-            best = Some((c, surplus));
-        }
-    }
-    best.map(|(c, _)| c)
 }
 
 /// The prices that fit the service's `budgets` and unsubscribe `caps`, and each shard's
@@ -308,169 +153,6 @@ pub(crate) fn merge(summaries: &[Summary], budgets: &[u64], caps: &[Option<f64>]
     }
 }
 
-/// The budget prices of `cells` alone (no caps): exact steps over every set of channels
-/// until none moves, and the rounds it took.
-fn budget_prices(cells: &[Cell], budgets: &[u64]) -> (Vec<f64>, usize) {
-    let k = budgets.len();
-    let mut prices = vec![0.0; k];
-    let mut rounds = 0;
-    // Every set of channels, the single ones first: users with equal values on several
-    // channels want one of them and do not mind which, so those channels' prices must
-    // move together (one at a time, none would move).
-    let mut sets: Vec<usize> = (1..1usize << k).collect();
-    sets.sort_by_key(|m| m.count_ones());
-    while rounds < MAX_ROUNDS {
-        rounds += 1;
-        let mut moved = false;
-        for &set in &sets {
-            let shift = filling_shift(cells, &prices, set, budgets);
-            if shift.abs() > 1e-12 {
-                for (c, p) in prices.iter_mut().enumerate() {
-                    if set & (1 << c) != 0 {
-                        *p += shift;
-                    }
-                }
-                moved = true;
-            }
-        }
-        if !moved {
-            break;
-        }
-    }
-    (prices, rounds)
-}
-
-/// The merge's dual at budget prices `lambda` and unsubscribe prices `mu`,
-/// Φ = Σ cells users × max(0, maxᶜ value − μ × unsubscribes − λ) + Σ budget × λ + Σ cap × μ,
-/// and a subgradient (d/dλ, d/dμ): each cell's users counted on one channel of largest
-/// surplus.
-fn merge_dual(cells: &[Cell], budgets: &[u64], cap: &[f64], lambda: &[f64], mu: &[f64]) -> (f64, Vec<f64>, Vec<f64>) {
-    let k = budgets.len();
-    let mut value: f64 = (0..k).map(|c| budgets[c] as f64 * lambda[c] + cap[c] * mu[c]).sum();
-    let mut d_lambda: Vec<f64> = budgets.iter().map(|&b| b as f64).collect();
-    let mut d_mu = cap.to_vec();
-    for cell in cells {
-        let mut best: Option<(usize, f64)> = None;
-        for c in 0..k {
-            if cell.values[c] > 0.0 {
-                let surplus = cell.values[c] - mu[c] * cell.unsubscribes[c] - lambda[c];
-                if surplus > 0.0 && best.is_none_or(|(_, b)| surplus > b) {
-                    best = Some((c, surplus));
-                }
-            }
-        }
-        if let Some((c, surplus)) = best {
-            let n = cell.users as f64;
-            value += n * surplus;
-            d_lambda[c] -= n;
-            d_mu[c] -= n * cell.unsubscribes[c];
-        }
-    }
-    (value, d_lambda, d_mu)
-}
-
-/// The budget and unsubscribe prices together that minimise the merge's dual
-/// ([`merge_dual`], the Lagrangian of the assignment LP over the cells), by Kelley's
-/// cutting plane from the budget prices alone: each cut is exact where it is taken and
-/// below the dual elsewhere, the small LP over the cuts gives the next prices and a
-/// lower bound, and the steps stop when the bound meets the best dual found. Joint steps
-/// matter: a cap's price and its channel's budget price trade off along a ridge (a
-/// cheaper send that costs more per unsubscribe keeps the same users), where steps one
-/// price at a time creep. Returns the prices and the cuts taken.
-fn joint_prices(
-    cells: &[Cell],
-    budgets: &[u64],
-    caps: &[Option<f64>],
-    capped: &[usize],
-    start: Vec<f64>,
-) -> (Vec<f64>, Vec<f64>, usize) {
-    use microlp::{ComparisonOp, OptimizationDirection, Problem, SolveOutcome};
-    let k = budgets.len();
-    let cap: Vec<f64> = (0..k).map(|c| caps.get(c).copied().flatten().unwrap_or(0.0)).collect();
-    // The box: above a channel's largest value nobody wants it; above the largest value
-    // per unsubscribe no send that risks one is worth it.
-    let top_lambda: Vec<f64> = (0..k).map(|c| cells.iter().map(|x| x.values[c]).fold(0.0, f64::max) + 1e-12).collect();
-    let top_mu: Vec<f64> = (0..k)
-        .map(|c| {
-            cells
-                .iter()
-                .filter(|x| x.unsubscribes[c] > 0.0)
-                .map(|x| x.values[c] / x.unsubscribes[c])
-                .fold(0.0, f64::max)
-                * 2.0
-                + 1e-12
-        })
-        .collect();
-    // Every point met: (λ, μ), Φ there and its subgradient (dΦ/dλ, dΦ/dμ).
-    struct Point {
-        at: (Vec<f64>, Vec<f64>),
-        value: f64,
-        slope: (Vec<f64>, Vec<f64>),
-    }
-    let mut points: Vec<Point> = Vec::new();
-    let mut at = (start.iter().zip(&top_lambda).map(|(p, t)| p.min(*t)).collect::<Vec<f64>>(), vec![0.0; k]);
-    for _ in 0..MAX_CUTS {
-        let (value, d_lambda, d_mu) = merge_dual(cells, budgets, &cap, &at.0, &at.1);
-        points.push(Point { at: at.clone(), value, slope: (d_lambda, d_mu) });
-        let best = points.iter().map(|p| p.value).fold(f64::INFINITY, f64::min);
-        let mut lp = Problem::new(OptimizationDirection::Minimize);
-        let t = lp.add_var(1.0, (f64::NEG_INFINITY, f64::INFINITY));
-        let lambda: Vec<_> = (0..k).map(|c| lp.add_var(0.0, (0.0, top_lambda[c]))).collect();
-        let mu: Vec<_> =
-            (0..k).map(|c| lp.add_var(0.0, (0.0, if capped.contains(&c) { top_mu[c] } else { 0.0 }))).collect();
-        for Point { at: (l, m), value, slope: (dl, dm) } in &points {
-            // t ≥ Φ(p) + g · (x − p)
-            let mut row = vec![(t, 1.0)];
-            row.extend((0..k).map(|c| (lambda[c], -dl[c])));
-            row.extend((0..k).map(|c| (mu[c], -dm[c])));
-            let rhs = value - (0..k).map(|c| dl[c] * l[c] + dm[c] * m[c]).sum::<f64>();
-            lp.add_constraint(&row, ComparisonOp::Ge, rhs);
-        }
-        let Ok(SolveOutcome::Solution(s)) = lp.solve() else { break };
-        if best - s.objective() <= 1e-9 * (1.0 + best.abs()) {
-            break;
-        }
-        at = (
-            (0..k).map(|c| s[lambda[c]].clamp(0.0, top_lambda[c])).collect(),
-            (0..k).map(|c| if capped.contains(&c) { s[mu[c]].clamp(0.0, top_mu[c]) } else { 0.0 }).collect(),
-        );
-    }
-    let cuts = points.len();
-    let best = points.into_iter().min_by(|a, b| a.value.total_cmp(&b.value)).expect("one point at least");
-    (best.at.0, best.at.1, cuts)
-}
-
-/// How far to move the prices of the channels in `set` (a bit per channel), all by the
-/// same amount, so that the users who want one of them fill their budgets together: the
-/// (budget + 1)-th largest gain of a user's best channel of the set over its best
-/// alternative outside it (at the current prices), or down to the lowest price of the set
-/// reaching 0 when fewer users gain than the budgets hold. This is the exact minimum of
-/// the budget constraint's dual along that direction.
-fn filling_shift(cells: &[Cell], prices: &[f64], set: usize, budgets: &[u64]) -> f64 {
-    let inside = |c: usize| set & (1 << c) != 0;
-    let budget: u64 = (0..prices.len()).filter(|&c| inside(c)).map(|c| budgets[c]).sum();
-    let mut gains: Vec<(f64, u64)> = cells
-        .iter()
-        .filter_map(|cell| {
-            let surplus = |c: usize| (cell.values[c] > 0.0).then(|| cell.values[c] - prices[c]);
-            let best_in = (0..prices.len()).filter(|&c| inside(c)).filter_map(surplus).reduce(f64::max)?;
-            let best_out = (0..prices.len()).filter(|&c| !inside(c)).filter_map(surplus).fold(0.0f64, f64::max);
-            Some((best_in - best_out, cell.users))
-        })
-        .collect();
-    gains.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut taken = 0u64;
-    for (gain, users) in gains {
-        taken += users;
-        if taken > budget {
-            // Never below a zero price.
-            let lowest = (0..prices.len()).filter(|&c| inside(c)).map(|c| prices[c]).fold(f64::INFINITY, f64::min);
-            return gain.max(-lowest);
-        }
-    }
-    -(0..prices.len()).filter(|&c| inside(c)).map(|c| prices[c]).fold(f64::INFINITY, f64::min)
-}
-
 /// `total` split in proportion to `weights`, largest remainders first (ties to the lower
 /// index); all to nobody when every weight is zero.
 fn split(total: u64, weights: &[u64]) -> Vec<u64> {
@@ -501,6 +183,7 @@ mod tests {
     use super::super::policy::{Arm, values};
     use super::super::prices;
     use super::super::value::{self, Effects, Worth};
+    use super::summary::step_of;
     use super::*;
     use crate::contract::CHANNELS;
     use proptest::prelude::*;
