@@ -1,10 +1,10 @@
 //! Learning each message type's effect from the campaign history, and choosing the
 //! learner by evidence.
 //!
-//! Per message type, a T-learner, a DR-learner and their blend ([`crate::models::uplift`])
-//! are fitted on the older decisions and scored by Qini on the newest ones (the later
-//! slice), arm by arm; the learner is chosen over all arms by
-//! [`uplift::select_learner`]. One model per message type learns from all its channels,
+//! Per message type, a T-learner and a DR-learner ([`crate::models::uplift`]) are fitted
+//! on the older decisions and scored by Qini on the newest ones (the later slice), arm by
+//! arm; the learner is chosen over all arms by the shared rule
+//! ([`uplift::select_learner`]). One model per message type learns from all its channels,
 //! with the channel as a feature. Each type also gets a support model: where in feature
 //! space it was ever tried, so that no prediction is trusted far from the data.
 
@@ -23,9 +23,7 @@ use crate::contract::CHANNELS;
 use crate::error::{PolarsContext, Result};
 use crate::models::encoder::{Encoder, Mode};
 use crate::models::gbdt::lightgbm_seed;
-use crate::models::uplift::{
-    self, Benefits, Experiment, Fitting, Learner, LearnerChoice, SentRate, Support, UpliftModel,
-};
+use crate::models::uplift::{self, Experiment, Fitting, Learner, LearnerChoice, SentRate, Support, UpliftModel};
 use crate::{features, progress};
 
 /// What the history taught: per arm its report and curves, per message type its support
@@ -197,10 +195,12 @@ pub(super) fn learn(hist: &mut History, seed: u64) -> Result<Option<Learned>> {
         evaluated.push(f.evaluated);
     }
     let reports: Vec<ArmReport> = reports.into_iter().map(|r| r.expect("every arm has a type")).collect();
-    // The learner: by Qini over the arms where every learner was scored.
+    // The learner: by Qini over the arms where both learners were scored.
     let scored: Vec<usize> = (0..arms.len()).filter(|&a| reports[a].qini.len() == Learner::ALL.len()).collect();
-    let evaluations: Vec<(Experiment, Benefits)> =
-        scored.iter().map(|&a| (arm_rows[a].1.experiment(), [0, 1, 2].map(|k| later[a][k].as_slice()))).collect();
+    let evaluations: Vec<(Experiment, [&[f64]; 2])> = scored
+        .iter()
+        .map(|&a| (arm_rows[a].1.experiment(), [later[a][0].as_slice(), later[a][1].as_slice()]))
+        .collect();
     let choice = uplift::select_learner(&evaluations, seed);
     Ok(Some(Learned {
         arms,
@@ -436,7 +436,7 @@ struct TypeFit {
     curves: Vec<LearnerCurves>,
 }
 
-/// Fit every learner on a message type's training slice and score them, arm by arm, on
+/// Fit both learners on a message type's training slice and score them, arm by arm, on
 /// its evaluation slice. `arms` are the type's arms with their rows.
 fn fit_type(
     arms: &[(&Arm, &ArmRows, &ArmRows)],

@@ -4,10 +4,10 @@
 //!
 //! The stage, in order (each step its own module):
 //! 1. [`history`]: past randomised decisions, labelled, with features as of each decision;
-//! 2. [`learn`]: per message type, a T-learner, a DR-learner and their blend on the GBDT
+//! 2. [`learn`]: per message type, a T-learner and a DR-learner on the GBDT
 //!    ([`crate::models::uplift`]), fitted on the older decisions and scored by Qini on the
-//!    newest ones; the learner is chosen by that evidence (the blend unless another
-//!    clearly beats it), and refitted on all decisions for tonight; [`predict`] keeps predictions inside the
+//!    newest ones; the learner is chosen by the rule `retain table uplift` shares, and
+//!    refitted on all decisions for tonight; [`predict`] keeps predictions inside the
 //!    support of what was tried;
 //! 3. [`replay`]: the chosen policy replayed on the newest decisions' populations with
 //!    models that never saw them, valued off-policy ([`evaluate`]: IPS and doubly robust,
@@ -104,8 +104,7 @@ pub(crate) fn learn_targeting(
         arms: Vec::new(),
         total_qini: BTreeMap::new(),
         qini_difference_se: 0.0,
-        blend_difference_se: BTreeMap::new(),
-        chosen_learner: Learner::Blend.as_str(),
+        chosen_learner: Learner::Dr.as_str(),
         evaluation: None,
         planned: 0,
         planned_by_channel: BTreeMap::new(),
@@ -137,9 +136,6 @@ pub(crate) fn learn_targeting(
             report.total_qini.insert(learner.as_str(), l.choice.qini[k]);
         }
         report.qini_difference_se = l.choice.difference_se;
-        for (k, learner) in Learner::ALL.into_iter().enumerate().filter(|(_, l)| *l != Learner::Blend) {
-            report.blend_difference_se.insert(learner.as_str(), l.choice.blend_difference_se[k]);
-        }
         report.chosen_learner = l.choice.chosen.as_str();
         // Replay the policy on the evaluation slice with models that never saw it.
         report.evaluation = replay::evaluate_policies(

@@ -49,13 +49,10 @@ pub(crate) struct Report {
     pub decisions: usize,
     pub evaluation_from: NaiveDate,
     pub arms: Vec<ArmReport>,
-    /// Summed Qini over the arms every learner was evaluated on.
+    /// Summed Qini over the arms both learners were evaluated on.
     pub total_qini: BTreeMap<&'static str, f64>,
     /// Bootstrap standard error of the T-learner's summed Qini minus the DR-learner's.
     pub qini_difference_se: f64,
-    /// Per learner other than the blend: the bootstrap standard error of its summed Qini
-    /// minus the blend's (the rule's yardstick, [`crate::models::uplift::choose_learner`]).
-    pub blend_difference_se: BTreeMap<&'static str, f64>,
     pub chosen_learner: &'static str,
     pub evaluation: Option<evaluate::PolicyEvaluation>,
     pub planned: usize,
@@ -122,23 +119,22 @@ pub(super) fn html(r: &Report, s: NaiveDate) -> String {
     let _ = write!(
         body,
         "<p>{} past decisions with closed labels; learners fitted on decisions before {} and scored on the later ones. \
-         Chosen learner: <b>{}</b> (summed Qini: T {:.4}, DR {:.4}, blend {:.4}).</p>",
+         Chosen learner: <b>{}</b> (summed Qini: T {:.4}, DR {:.4}).</p>",
         r.decisions,
         r.evaluation_from,
         esc(r.chosen_learner),
         r.total_qini.get("t_learner").copied().unwrap_or(0.0),
         r.total_qini.get("dr_learner").copied().unwrap_or(0.0),
-        r.total_qini.get("t_dr_blend").copied().unwrap_or(0.0),
     );
     body.push_str(
         "<h2>Arms</h2><table><tr><th>message</th><th>channel</th><th>training rows</th><th>later rows</th>\
-         <th>average churn cut</th><th>Qini T</th><th>Qini DR</th><th>Qini blend</th><th>AUUC T</th><th>AUUC DR</th><th>AUUC blend</th><th>used</th></tr>",
+         <th>average churn cut</th><th>Qini T</th><th>Qini DR</th><th>AUUC T</th><th>AUUC DR</th><th>used</th></tr>",
     );
     let num = |v: Option<&f64>| v.map_or("–".to_string(), |v| format!("{v:.4}"));
     for a in &r.arms {
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&a.message_type),
             esc(&a.channel),
             a.training_rows,
@@ -146,10 +142,8 @@ pub(super) fn html(r: &Report, s: NaiveDate) -> String {
             a.average_churn_reduction,
             num(a.qini.get("t_learner")),
             num(a.qini.get("dr_learner")),
-            num(a.qini.get("t_dr_blend")),
             num(a.auuc.get("t_learner")),
             num(a.auuc.get("dr_learner")),
-            num(a.auuc.get("t_dr_blend")),
             if a.used { "yes" } else { "no" }
         );
     }

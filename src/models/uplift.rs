@@ -1,7 +1,6 @@
 //! Per-user message effects learned from randomised campaigns (uplift models).
 //!
-//! Two learners, both on the project's GBDT, and their blend, so that the run can choose
-//! by evidence:
+//! Two learners, both on the project's GBDT, so that the run can choose by evidence:
 //! - the **T-learner** fits the churn probability of treated rows and of held-out rows
 //!   separately; the effect is the difference. Simple and strong when both arms are
 //!   large, but the difference of two noisy fits is noisier than either.
@@ -10,13 +9,6 @@
 //!   inverse-propensity-weighted residuals. Nuisance models (both outcome models and the
 //!   treatment propensity within the campaign) are cross-fitted on two halves, so no row
 //!   corrects its own fit.
-//! - the **blend**: the mean of the two learners' effects. Their errors differ (the
-//!   T-learner's is the noise of two separate fits, the DR-learner's that of a regression
-//!   on noisy pseudo-outcomes), so their mean ranks users better than either alone: on
-//!   four worlds of two effect families, three of them not tuned on, the plan from the
-//!   blend prevented 3% more churn than the DR-learner's, and more on three of the four
-//!   (BENCHMARKS.md, "The blend of the two learners"). It costs no fit: the blend's
-//!   parts are the DR-learner's regression and the outcome models both learners share.
 //!
 //! Rows are weighted by the inverse probability of the arm they got (sent or held out),
 //! given their features: campaigns did not assign their arms uniformly (some held out
@@ -43,17 +35,15 @@ use crate::error::{Error, Result};
 pub(crate) enum Learner {
     T,
     Dr,
-    Blend,
 }
 
 impl Learner {
-    pub(crate) const ALL: [Learner; 3] = [Learner::T, Learner::Dr, Learner::Blend];
+    pub(crate) const ALL: [Learner; 2] = [Learner::T, Learner::Dr];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Learner::T => "t_learner",
             Learner::Dr => "dr_learner",
-            Learner::Blend => "t_dr_blend",
         }
     }
 }
@@ -195,23 +185,16 @@ pub(crate) struct UpliftModel {
     /// the outcome models of the doubly robust policy evaluation).
     pub control: GbdtModel,
     pub treated: GbdtModel,
-    /// The DR-learner's effect regression (the DR-learner and the blend).
+    /// The DR-learner's effect regression.
     pub effect: Option<GbdtModel>,
 }
 
 impl UpliftModel {
     /// Effect of sending on the outcome's probability, per row.
     pub(crate) fn effect(&self, x: &Array2<f64>) -> Vec<f64> {
-        let difference = || -> Vec<f64> {
-            self.treated.predict(x).into_iter().zip(self.control.predict(x)).map(|(a, b)| a - b).collect()
-        };
-        let regressed = |m: &GbdtModel| -> Vec<f64> { m.predict(x).into_iter().map(|v| v.clamp(-1.0, 1.0)).collect() };
-        match (self.learner, &self.effect) {
-            (Learner::Dr, Some(m)) => regressed(m),
-            (Learner::Blend, Some(m)) => {
-                regressed(m).into_iter().zip(difference()).map(|(a, b)| 0.5 * (a + b)).collect()
-            }
-            _ => difference(),
+        match &self.effect {
+            Some(m) => m.predict(x).into_iter().map(|v| v.clamp(-1.0, 1.0)).collect(),
+            None => self.treated.predict(x).into_iter().zip(self.control.predict(x)).map(|(a, b)| a - b).collect(),
         }
     }
 }
@@ -379,7 +362,7 @@ pub(crate) fn fit_each(
     let w = e.weights();
     // The fits are independent: on the pool together, so that the message types' fits
     // fill both cores until the last one ends. Each is deterministic on its one thread.
-    let want_dr = learners.iter().any(|l| *l != Learner::T);
+    let want_dr = learners.contains(&Learner::Dr);
     let ((control, treated), dr) = rayon::join(
         || {
             rayon::join(
@@ -395,7 +378,7 @@ pub(crate) fn fit_each(
         .map(|&learner| {
             let effect = match learner {
                 Learner::T => None,
-                Learner::Dr | Learner::Blend => dr.clone(),
+                Learner::Dr => dr.clone(),
             };
             Ok(UpliftModel { learner, control: control.clone(), treated: treated.clone(), effect })
         })
@@ -469,82 +452,60 @@ fn fit_dr(e: &Experiment, w: &[f64], categorical: &[usize], fitting: Fitting) ->
     fit_on(Objective::Regression, e.x, &pseudo, None, &all, categorical, fitting)
 }
 
-/// The blend unless the T- or the DR-learner's Qini beats the blend's by two bootstrap
-/// standard errors of their difference (the better of them if both do). The blend is the
-/// default because it was the better plan on most worlds measured (module docs), and a
-/// Qini gap within the noise of the evaluation rows is no reason to give that up.
-/// `qini` and `blend_difference_se` are in [`Learner::ALL`] order.
-pub(crate) fn choose_learner(qini: [f64; 3], blend_difference_se: [f64; 3]) -> Learner {
-    let blend = qini[2];
-    Learner::ALL
-        .into_iter()
-        .enumerate()
-        .filter(|&(k, l)| l != Learner::Blend && qini[k] - blend > 2.0 * blend_difference_se[k])
-        .max_by(|a, b| qini[a.0].total_cmp(&qini[b.0]))
-        .map_or(Learner::Blend, |(_, l)| l)
+/// The DR-learner unless the T-learner's Qini beats it by two bootstrap standard errors.
+/// DR is the default because its effects are unbiased where effects are small and the
+/// arms differ in who they hold, which the difference of two separately regularised
+/// T-learner fits is not; a Qini gap within the noise of the evaluation rows is no reason
+/// to give that up.
+pub(crate) fn choose_learner(qini_t: f64, qini_dr: f64, difference_se: f64) -> Learner {
+    if qini_t - qini_dr > 2.0 * difference_se { Learner::T } else { Learner::Dr }
 }
 
 /// How the learners did on rows they never saw, and the one chosen.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LearnerChoice {
     /// Summed Qini of each learner, in [`Learner::ALL`] order.
-    pub(crate) qini: [f64; 3],
+    pub(crate) qini: [f64; 2],
     /// Bootstrap standard error of the T-learner's summed Qini minus the DR-learner's.
     pub(crate) difference_se: f64,
-    /// Bootstrap standard error of each learner's summed Qini minus the blend's (0 for the
-    /// blend itself), in [`Learner::ALL`] order.
-    pub(crate) blend_difference_se: [f64; 3],
     pub(crate) chosen: Learner,
 }
 
-/// The learners' predicted benefit on the rows of one held-out experiment, in
-/// [`Learner::ALL`] order.
-pub(crate) type Benefits<'a> = [&'a [f64]; 3];
-
-/// Choose the learner by evidence: each learner's Qini summed over held-out experiments
-/// (an arm's later decisions), given with each learner's predicted benefit on their rows,
-/// then [`choose_learner`]. `seed` draws the bootstrap.
-pub(crate) fn select_learner(evaluations: &[(Experiment, Benefits)], seed: u64) -> LearnerChoice {
+/// Choose the learner by evidence, as the pipeline and `retain table uplift` both do: each
+/// learner's Qini summed over held-out experiments (an arm's later decisions, or the
+/// held-out fifth of an analyst's table), given with each learner's predicted benefit on
+/// their rows (in [`Learner::ALL`] order), then [`choose_learner`].
+/// `seed` draws the bootstrap.
+pub(crate) fn select_learner(evaluations: &[(Experiment, [&[f64]; 2])], seed: u64) -> LearnerChoice {
     let qini_of = |k: usize| -> f64 { evaluations.iter().map(|(e, b)| qini(b[k], e, 20).qini).sum() };
-    let qini = [qini_of(0), qini_of(1), qini_of(2)];
-    let resampled = bootstrap_qini(evaluations, seed);
-    let se = |a: usize, b: usize| -> f64 {
-        let d: Vec<f64> = resampled.iter().map(|q| q[a] - q[b]).collect();
-        let mean = d.iter().sum::<f64>() / d.len() as f64;
-        (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (d.len() - 1) as f64).sqrt()
-    };
-    let blend_difference_se = [se(0, 2), se(1, 2), 0.0];
-    LearnerChoice {
-        qini,
-        difference_se: se(0, 1),
-        blend_difference_se,
-        chosen: choose_learner(qini, blend_difference_se),
-    }
+    let qini = [qini_of(0), qini_of(1)];
+    let difference_se = qini_difference_se(evaluations, seed);
+    LearnerChoice { qini, difference_se, chosen: choose_learner(qini[0], qini[1], difference_se) }
 }
 
-/// The learners' summed Qini on bootstrap resamples (rows resampled within each
-/// experiment), per resample in [`Learner::ALL`] order; `seed` draws the resamples.
-fn bootstrap_qini(evaluations: &[(Experiment, Benefits)], seed: u64) -> Vec<[f64; 3]> {
+/// Bootstrap standard error (rows resampled within each experiment) of the summed Qini of
+/// the T-learner minus the DR-learner's, over experiments given with each learner's
+/// predicted benefit on their rows (in [`Learner::ALL`] order); `seed` draws the resamples.
+fn qini_difference_se(evaluations: &[(Experiment, [&[f64]; 2])], seed: u64) -> f64 {
     use rand::{Rng, SeedableRng};
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let rounds = 100;
-    let mut sums = Vec::with_capacity(rounds);
+    let mut diffs = Vec::with_capacity(rounds);
     for _ in 0..rounds {
-        let mut q = [0.0; 3];
-        for (e, benefits) in evaluations {
+        let mut d = 0.0;
+        for (e, [t, dr]) in evaluations {
             let n = e.len();
             let idx: Vec<usize> = (0..n).map(|_| r.random_range(0..n)).collect();
             let pick = |v: &[f64]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
             let treated: Vec<bool> = idx.iter().map(|&i| e.treated[i]).collect();
             let (outcome, propensity) = (pick(e.outcome), pick(e.propensity));
             let resampled = Experiment { x: e.x, treated: &treated, outcome: &outcome, propensity: &propensity };
-            for (k, b) in benefits.iter().enumerate() {
-                q[k] += qini(&pick(b), &resampled, 20).qini;
-            }
+            d += qini(&pick(t), &resampled, 20).qini - qini(&pick(dr), &resampled, 20).qini;
         }
-        sums.push(q);
+        diffs.push(d);
     }
-    sums
+    let mean = diffs.iter().sum::<f64>() / rounds as f64;
+    (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (rounds - 1) as f64).sqrt()
 }
 
 /// A Qini curve: the estimated churn events prevented among the top share of users ranked
@@ -629,7 +590,7 @@ mod tests {
     }
 
     #[test]
-    fn every_learner_finds_who_the_message_helps_and_the_qini_says_so() {
+    fn both_learners_find_who_the_message_helps_and_the_qini_says_so() {
         let (x, t, y, p, _) = experiment(8000, 1);
         let train = Experiment { x: &x, treated: &t, outcome: &y, propensity: &p };
         let (xv, tv, yv, pv, tau) = experiment(8000, 2);
@@ -677,27 +638,6 @@ mod tests {
     }
 
     #[test]
-    fn the_blend_is_chosen_unless_another_learner_clearly_beats_it() {
-        let se = [0.01, 0.01, 0.0];
-        assert_eq!(choose_learner([0.05, 0.04, 0.045], se), Learner::Blend, "within the noise");
-        assert_eq!(choose_learner([0.07, 0.04, 0.045], se), Learner::T);
-        assert_eq!(choose_learner([0.07, 0.08, 0.045], se), Learner::Dr, "the better of two that beat it");
-        assert_eq!(choose_learner([0.07, 0.08, 0.045], [0.02, 0.02, 0.0]), Learner::Blend, "noisier rows");
-    }
-
-    #[test]
-    fn the_blend_is_the_mean_of_the_two_learners() {
-        let (x, t, y, p, _) = experiment(4000, 4);
-        let e = Experiment { x: &x, treated: &t, outcome: &y, propensity: &p };
-        let models = fit_each(&Learner::ALL, &e, &[], FITTING).unwrap();
-        let effects: Vec<Vec<f64>> = models.iter().map(|m| m.effect(&x)).collect();
-        for (i, blend) in effects[2].iter().enumerate() {
-            assert!((blend - 0.5 * (effects[0][i] + effects[1][i])).abs() < 1e-12, "row {i}");
-        }
-        assert_ne!(effects[0], effects[1], "two learners, two estimates");
-    }
-
-    #[test]
     fn the_seed_reaches_the_fits_and_the_bootstrap() {
         let (x, t, y, p, _) = experiment(4000, 3);
         let e = Experiment { x: &x, treated: &t, outcome: &y, propensity: &p };
@@ -705,7 +645,7 @@ mod tests {
         assert_eq!(effect(1), effect(1), "a seed gives one fit");
         assert_ne!(effect(1), effect(2), "another seed samples other rows");
         let benefit = effect(1);
-        let evaluations = [(e, [benefit.as_slice(), y.as_slice(), benefit.as_slice()])];
+        let evaluations = [(e, [benefit.as_slice(), y.as_slice()])];
         let se = |seed: u64| select_learner(&evaluations, seed).difference_se;
         assert_eq!(se(5), se(5));
         assert_ne!(se(5), se(6), "the bootstrap draws from the seed");

@@ -110,9 +110,8 @@ fn interventions_respect_opt_ins_budgets_and_the_holdout() {
     assert!(uid.iter().all(|u| scored.contains(u)));
 }
 
-/// The run report scores every learner on the later slice, says which one plans and why,
-/// and values the plan and risk-ranked targeting off-policy, saying how many sends rest on
-/// no logged evidence.
+/// The run report scores both learners on the later slice and values the plan and
+/// risk-ranked targeting off-policy, saying how many sends rest on no logged evidence.
 #[test]
 fn the_interventions_report_has_qini_and_policy_values() {
     let out = sample_run();
@@ -120,16 +119,8 @@ fn the_interventions_report_has_qini_and_policy_values() {
         serde_json::from_slice(&std::fs::read(out.join(format!("runs/snapshot={SAMPLE_AS_OF}/run.json"))).unwrap())
             .unwrap();
     let iv = &m["details"]["interventions"];
-    for learner in ["t_learner", "dr_learner", "t_dr_blend"] {
+    for learner in ["t_learner", "dr_learner"] {
         assert!(iv["total_qini"][learner].is_f64(), "{learner} scored: {iv}");
-    }
-    // The rule: the blend unless another learner's Qini beats it by two standard errors.
-    let qini = |l: &str| iv["total_qini"][l].as_f64().unwrap();
-    let beats = |l: &str| qini(l) - qini("t_dr_blend") > 2.0 * iv["blend_difference_se"][l].as_f64().unwrap();
-    let chosen = iv["chosen_learner"].as_str().unwrap();
-    match chosen {
-        "t_dr_blend" => assert!(!beats("t_learner") && !beats("dr_learner"), "{iv}"),
-        other => assert!(beats(other), "{other} chosen without beating the blend: {iv}"),
     }
     let policies = iv["evaluation"]["policies"].as_array().unwrap();
     let names: Vec<&str> = policies.iter().map(|p| p["policy"].as_str().unwrap()).collect();
