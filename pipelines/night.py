@@ -32,12 +32,13 @@ class Step:
     kind: str = "shard"
 
 
-def steps(as_of: str, shards: int, common: list | None = None) -> list:
+def steps(as_of: str, shards: int, common: list | None = None, run_id: str | None = None) -> list:
     """The night's steps in an order that respects `after`. `common` (e.g. ["--config",
-    "nightly.toml"]) is appended to every command."""
+    "nightly.toml"]) is appended to every command, and `--run-id run_id` when given: the
+    night's one id, under which a readout finds the plan `commit` publishes."""
     if shards < 1:
         raise ValueError("shards must be at least 1")
-    common = list(common or [])
+    common = list(common or []) + (["--run-id", run_id] if run_id else [])
     day = ["--as-of", as_of]
 
     def cmd(*args):

@@ -18,8 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import night  # noqa: E402
 
 SHARDS = 4
-# Placeholders the orchestrator fills: the night's date and the pipeline config.
+# Placeholders the orchestrator fills: the night's date, its run id and the pipeline config.
 AS_OF = "{{as_of}}"
+RUN_ID = "{{run_id}}"
 CONFIG = "/etc/retain/nightly.toml"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -60,7 +61,7 @@ def argo(steps):
         "        tasks:",
     ]
     for s in steps:
-        args = " ".join(s.argv).replace(AS_OF, "{{workflow.parameters.as_of}}")
+        args = " ".join(s.argv).replace(AS_OF, "{{workflow.parameters.as_of}}").replace(RUN_ID, "{{workflow.name}}")
         cpu, memory = ("2", "8Gi") if s.kind == "night" else ("1", "2Gi")
         lines += [
             f"          - name: {s.name}",
@@ -84,8 +85,9 @@ def airflow(steps):
         '"""Rendered by pipelines/render.py from pipelines/night.py: do not edit by hand.',
         "",
         "A night of retain as shards on Airflow: the commands the Ray driver runs, with the",
-        "night's date from the run's logical date. A failed task is retried twice (BashOperator",
-        "cannot retry on retain's exit 75 alone; rerunning a retain command is always safe).",
+        "night's date from the run's logical date and the run's id as the night's. A failed",
+        "task is retried twice (BashOperator cannot retry on retain's exit 75 alone;",
+        "rerunning a retain command is always safe).",
         '"""',
         "",
         "import pendulum",
@@ -102,7 +104,7 @@ def airflow(steps):
         "    tasks = {}",
     ]
     for s in steps:
-        cmd = "retain " + " ".join(s.argv).replace(AS_OF, "{{ ds }}")
+        cmd = "retain " + " ".join(s.argv).replace(AS_OF, "{{ ds }}").replace(RUN_ID, "{{ run_id }}")
         pool_slots = 2 if s.kind == "night" else 1
         out += [
             f"    tasks[{s.name!r}] = BashOperator(",
@@ -119,7 +121,7 @@ def airflow(steps):
 
 
 def rendered():
-    steps = night.steps(AS_OF, SHARDS, ["--config", CONFIG])
+    steps = night.steps(AS_OF, SHARDS, ["--config", CONFIG], RUN_ID)
     return {
         os.path.join(HERE, "argo", "nightly.yaml"): argo(steps),
         os.path.join(HERE, "airflow", "retain_nightly.py"): airflow(steps),

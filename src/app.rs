@@ -63,11 +63,11 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Candidates(a) => stage(a, run::candidates_only),
         Command::Prices(a) => {
             let settings = config::resolve(&overrides(a.settings)?)?;
-            run::prices(&settings, a.as_of, a.shards)
+            run::prices(&settings, a.as_of, a.shards, run_id(a.run_id)?)
         }
         Command::Commit(a) => {
             let settings = config::resolve(&overrides(a.settings)?)?;
-            run::commit_shards(&settings, a.as_of, a.shards)
+            run::commit_shards(&settings, a.as_of, a.shards, run_id(a.run_id)?)
         }
         Command::Readout(a) => {
             let settings = config::resolve(&overrides(a.settings)?)?;
@@ -163,7 +163,8 @@ pub fn execute(cli: Cli) -> Result<()> {
 /// A pipeline command: `--show-config` prints the resolved settings; otherwise the
 /// snapshot date is required and the command runs with its settings resolved once.
 fn stage(args: StageArgs, f: fn(StageSettings) -> Result<()>) -> Result<()> {
-    let StageArgs { settings, as_of, retrain, shard, force, show_config } = args;
+    let StageArgs { settings, as_of, retrain, shard, force, run_id: given, show_config } = args;
+    let run_id = run_id(given)?;
     let shard = shard.map(|s| s.parse::<crate::shard::Shard>()).transpose()?;
     let settings = config::resolve(&overrides(settings)?)?;
     if show_config {
@@ -174,5 +175,19 @@ fn stage(args: StageArgs, f: fn(StageSettings) -> Result<()>) -> Result<()> {
         return Ok(());
     }
     let as_of = as_of.ok_or_else(|| Error::Usage("--as-of (or RETAIN_AS_OF) is required".into()))?;
-    f(StageSettings::new(settings, as_of, StageOptions { retrain, shard, force })?)
+    f(StageSettings::new(settings, as_of, StageOptions { retrain, shard, force, run_id })?)
+}
+
+/// A run id given on the command line: what an orchestrator names its runs by (Airflow's
+/// `scheduled__2026-11-30T02:30:00+00:00`, an Argo workflow's name), so anything but
+/// nothing, white space and control characters, within 256 bytes.
+fn run_id(given: Option<String>) -> Result<Option<String>> {
+    match given {
+        Some(id) if id.is_empty() || id.len() > 256 || id.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Err(Error::Usage(format!(
+                "--run-id (or RETAIN_RUN_ID) {id:?}: give 1 to 256 bytes without white space or control characters"
+            )))
+        }
+        other => Ok(other),
+    }
 }

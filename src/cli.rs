@@ -256,6 +256,14 @@ pub struct StageArgs {
     #[arg(long, requires = "shard")]
     pub force: bool,
 
+    /// The id this command's manifest and committed tables carry (default: the UTC time and
+    /// the process id). Give every command of a night of shards the same one (the
+    /// orchestrator's run id): the plan `retain commit` publishes is then known by it, the
+    /// `campaign_id` under which a readout finds the plan's sends (README, "Reading out
+    /// `retain`'s own plans").
+    #[arg(long, env = "RETAIN_RUN_ID")]
+    pub run_id: Option<String>,
+
     /// Print the resolved configuration as TOML on stdout and exit.
     #[arg(long)]
     pub show_config: bool,
@@ -273,6 +281,14 @@ pub struct CommitArgs {
     /// How many shards the night ran as (the N of every task's --shard K/N).
     #[arg(long)]
     pub shards: u32,
+
+    /// The id this command's manifest and committed tables carry (default: the UTC time and
+    /// the process id). Give every command of a night of shards the same one (the
+    /// orchestrator's run id): the plan `retain commit` publishes is then known by it, the
+    /// `campaign_id` under which a readout finds the plan's sends (README, "Reading out
+    /// `retain`'s own plans").
+    #[arg(long, env = "RETAIN_RUN_ID")]
+    pub run_id: Option<String>,
 }
 
 /// The stages a backfill can run.

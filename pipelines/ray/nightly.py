@@ -73,6 +73,12 @@ def main(argv=None):
     p.add_argument("--input", default=None)
     p.add_argument("--output", default=None)
     p.add_argument("--retries", type=int, default=2, help="retries of a step that exits 75")
+    p.add_argument(
+        "--run-id",
+        default=None,
+        help="the night's id, given to every command (default: night-<as-of>-<UTC time>): "
+        "the campaign_id a readout finds the night's plan under",
+    )
     p.add_argument("--night-cpus", type=float, default=RESOURCES["night"]["num_cpus"])
     p.add_argument("--shard-memory-gb", type=float, default=RESOURCES["shard"]["memory"] / 1024**3)
     p.add_argument("--night-memory-gb", type=float, default=RESOURCES["night"]["memory"] / 1024**3)
@@ -86,7 +92,8 @@ def main(argv=None):
         common += ["--input", a.input]
     if a.output:
         common += ["--output", a.output]
-    steps = night.steps(a.as_of, a.shards, common)
+    run_id = a.run_id or f"night-{a.as_of}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    steps = night.steps(a.as_of, a.shards, common, run_id)
     env = {k: v for k, v in os.environ.items() if k.startswith(("RETAIN_", "AWS_", "GOOGLE_"))}
     env.setdefault("RETAIN_LOG_FORMAT", "json")
     ray.init(address=a.address, runtime_env={"env_vars": env}, log_to_driver=False)

@@ -414,7 +414,7 @@ pub struct InterventionSettings {
 }
 
 /// What a command line says beyond the settings.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct StageOptions {
     /// Refit models even when the labelled data is unchanged.
     pub retrain: bool,
@@ -422,6 +422,8 @@ pub struct StageOptions {
     pub shard: Option<Shard>,
     /// With a shard: redo its tables even when already written.
     pub force: bool,
+    /// The run id the orchestrator gave (`--run-id`); None: the command makes its own.
+    pub run_id: Option<String>,
 }
 
 /// Everything a pipeline command needs, resolved once: the snapshot, the roots, and each
@@ -435,6 +437,8 @@ pub struct StageSettings {
     pub force: bool,
     /// Refit models even when the labelled data is unchanged.
     pub retrain: bool,
+    /// The run id the orchestrator gave (`--run-id`); None: the command makes its own.
+    pub run_id: Option<String>,
     pub input: String,
     pub output: String,
     pub settings: Settings,
@@ -449,7 +453,7 @@ impl StageSettings {
     /// command's options: a shard's index replaces `{shard}` in the input URI); the input
     /// and output roots are required.
     pub fn new(settings: Settings, as_of: NaiveDate, options: StageOptions) -> Result<Self> {
-        let StageOptions { retrain, shard, force } = options;
+        let StageOptions { retrain, shard, force, run_id } = options;
         let (input, output) = settings.roots()?;
         let input = match shard {
             Some(shard) => shard.expand(&input),
@@ -469,6 +473,7 @@ impl StageSettings {
             shard,
             force,
             retrain,
+            run_id,
             input,
             output,
             train: TrainSettings { horizon_days: s.horizon_days, training },

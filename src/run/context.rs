@@ -58,7 +58,7 @@ impl Context {
         let opts = stage.settings.storage_options();
         let input = Storage::open(&stage.input, &opts, false)?;
         let output = Storage::open(&stage.output, &opts, true)?;
-        let run_id = format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), std::process::id());
+        let run_id = stage.run_id.clone().unwrap_or_else(own_run_id);
         Ok(Context {
             stage,
             input,
@@ -337,4 +337,9 @@ pub(super) fn refuse_shard(stage: &StageSettings, command: &str, instead: &str) 
         Some(shard) => Err(Error::Usage(format!("`retain {command}` does not take --shard ({shard}): {instead}"))),
         None => Ok(()),
     }
+}
+
+/// The run id of a command that was given none: the UTC time it started and its process id.
+pub(crate) fn own_run_id() -> String {
+    format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), std::process::id())
 }

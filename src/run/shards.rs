@@ -7,7 +7,7 @@ use polars::prelude::*;
 use serde_json::{Value, json};
 use tracing::info;
 
-use super::context::{Context, Reads};
+use super::context::{Context, Reads, own_run_id};
 use super::summary::{intervention_summary, table_summary};
 use crate::config::{Settings, StageSettings};
 use crate::error::{Error, Result};
@@ -67,7 +67,8 @@ pub(crate) fn candidates_only(stage: StageSettings) -> Result<()> {
 
 /// `retain prices`: the channel prices and each shard's quotas for night `s` of `count`
 /// shards, from every shard's candidate summary, in `runs/snapshot=S/prices.json`.
-pub(crate) fn prices(settings: &Settings, s: NaiveDate, count: u32) -> Result<()> {
+pub(crate) fn prices(settings: &Settings, s: NaiveDate, count: u32, run_id: Option<String>) -> Result<()> {
+    let run_id = run_id.unwrap_or_else(own_run_id);
     if count == 0 {
         return Err(Error::Usage("--shards must be at least 1".into()));
     }
@@ -135,7 +136,7 @@ pub(crate) fn prices(settings: &Settings, s: NaiveDate, count: u32) -> Result<()
         "rounds": priced.rounds,
         "cuts": priced.cuts,
     });
-    write_night_manifest(&output, "prices", s, count, started, fields)
+    write_night_manifest(&output, "prices", s, count, &run_id, started, fields)
 }
 
 fn prices_path(s: NaiveDate) -> String {
@@ -149,6 +150,7 @@ fn write_night_manifest(
     command: &str,
     s: NaiveDate,
     count: u32,
+    run_id: &str,
     started: std::time::Instant,
     fields: Value,
 ) -> Result<()> {
@@ -156,6 +158,7 @@ fn write_night_manifest(
         "command": command,
         "as_of": s,
         "shards": count,
+        "run_id": run_id,
         "code_version": crate::version::code_version(),
         "finished_at": chrono::Utc::now().to_rfc3339(),
         "seconds": started.elapsed().as_secs_f64(),
@@ -261,7 +264,8 @@ fn unsubscribe_quotas(
 /// some shard wrote must have all `count` shards' parts (checked for every table before
 /// any is published: a missing shard publishes nothing); then each gets its `_SUCCESS`,
 /// and the manifest `runs/snapshot=S/commit.json` is written last.
-pub(crate) fn commit_shards(settings: &Settings, s: NaiveDate, count: u32) -> Result<()> {
+pub(crate) fn commit_shards(settings: &Settings, s: NaiveDate, count: u32, run_id: Option<String>) -> Result<()> {
+    let run_id = run_id.unwrap_or_else(own_run_id);
     if count == 0 {
         return Err(Error::Usage("--shards must be at least 1".into()));
     }
@@ -304,7 +308,7 @@ pub(crate) fn commit_shards(settings: &Settings, s: NaiveDate, count: u32) -> Re
     }
     let mut tables = serde_json::Map::new();
     for table in written {
-        let meta = json!({ "code_version": crate::version::code_version(), "shards": count });
+        let meta = json!({ "run_id": run_id, "code_version": crate::version::code_version(), "shards": count });
         let c = if table == contract::INTERVENTIONS.name {
             // One priority order over the whole night: the table is rewritten, ranked.
             let mut parts = Vec::new();
@@ -325,6 +329,7 @@ pub(crate) fn commit_shards(settings: &Settings, s: NaiveDate, count: u32) -> Re
         "commit",
         s,
         count,
+        &run_id,
         started,
         json!({ "output": { "root": output.uri(), "tables": tables } }),
     )

@@ -132,7 +132,12 @@ fn the_ray_driver_runs_a_night_of_shards_to_the_tables_of_one_process_retrying_o
     }
     let value = |df: &DataFrame| floats(df, "expected_uplift").iter().sum::<f64>();
     assert!(value(&planned) >= 0.99 * value(&exact), "{} < 99% of {}", value(&planned), value(&exact));
-    assert!(out.join(format!("runs/snapshot={SAMPLE_AS_OF}/commit.json")).exists());
+    // The night has one id, the driver's: the published plan carries it, for the readout.
+    let commit = read_json(&out, &format!("runs/snapshot={SAMPLE_AS_OF}/commit.json"));
+    let night = commit["run_id"].as_str().unwrap();
+    assert!(night.starts_with(&format!("night-{SAMPLE_AS_OF}-")), "{night}");
+    let plan = open(&out).committed("interventions", sample_as_of()).unwrap().unwrap();
+    assert_eq!(plan.meta["run_id"], night, "the plan is known by the night's id");
     // The night ends with its checks, over the committed tables.
     assert!(open(&out).committed("monitor", sample_as_of()).unwrap().is_some(), "the night is monitored");
     assert!(out.join(format!("reports/snapshot={SAMPLE_AS_OF}/index.html")).exists());
@@ -154,4 +159,7 @@ fn the_argo_and_airflow_files_run_the_commands_of_the_ray_driver() {
     for night_step in ["retain train", "retain prices", "retain commit", "retain monitor"] {
         assert!(airflow.contains(night_step), "{night_step}");
     }
+    // Every command carries the orchestrator's id of the night.
+    assert_eq!(airflow.matches("--run-id {{ run_id }}").count(), airflow.matches("bash_command=").count());
+    assert_eq!(argo.matches("--run-id {{workflow.name}}").count(), argo.matches("{name: args,").count());
 }

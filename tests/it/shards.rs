@@ -152,6 +152,11 @@ fn the_commands_that_fit_models_refuse_a_shard_and_a_shard_plans_only_with_price
     assert!(String::from_utf8_lossy(&unpriced.stderr).contains("retain prices --shards 2"));
     let bad = stage("features", Some("2/2"), &sample_data(), out.path()).output().unwrap();
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    // A run id an orchestrator could not have meant (white space) is a usage error too.
+    let spaced = stage("features", Some("0/2"), &sample_data(), out.path()).args(["--run-id", "night 7"]).output();
+    let spaced = spaced.unwrap();
+    assert_eq!(spaced.status.code(), Some(2), "{}", String::from_utf8_lossy(&spaced.stderr));
+    assert!(String::from_utf8_lossy(&spaced.stderr).contains("--run-id"));
     assert!(std::fs::read_dir(out.path()).unwrap().next().is_none(), "nothing written");
 }
 
@@ -165,12 +170,24 @@ fn tight_budgets(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// The run id the orchestrator of [`plan_by_shards`] gives every command of its nights.
+const NIGHT: &str = "scheduled__2026-11-21T02:30:00+00:00";
+
 /// A night of `n` shards planned into `out` (which holds the model of S), as an
 /// orchestrator runs it: per shard features, score, candidates; prices; per shard the
-/// plan; commit.
+/// plan; commit; every command with the night's id ([`NIGHT`], in `RETAIN_RUN_ID`).
 fn plan_by_shards(config: &Path, out: &Path, n: u32) {
     let run = |args: &[&str]| {
-        run_ok(retain().args(args).arg("--config").arg(config).args(["--as-of", SAMPLE_AS_OF]).arg("--output").arg(out))
+        run_ok(
+            retain()
+                .args(args)
+                .arg("--config")
+                .arg(config)
+                .args(["--as-of", SAMPLE_AS_OF])
+                .arg("--output")
+                .arg(out)
+                .env("RETAIN_RUN_ID", NIGHT),
+        )
     };
     let input = sample_data();
     let input = input.to_str().unwrap();
@@ -217,6 +234,13 @@ fn shards_plan_under_one_global_budget_and_unsubscribe_caps_nearly_as_well_as_on
         copy_dir(&one.join("models"), &out.join("models"));
         plan_by_shards(&config, &out, n);
         let planned = read_table(&out, "interventions");
+        // The published plan is known by the night's id: the campaign a readout finds it under.
+        let published = open(&out).committed("interventions", sample_as_of()).unwrap().unwrap();
+        assert_eq!(published.meta["run_id"], NIGHT, "{n} shards");
+        for manifest in ["prices".to_string(), "commit".to_string(), format!("interventions.shard-0-of-{n}")] {
+            let m = read_json(&out, &format!("runs/snapshot={SAMPLE_AS_OF}/{manifest}.json"));
+            assert_eq!(m["run_id"], NIGHT, "{manifest}");
+        }
         for (channel, budget) in [("push", 40), ("email", 25), ("in_app", 4)] {
             assert!(sends(&planned, channel) <= budget, "{n} shards: {channel} over the service's budget");
         }

@@ -69,6 +69,12 @@ pub(crate) fn open_for_write(dir: &Path) -> Storage {
     Storage::open(dir.to_str().unwrap(), &StorageOptions::default(), true).unwrap()
 }
 
+/// The JSON file `rel` under the output root `dir` (a manifest, a model's description).
+pub(crate) fn read_json(dir: &Path, rel: &str) -> serde_json::Value {
+    let path = dir.join(rel);
+    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
 pub(crate) fn read_table(dir: &Path, table: &str) -> DataFrame {
     open(dir).read_committed(table, sample_as_of()).unwrap()
 }
