@@ -465,6 +465,7 @@ fn fit_type(
                 qini: BTreeMap::new(),
                 auuc: BTreeMap::new(),
                 used: false,
+                t_share: 0.0,
             }
         })
         .collect();

@@ -150,7 +150,9 @@ pub(crate) fn learn_targeting(
         )?;
         for (a, arm) in l.arms.iter().enumerate() {
             let mut r = l.reports[a].clone();
-            r.used = production[l.type_index(a)].is_some();
+            let tonight = production[l.type_index(a)].as_ref();
+            r.used = tonight.is_some();
+            r.t_share = tonight.map_or(0.0, |m| m.t_share);
             report.arms.push(r);
             report.qini_curves.push((arm.clone(), l.curves[a].clone()));
         }

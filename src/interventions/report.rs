@@ -41,6 +41,10 @@ pub(crate) struct ArmReport {
     pub auuc: BTreeMap<&'static str, f64>,
     /// Whether a model of this arm plans tonight's list.
     pub used: bool,
+    /// The share of the T-learner's effect in tonight's DR-learner model of this arm's
+    /// message type (`models::uplift::t_share`: it grows with the type's decisions; 0
+    /// under the T-learner or without a model).
+    pub t_share: f64,
 }
 
 /// The stage's account of itself (manifest `details.interventions` and the HTML report).
@@ -128,13 +132,13 @@ pub(super) fn html(r: &Report, s: NaiveDate) -> String {
     );
     body.push_str(
         "<h2>Arms</h2><table><tr><th>message</th><th>channel</th><th>training rows</th><th>later rows</th>\
-         <th>average churn cut</th><th>Qini T</th><th>Qini DR</th><th>AUUC T</th><th>AUUC DR</th><th>used</th></tr>",
+         <th>average churn cut</th><th>Qini T</th><th>Qini DR</th><th>AUUC T</th><th>AUUC DR</th><th>T share</th><th>used</th></tr>",
     );
     let num = |v: Option<&f64>| v.map_or("–".to_string(), |v| format!("{v:.4}"));
     for a in &r.arms {
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td></tr>",
             esc(&a.message_type),
             esc(&a.channel),
             a.training_rows,
@@ -144,6 +148,7 @@ pub(super) fn html(r: &Report, s: NaiveDate) -> String {
             num(a.qini.get("dr_learner")),
             num(a.auuc.get("t_learner")),
             num(a.auuc.get("dr_learner")),
+            a.t_share,
             if a.used { "yes" } else { "no" }
         );
     }

@@ -40,17 +40,61 @@ pub(crate) struct UpliftModel {
     pub treated: GbdtModel,
     /// The DR-learner's effect regression.
     pub effect: Option<GbdtModel>,
+    /// The DR-learner's share of the T-learner's effect ([`t_share`]; 0 for the T-learner
+    /// and in models saved before it).
+    #[serde(default)]
+    pub t_share: f64,
+    /// The T-learner's mean effect minus the DR-learner's over the rows the model was
+    /// fitted on: taken off the T-learner's part, so that the share moves who ranks first
+    /// within the message type and never the type's level.
+    #[serde(default)]
+    pub t_offset: f64,
 }
 
 impl UpliftModel {
     /// Effect of sending on the outcome's probability, per row.
     pub(crate) fn effect(&self, x: &Array2<f64>) -> Vec<f64> {
-        match &self.effect {
-            Some(m) => m.predict(x).into_iter().map(|v| v.clamp(-1.0, 1.0)).collect(),
-            None => self.treated.predict(x).into_iter().zip(self.control.predict(x)).map(|(a, b)| a - b).collect(),
+        let Some(dr) = self.regressed(x) else { return self.difference(x) };
+        if self.t_share == 0.0 {
+            return dr;
         }
+        let w = self.t_share;
+        dr.into_iter().zip(self.difference(x)).map(|(d, t)| (1.0 - w) * d + w * (t - self.t_offset)).collect()
+    }
+
+    /// The DR-learner's regression alone (None for the T-learner).
+    fn regressed(&self, x: &Array2<f64>) -> Option<Vec<f64>> {
+        self.effect.as_ref().map(|m| m.predict(x).into_iter().map(|v| v.clamp(-1.0, 1.0)).collect())
+    }
+
+    /// The T-learner's effect: the outcome models' difference.
+    fn difference(&self, x: &Array2<f64>) -> Vec<f64> {
+        self.treated.predict(x).into_iter().zip(self.control.predict(x)).map(|(a, b)| a - b).collect()
     }
 }
+
+/// The share of the T-learner's effect in the DR-learner's, for an experiment of `rows`
+/// decisions: none up to [`T_SHARE_FROM`], [`T_SHARE_MAX`] from [`T_SHARE_FULL`], and
+/// growing with the logarithm of the rows between.
+///
+/// Why: the T-learner's two outcome models carry what predicts the outcome in each arm,
+/// which the DR-learner's regression on noisy pseudo-outcomes partly misses; but their
+/// difference is noise where the arms are small. Measured (BENCHMARKS.md, "A share of the
+/// T-learner on large histories"): a quarter of it raised the plan on all four 100k-user
+/// worlds of both effect families (message types of 50,000–80,000 decisions), and lowered
+/// it on the 30k-user worlds (15,000–24,000) and at every run seed on the 8k-user ones.
+pub(crate) fn t_share(rows: usize) -> f64 {
+    if rows <= T_SHARE_FROM {
+        return 0.0;
+    }
+    let reached = (rows as f64 / T_SHARE_FROM as f64).ln() / (T_SHARE_FULL as f64 / T_SHARE_FROM as f64).ln();
+    T_SHARE_MAX * reached.min(1.0)
+}
+
+/// See [`t_share`].
+const T_SHARE_MAX: f64 = 0.25;
+const T_SHARE_FROM: usize = 25_000;
+const T_SHARE_FULL: usize = 50_000;
 
 /// The probability of an outcome that only a send can cause, given the features: an
 /// unsubscribe (a held-out user got nothing to unsubscribe from, so the effect of sending
@@ -121,16 +165,23 @@ pub(crate) fn fit_each(
         || want_dr.then(|| fit_dr(e, &w, categorical, fitting)).transpose(),
     );
     let (control, treated, dr) = (control?, treated?, dr?);
-    learners
+    let share = t_share(n);
+    let mut models: Vec<UpliftModel> = learners
         .iter()
         .map(|&learner| {
-            let effect = match learner {
-                Learner::T => None,
-                Learner::Dr => dr.clone(),
+            let (effect, t_share) = match learner {
+                Learner::T => (None, 0.0),
+                Learner::Dr => (dr.clone(), share),
             };
-            Ok(UpliftModel { learner, control: control.clone(), treated: treated.clone(), effect })
+            UpliftModel { learner, control: control.clone(), treated: treated.clone(), effect, t_share, t_offset: 0.0 }
         })
-        .collect()
+        .collect();
+    if let Some(m) = models.iter_mut().find(|m| m.t_share > 0.0) {
+        let dr = m.regressed(e.x).unwrap_or_default();
+        let gap: f64 = m.difference(e.x).into_iter().zip(dr).map(|(t, d)| t - d).sum();
+        m.t_offset = gap / n as f64;
+    }
+    Ok(models)
 }
 
 /// The probability of the arm each row got, given its features, within its campaign:

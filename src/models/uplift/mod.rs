@@ -8,7 +8,9 @@
 //!   mean given x is the effect: the outcome models' difference corrected by the
 //!   inverse-propensity-weighted residuals. Nuisance models (both outcome models and the
 //!   treatment propensity within the campaign) are cross-fitted on two halves, so no row
-//!   corrects its own fit.
+//!   corrects its own fit. Where an experiment has many decisions, a share of the
+//!   T-learner's effect (centred on the regression's mean) is mixed in
+//!   ([`learners::t_share`]): it ranks users better there, and is noise on smaller ones.
 //!
 //! Rows are weighted by the inverse probability of the arm they got (sent or held out),
 //! given their features: campaigns did not assign their arms uniformly (some held out
@@ -43,7 +45,9 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::experiment::part;
+    use super::learners::t_share;
     use super::*;
+    use crate::models::classifier::Classifier;
 
     const FITTING: Fitting = Fitting { threads: 1, seed: 17 };
 
@@ -106,5 +110,38 @@ mod tests {
         let se = |seed: u64| select_learner(&evaluations, seed).difference_se;
         assert_eq!(se(5), se(5));
         assert_ne!(se(5), se(6), "the bootstrap draws from the seed");
+    }
+
+    /// Small experiments get the DR-learner's regression alone; larger ones a share of the
+    /// T-learner's effect that grows with their decisions, up to a quarter, and that moves
+    /// who ranks first but never the mean effect over the rows the model learned from.
+    #[test]
+    fn the_t_learners_share_grows_with_the_decisions_and_keeps_the_mean_effect() {
+        assert_eq!(t_share(100), 0.0);
+        assert_eq!(t_share(25_000), 0.0);
+        assert!(0.0 < t_share(30_000) && t_share(30_000) < t_share(45_000) && t_share(45_000) < 0.25);
+        assert_eq!(t_share(50_000), 0.25);
+        assert_eq!(t_share(2_000_000), 0.25);
+
+        let (x, t, y, p, _) = experiment(4000, 6);
+        let small = fit(Learner::Dr, &Experiment { x: &x, treated: &t, outcome: &y, propensity: &p }, &[], FITTING);
+        let small = small.unwrap();
+        assert_eq!(small.t_share, 0.0);
+        assert_eq!(
+            small.effect(&x),
+            small.effect.as_ref().unwrap().predict(&x).iter().map(|v| v.clamp(-1.0, 1.0)).collect::<Vec<_>>()
+        );
+
+        let (x, t, y, p, _) = experiment(30_000, 7);
+        let m =
+            fit(Learner::Dr, &Experiment { x: &x, treated: &t, outcome: &y, propensity: &p }, &[], FITTING).unwrap();
+        assert!((m.t_share - t_share(30_000)).abs() < 1e-12 && m.t_share > 0.05, "{}", m.t_share);
+        let mixed = m.effect(&x);
+        let regression: Vec<f64> = m.effect.as_ref().unwrap().predict(&x).iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        assert!((mean(&mixed) - mean(&regression)).abs() < 1e-9, "{} against {}", mean(&mixed), mean(&regression));
+        assert!(mixed.iter().zip(&regression).any(|(a, b)| (a - b).abs() > 1e-3), "the T-learner's part moves effects");
+        let t = fit(Learner::T, &Experiment { x: &x, treated: &t, outcome: &y, propensity: &p }, &[], FITTING).unwrap();
+        assert_eq!(t.t_share, 0.0, "the T-learner is itself");
     }
 }
