@@ -42,7 +42,7 @@ pub(crate) struct ArmReport {
     /// Whether a model of this arm plans tonight's list.
     pub used: bool,
     /// The share of the T-learner's effect in tonight's DR-learner model of this arm's
-    /// message type (`models::uplift::t_share`: it grows with the type's decisions; 0
+    /// message type (`models/uplift/learners.rs`, `t_share`: it grows with the type's decisions; 0
     /// under the T-learner or without a model).
     pub t_share: f64,
 }

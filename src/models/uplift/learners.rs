@@ -91,9 +91,11 @@ pub(crate) fn t_share(rows: usize) -> f64 {
     T_SHARE_MAX * reached.min(1.0)
 }
 
-/// See [`t_share`].
+/// The largest share of the T-learner ([`t_share`]).
 const T_SHARE_MAX: f64 = 0.25;
+/// The most decisions at which the DR-learner is its regression alone ([`t_share`]).
 const T_SHARE_FROM: usize = 25_000;
+/// The fewest decisions that get [`T_SHARE_MAX`] ([`t_share`]).
 const T_SHARE_FULL: usize = 50_000;
 
 /// The probability of an outcome that only a send can cause, given the features: an
