@@ -101,7 +101,9 @@ pub struct GbdtModel {
     pub model: String,
     /// The boosting round kept by early stopping.
     pub best_iteration: u32,
-    /// Threads used for prediction.
+    /// Threads LightGBM's prediction uses, for the models [`TreeShap`] cannot read (the
+    /// walk of the others runs on the rayon pool; each row's prediction is the same on
+    /// any number of threads).
     pub predict_threads: usize,
     /// The model's trees, read the first time a row is predicted or explained (None:
     /// trees [`TreeShap`] cannot read, such as linear ones; LightGBM predicts those).
