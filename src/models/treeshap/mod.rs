@@ -114,7 +114,8 @@ impl TreeShap {
         for block in body.split("\nTree=").skip(1) {
             trees.push(Tree::parse(block, features).map_err(|e| bad(format!("tree {}: {e}", trees.len())))?);
         }
-        let averaged = header("average_output").is_some() || text.lines().any(|l| l.trim() == "average_output");
+        // A random forest's text model says `average_output` on a line of its own.
+        let averaged = text.lines().any(|l| l.trim() == "average_output");
         let output = header("objective").and_then(Output::of).filter(|_| !averaged);
         Ok(TreeShap { trees, features, output })
     }
